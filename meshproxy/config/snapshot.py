@@ -1,0 +1,274 @@
+"""The compiled, immutable configuration the data plane runs on.
+
+`compile.py` turns App Mesh resources plus this proxy's identity into one `Snapshot`. Nothing on the request
+path reads raw resources: a request captures the snapshot once at its start and only reads these values.
+Regexes are compiled here, once; durations are float seconds, and ``None`` means "disabled" (App Mesh's 0).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+class ListenerProtocol(enum.StrEnum):
+    HTTP = "http"
+    HTTP2 = "http2"
+    GRPC = "grpc"
+    TCP = "tcp"
+
+
+class ResourceKind(enum.StrEnum):
+    VIRTUAL_NODE = "virtualNode"
+    VIRTUAL_GATEWAY = "virtualGateway"
+
+
+class EgressFilter(enum.StrEnum):
+    DROP_ALL = "DROP_ALL"
+    ALLOW_ALL = "ALLOW_ALL"
+
+
+class StringMatchKind(enum.Enum):
+    EXACT = "exact"
+    PREFIX = "prefix"
+    SUFFIX = "suffix"
+    REGEX = "regex"
+    RANGE = "range"
+    PRESENT = "present"  # App Mesh header/query match with no `match` member: the name must be present
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who this proxy is: parsed from APPMESH_RESOURCE_ARN (or its legacy fallbacks)."""
+
+    node_id: str  # verbatim, as Envoy's node.id
+    mesh: str  # may carry `@<owner account>` on K8s for shared meshes; `mesh_name` strips it
+    kind: ResourceKind
+    name: str
+    node_cluster: str  # APPMESH_RESOURCE_CLUSTER or node_id
+
+    @property
+    def mesh_name(self) -> str:
+        return self.mesh.split("@", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class ValueMatch:
+    """One header / query / gRPC-metadata condition. `name` is lower-cased for headers and metadata."""
+
+    name: str
+    kind: StringMatchKind
+    value: str = ""  # exact / prefix / suffix value
+    pattern: re.Pattern[str] | None = None  # REGEX, compiled once, matched with fullmatch (RE2 semantics)
+    range_start: int = 0  # RANGE: start inclusive
+    range_end: int = 0  # RANGE: end exclusive
+    invert: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """What an HTTP request must look like for a route. Unset members match everything."""
+
+    prefix: str | None = None
+    path_exact: str | None = None
+    path_regex: re.Pattern[str] | None = None
+    method: str | None = None
+    scheme: str | None = None
+    port: int | None = None
+    headers: tuple[ValueMatch, ...] = ()
+    query: tuple[ValueMatch, ...] = ()
+    # gRPC routes: service / method are matched against the `/<service>/<method>` path
+    grpc_service: str | None = None
+    grpc_method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedCluster:
+    cluster: str  # key into Snapshot.clusters
+    weight: int
+    virtual_node: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """App Mesh retry policy as Envoy rendered it (spec §4.5).
+
+    `per_try_timeout` of None means the attempt is only bounded by the route's per-request timeout.
+    """
+
+    max_retries: int
+    per_try_timeout: float | None
+    retriable_statuses: frozenset[int] = frozenset()  # server-error / gateway-error / client-error
+    retry_on_reset: bool = False  # upstream reset / disconnect before a response (server/gateway-error)
+    retry_on_connect_failure: bool = False  # tcpRetryEvents connection-error
+    retry_on_refused_stream: bool = False  # stream-error
+    grpc_statuses: frozenset[int] = frozenset()  # numeric grpc-status codes
+    is_default: bool = False  # App Mesh's implicit default policy (no policy on the route)
+
+
+@dataclass(frozen=True, slots=True)
+class PathRewrite:
+    """Gateway-route rewrites (spec §4.7). `prefix` replaces the matched prefix; `exact` the whole path."""
+
+    prefix: str | None = None
+    exact: str | None = None
+    hostname: str | None = None  # Host / :authority replacement (defaultTargetHostname ENABLED)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    """One compiled App Mesh route (or the implicit route of a virtual-node provider)."""
+
+    name: str  # `<virtualRouter>/<route>` or `<virtualService>` for the implicit route
+    match: RouteMatch
+    targets: tuple[WeightedCluster, ...]
+    total_weight: int
+    retry: RetryPolicy | None
+    timeout: float | None  # perRequest; None = disabled
+    idle_timeout: float | None
+    priority: int | None = None
+    protocol: ListenerProtocol = ListenerProtocol.HTTP
+    rewrite: PathRewrite | None = None
+    virtual_service: str = ""  # the virtual service this route serves (metrics: TargetVirtualService)
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHost:
+    """One virtual service reachable from this node: the domains it answers to and its routes in match order."""
+
+    name: str  # virtual service name
+    domains: tuple[str, ...]  # `<vs>` and `<vs>:<port>` for each provider listener port
+    routes: tuple[RouteEntry, ...]
+    protocol: ListenerProtocol = ListenerProtocol.HTTP
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    """Egress (or gateway) HTTP routes: Host/:authority -> VirtualHost -> first matching RouteEntry."""
+
+    name: str  # e.g. rds_egress_http_15001
+    virtual_hosts: tuple[VirtualHost, ...]
+    by_domain: Mapping[str, VirtualHost] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class DnsDiscovery:
+    hostname: str
+    port: int
+    response_type: str = "LOADBALANCER"  # or ENDPOINTS
+    ip_preference: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StaticDiscovery:
+    addresses: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CloudMapDiscovery:
+    namespace: str
+    service: str
+    port: int
+    attributes: tuple[tuple[str, str], ...] = ()
+    ip_preference: str | None = None
+
+
+Discovery = DnsDiscovery | StaticDiscovery | CloudMapDiscovery
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionPoolLimits:
+    """Envoy circuit breakers. App Mesh's defaults are 'effectively unlimited' (2147483647)."""
+
+    max_connections: int = 2147483647
+    max_pending_requests: int = 2147483647
+    max_requests: int = 2147483647
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDetection:
+    max_server_errors: int
+    interval: float
+    base_ejection: float
+    max_ejection_percent: int
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    protocol: ListenerProtocol
+    interval: float
+    timeout: float
+    healthy_threshold: int
+    unhealthy_threshold: int
+    path: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """An upstream: the local app (ingress) or a backend virtual node (egress)."""
+
+    name: str  # cds_<direction>_<mesh>_<node>_<protocol>_<port>
+    discovery: Discovery
+    protocol: ListenerProtocol
+    virtual_node: str
+    connect_timeout: float = 1.0
+    limits: ConnectionPoolLimits = ConnectionPoolLimits()
+    outlier: OutlierDetection | None = None
+    health_check: HealthCheck | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogConfig:
+    path: str
+    text_format: str | None = None  # Envoy format string; None and no json = Envoy's default format
+    json_format: tuple[tuple[str, str], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsTermination:
+    mode: str  # STRICT | PERMISSIVE | DISABLED
+    certificate_chain: str
+    private_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngressListener:
+    """A virtual-node listener: traffic redirected to the ingress port for `port` goes to the local app."""
+
+    port: int
+    protocol: ListenerProtocol
+    cluster: str  # cds_ingress_<mesh>_<node>_<proto>_<port>, 127.0.0.1:<port>
+    timeout: float | None = 15.0  # perRequest
+    idle_timeout: float | None = 300.0
+    tls: TlsTermination | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayListener:
+    """A virtual-gateway listener: bound directly on `port`, routed through `routes`."""
+
+    port: int
+    protocol: ListenerProtocol
+    routes: RouteTable
+    limits: ConnectionPoolLimits = ConnectionPoolLimits()
+    tls: TlsTermination | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one proxy needs, for one identity, at one config version."""
+
+    version: str
+    identity: Identity
+    egress_filter: EgressFilter
+    ingress: tuple[IngressListener, ...]
+    egress_routes: RouteTable
+    tcp_routes: Mapping[int, RouteEntry]  # egress TCP: original destination port -> route
+    clusters: Mapping[str, Cluster]
+    gateway: tuple[GatewayListener, ...] = ()
+    access_log: AccessLogConfig | None = None
+    backends: tuple[str, ...] = ()  # virtual service names this node may call

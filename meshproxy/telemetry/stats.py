@@ -1,0 +1,292 @@
+"""The stats store: plain integers on the request path, read by sinks on their own schedule.
+
+Every stat is declared once, here, as a field whose name is Envoy's stat name relative to its scope
+(`cluster.<name>.` + field, `listener.<address>.` + field, ...). Fields listed in a class's GAUGES are gauges;
+every other int field is a counter. Response codes are counted per code (`upstream_rq_<code>`), and the
+`_2xx`-style classes are derived when rendering, as Envoy's tag extraction would see them.
+
+Call sites do `stats.upstream_rq_total += 1`: no name building, no locks (one event loop per process).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
+
+# Envoy's default histogram bucket bounds (ms), from the admin docs' example (spec §5.3).
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000,
+    3600000,
+)  # fmt: skip
+
+
+class Histogram:
+    """A cumulative histogram of millisecond samples with Envoy's bucket bounds.
+
+    `record` is the only call on the request path: one bisect and two adds. Sinks that want per-sample values
+    (DogStatsD timers) read `recent`, a bounded list they drain.
+    """
+
+    __slots__ = ("bounds", "counts", "count", "sum", "recent", "recent_limit", "recent_dropped")
+
+    def __init__(self, bounds: tuple[float, ...] = DEFAULT_BUCKETS, recent_limit: int = 0) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # last slot is +Inf
+        self.count = 0
+        self.sum = 0.0
+        self.recent: list[float] = []
+        self.recent_limit = recent_limit
+        self.recent_dropped = 0
+
+    def record(self, value_ms: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value_ms)] += 1
+        self.count += 1
+        self.sum += value_ms
+        if self.recent_limit:
+            if len(self.recent) < self.recent_limit:
+                self.recent.append(value_ms)
+            else:
+                self.recent_dropped += 1
+
+    def cumulative(self) -> list[int]:
+        out, running = [], 0
+        for c in self.counts:
+            running += c
+            out.append(running)
+        return out
+
+    def quantile(self, q: float) -> float | None:
+        """Approximate quantile (upper bucket bound), as Envoy's /stats summary prints it."""
+        if not self.count:
+            return None
+        target = q * self.count
+        running = 0
+        for i, c in enumerate(self.counts):
+            running += c
+            if running >= target and c:
+                return self.bounds[i] if i < len(self.bounds) else float("inf")
+        return float("inf")
+
+    def reset(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.count = 0
+        self.sum = 0.0
+        self.recent.clear()
+
+
+class _Scope:
+    """Shared behaviour of every stats scope: enumerate counters and gauges by their declared names."""
+
+    GAUGES: ClassVar[frozenset[str]] = frozenset()
+
+    def counters(self) -> list[tuple[str, int]]:
+        return [
+            (f.name, getattr(self, f.name))
+            for f in fields(self)  # type: ignore[arg-type]
+            if f.type in ("int", int) and f.name not in self.GAUGES
+        ]
+
+    def gauges(self) -> list[tuple[str, int]]:
+        return [(name, getattr(self, name)) for name in sorted(self.GAUGES)]
+
+    def reset_counters(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            if f.type in ("int", int) and f.name not in self.GAUGES:
+                setattr(self, f.name, 0)
+
+
+@dataclass(slots=True, eq=False)
+class ClusterStats(_Scope):
+    """`cluster.<name>.*`"""
+
+    GAUGES: ClassVar[frozenset[str]] = frozenset(
+        {"upstream_cx_active", "upstream_rq_active", "upstream_rq_pending_active", "membership_total",
+         "membership_healthy"}
+    )  # fmt: skip
+
+    upstream_cx_total: int = 0
+    upstream_cx_active: int = 0
+    upstream_cx_connect_fail: int = 0
+    upstream_cx_connect_timeout: int = 0
+    upstream_cx_destroy: int = 0
+    upstream_cx_destroy_remote: int = 0
+    upstream_cx_destroy_local: int = 0
+    upstream_cx_overflow: int = 0
+    upstream_cx_rx_bytes_total: int = 0
+    upstream_cx_tx_bytes_total: int = 0
+    upstream_rq_total: int = 0
+    upstream_rq_active: int = 0
+    upstream_rq_completed: int = 0
+    upstream_rq_pending_total: int = 0
+    upstream_rq_pending_active: int = 0
+    upstream_rq_pending_overflow: int = 0
+    upstream_rq_retry: int = 0
+    upstream_rq_retry_success: int = 0
+    upstream_rq_retry_overflow: int = 0
+    upstream_rq_retry_limit_exceeded: int = 0
+    upstream_rq_timeout: int = 0
+    upstream_rq_per_try_timeout: int = 0
+    upstream_rq_rx_reset: int = 0
+    upstream_rq_tx_reset: int = 0
+    upstream_rq_maintenance_mode: int = 0
+    upstream_rq_pending_failure_eject: int = 0
+    membership_total: int = 0
+    membership_healthy: int = 0
+    outlier_detection_ejections_active: int = 0
+    outlier_detection_ejections_enforced_total: int = 0
+    rq_by_code: dict[int, int] = field(default_factory=dict)  # upstream_rq_<code>
+    upstream_rq_time: Histogram = field(default_factory=Histogram)
+
+    def count_response(self, status: int) -> None:
+        self.rq_by_code[status] = self.rq_by_code.get(status, 0) + 1
+
+
+@dataclass(slots=True, eq=False)
+class ListenerStats(_Scope):
+    """`listener.<address>.*` (address like `0.0.0.0_15000`)."""
+
+    GAUGES: ClassVar[frozenset[str]] = frozenset({"downstream_cx_active"})
+
+    downstream_cx_total: int = 0
+    downstream_cx_active: int = 0
+    downstream_cx_destroy: int = 0
+    downstream_cx_overflow: int = 0
+    no_filter_chain_match: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class HttpConnManagerStats(_Scope):
+    """`http.<prefix>.*` (prefix `ingress` / `egress`, or `ingress.http.<port>` with several listeners)."""
+
+    GAUGES: ClassVar[frozenset[str]] = frozenset({"downstream_cx_active", "downstream_rq_active"})
+
+    downstream_cx_total: int = 0
+    downstream_cx_active: int = 0
+    downstream_cx_http1_total: int = 0
+    downstream_cx_http2_total: int = 0
+    downstream_cx_protocol_error: int = 0
+    downstream_cx_destroy_remote_active_rq: int = 0
+    downstream_cx_rx_bytes_total: int = 0
+    downstream_cx_tx_bytes_total: int = 0
+    downstream_cx_upgrades_total: int = 0
+    downstream_rq_total: int = 0
+    downstream_rq_active: int = 0
+    downstream_rq_http1_total: int = 0
+    downstream_rq_http2_total: int = 0
+    downstream_rq_rx_reset: int = 0
+    downstream_rq_timeout: int = 0
+    downstream_rq_idle_timeout: int = 0
+    downstream_rq_completed: int = 0
+    no_route: int = 0
+    no_cluster: int = 0
+    rq_total: int = 0
+    rq_by_code: dict[int, int] = field(default_factory=dict)  # downstream_rq_<code>
+    downstream_rq_time: Histogram = field(default_factory=Histogram)
+    downstream_cx_length_ms: Histogram = field(default_factory=Histogram)
+
+    def count_response(self, status: int) -> None:
+        self.rq_by_code[status] = self.rq_by_code.get(status, 0) + 1
+
+
+@dataclass(slots=True, eq=False)
+class TcpProxyStats(_Scope):
+    """`tcp.<prefix>.*`"""
+
+    GAUGES: ClassVar[frozenset[str]] = frozenset({"downstream_cx_total_active"})
+
+    downstream_cx_total: int = 0
+    downstream_cx_total_active: int = 0
+    downstream_cx_rx_bytes_total: int = 0
+    downstream_cx_tx_bytes_total: int = 0
+    downstream_cx_no_route: int = 0
+    idle_timeout: int = 0
+    upstream_flush_total: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class ServerStats(_Scope):
+    """`server.*`, `cluster_manager.*`, `listener_manager.*`, `control_plane.*` (process-wide)."""
+
+    GAUGES: ClassVar[frozenset[str]] = frozenset(
+        {"server_live", "server_state", "server_uptime", "server_concurrency", "server_memory_allocated",
+         "cluster_manager_active_clusters", "cluster_manager_warming_clusters",
+         "listener_manager_total_listeners_active", "control_plane_connected_state"}
+    )  # fmt: skip
+
+    server_live: int = 0
+    server_state: int = 2  # Envoy: 0 LIVE, 1 DRAINING, 2 PRE_INITIALIZING, 3 INITIALIZING
+    server_uptime: int = 0
+    server_concurrency: int = 1
+    server_memory_allocated: int = 0
+    cluster_manager_active_clusters: int = 0
+    cluster_manager_warming_clusters: int = 0
+    cluster_manager_cds_update_success: int = 0
+    cluster_manager_cds_update_rejected: int = 0
+    listener_manager_lds_update_success: int = 0
+    listener_manager_lds_update_rejected: int = 0
+    listener_manager_listener_create_failure: int = 0
+    listener_manager_total_listeners_active: int = 0
+    control_plane_connected_state: int = 0
+    telemetry_dropped_total: int = 0  # meshproxy: records dropped by full background sink queues
+
+
+# Envoy name of each ServerStats field (its scope is part of the field name).
+SERVER_STAT_NAMES: dict[str, str] = {
+    "server_live": "server.live",
+    "server_state": "server.state",
+    "server_uptime": "server.uptime",
+    "server_concurrency": "server.concurrency",
+    "server_memory_allocated": "server.memory_allocated",
+    "cluster_manager_active_clusters": "cluster_manager.active_clusters",
+    "cluster_manager_warming_clusters": "cluster_manager.warming_clusters",
+    "cluster_manager_cds_update_success": "cluster_manager.cds.update_success",
+    "cluster_manager_cds_update_rejected": "cluster_manager.cds.update_rejected",
+    "listener_manager_lds_update_success": "listener_manager.lds.update_success",
+    "listener_manager_lds_update_rejected": "listener_manager.lds.update_rejected",
+    "listener_manager_listener_create_failure": "listener_manager.listener_create_failure",
+    "listener_manager_total_listeners_active": "listener_manager.total_listeners_active",
+    "control_plane_connected_state": "control_plane.connected_state",
+    "telemetry_dropped_total": "meshproxy.telemetry.dropped_total",
+}
+
+
+class StatsStore:
+    """All scopes of one process, created on first use and kept across config swaps (names are stable)."""
+
+    def __init__(self) -> None:
+        self.server = ServerStats()
+        self.clusters: dict[str, ClusterStats] = {}
+        self.listeners: dict[str, ListenerStats] = {}
+        self.http: dict[str, HttpConnManagerStats] = {}
+        self.tcp: dict[str, TcpProxyStats] = {}
+
+    def cluster(self, name: str) -> ClusterStats:
+        s = self.clusters.get(name)
+        if s is None:
+            s = self.clusters[name] = ClusterStats()
+        return s
+
+    def listener(self, address: str) -> ListenerStats:
+        s = self.listeners.get(address)
+        if s is None:
+            s = self.listeners[address] = ListenerStats()
+        return s
+
+    def http_conn_manager(self, prefix: str) -> HttpConnManagerStats:
+        s = self.http.get(prefix)
+        if s is None:
+            s = self.http[prefix] = HttpConnManagerStats()
+        return s
+
+    def tcp_proxy(self, prefix: str) -> TcpProxyStats:
+        s = self.tcp.get(prefix)
+        if s is None:
+            s = self.tcp[prefix] = TcpProxyStats()
+        return s
+
+    def reset_counters(self) -> None:
+        self.server.reset_counters()
+        for group in (self.clusters, self.listeners, self.http, self.tcp):
+            for scope in group.values():
+                scope.reset_counters()
