@@ -1,0 +1,48 @@
+"""Envoy's local replies: the status, body and response flag for each way a request can fail in the proxy.
+
+Runbooks and dashboards grep for these exact bodies and flags (spec §5.5, user-expectations §5.7).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class ResponseFlag(enum.StrEnum):
+    """Envoy %RESPONSE_FLAGS% short names."""
+
+    NO_HEALTHY_UPSTREAM = "UH"
+    UPSTREAM_CONNECT_FAILURE = "UF"
+    UPSTREAM_OVERFLOW = "UO"
+    NO_ROUTE = "NR"
+    UPSTREAM_RETRY_LIMIT_EXCEEDED = "URX"
+    UPSTREAM_REQUEST_TIMEOUT = "UT"
+    UPSTREAM_CONNECTION_TERMINATION = "UC"
+    UPSTREAM_REMOTE_RESET = "UR"
+    LOCAL_RESET = "LR"
+    DOWNSTREAM_CONNECTION_TERMINATION = "DC"
+    DOWNSTREAM_PROTOCOL_ERROR = "DPE"
+    STREAM_IDLE_TIMEOUT = "SI"
+    NO_CLUSTER_FOUND = "NC"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalReply:
+    status: int
+    body: bytes
+    flag: ResponseFlag
+    grpc_status: int  # what a gRPC client gets instead (Envoy's HTTP -> gRPC status mapping)
+
+
+_RESET = b"upstream connect error or disconnect/reset before headers. reset reason: "
+
+NO_ROUTE = LocalReply(404, b"", ResponseFlag.NO_ROUTE, 12)  # UNIMPLEMENTED
+NO_HEALTHY_UPSTREAM = LocalReply(503, b"no healthy upstream", ResponseFlag.NO_HEALTHY_UPSTREAM, 14)
+CONNECT_FAILURE = LocalReply(503, _RESET + b"connection failure", ResponseFlag.UPSTREAM_CONNECT_FAILURE, 14)
+OVERFLOW = LocalReply(503, _RESET + b"overflow", ResponseFlag.UPSTREAM_OVERFLOW, 14)
+CONNECTION_TERMINATION = LocalReply(
+    503, _RESET + b"connection termination", ResponseFlag.UPSTREAM_CONNECTION_TERMINATION, 14
+)
+UPSTREAM_TIMEOUT = LocalReply(504, b"upstream request timeout", ResponseFlag.UPSTREAM_REQUEST_TIMEOUT, 4)
+BAD_REQUEST = LocalReply(400, b"Bad Request", ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR, 13)

@@ -1,0 +1,151 @@
+"""Listeners: a bound socket, its Envoy-named stats, and what its connections route by.
+
+Names follow App Mesh: `lds_ingress_0.0.0.0_15000`, `lds_egress_0.0.0.0_15001` (spec §2.4); listener stats
+live under `listener.<ip>_<port>.` and HTTP connection-manager stats under `http.ingress.` / `http.egress.`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from meshproxy.config.snapshot import IngressListener, Snapshot
+from meshproxy.http.codec import ServerCodec
+from meshproxy.http.connection import DownstreamConnection
+from meshproxy.router.forwarder import UpstreamRequest
+from meshproxy.upstream.cluster import ClusterManager
+
+if TYPE_CHECKING:
+    from meshproxy.dataplane import Dataplane
+
+
+class ListenerDirection(enum.StrEnum):
+    INGRESS = "ingress"
+    EGRESS = "egress"
+    GATEWAY = "gateway"
+
+
+class ListenerState(enum.Enum):
+    CREATED = "created"
+    LISTENING = "listening"
+    CLOSED = "closed"
+
+
+def listening_socket(address: str, port: int, reuse_port: bool = True) -> socket.socket:
+    """A non-blocking TCP listening socket; SO_REUSEPORT lets several worker processes share the port."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind((address, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+class HttpListener:
+    """An HTTP/1.1 listener (ingress 15000, egress 15001, or a gateway port)."""
+
+    def __init__(
+        self,
+        direction: ListenerDirection,
+        address: str,
+        port: int,
+        dataplane: Dataplane,
+        server_codec_factory: Callable[[], ServerCodec],
+    ) -> None:
+        self.direction = direction
+        self.address = address
+        self.port = port
+        self.name = f"lds_{direction.value}_{address}_{port}"
+        self.dataplane = dataplane
+        self.server_codec_factory = server_codec_factory
+        self.ingress = direction is ListenerDirection.INGRESS
+        self.redirectable = direction is not ListenerDirection.GATEWAY
+        self.stats = dataplane.store.listener(f"{address}_{port}")
+        self.http_stats = dataplane.store.http_conn_manager(direction.value)
+        self.connections: set[DownstreamConnection] = set()
+        self.state = ListenerState.CREATED
+        self.server: asyncio.Server | None = None
+        self.socket: socket.socket | None = None
+
+    def __repr__(self) -> str:
+        return f"<HttpListener {self.name} {self.state.value} connections={len(self.connections)}>"
+
+    @property
+    def clusters(self) -> ClusterManager:
+        return self.dataplane.clusters
+
+    def bind(self) -> None:
+        self.socket = listening_socket(self.address, self.port)
+        self.port = self.socket.getsockname()[1]
+
+    async def start(self) -> None:
+        if self.socket is None:
+            self.bind()
+        assert self.socket is not None
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: DownstreamConnection(self), sock=self.socket)
+        self.state = ListenerState.LISTENING
+
+    def ingress_listener(self, snapshot: Snapshot, original_port: int | None) -> IngressListener | None:
+        """The virtual-node listener for a redirected connection's original port; without a redirect, the
+        first listener (a direct connection to the ingress port, as in tests and plain-host setups)."""
+        listeners = snapshot.ingress
+        if original_port is not None and original_port != self.port:
+            for listener in listeners:
+                if listener.port == original_port:
+                    return listener
+            return None
+        return listeners[0] if listeners else None
+
+    # connection bookkeeping (stats are plain integer updates)
+    def on_connection_open(self, connection: DownstreamConnection) -> None:
+        self.connections.add(connection)
+        stats = self.stats
+        stats.downstream_cx_total += 1
+        stats.downstream_cx_active += 1
+        http = self.http_stats
+        http.downstream_cx_total += 1
+        http.downstream_cx_active += 1
+        http.downstream_cx_http1_total += 1
+
+    def on_connection_closed(self, connection: DownstreamConnection) -> None:
+        if connection in self.connections:
+            self.connections.discard(connection)
+            self.stats.downstream_cx_active -= 1
+            self.stats.downstream_cx_destroy += 1
+            http = self.http_stats
+            http.downstream_cx_active -= 1
+            http.downstream_cx_length_ms.record((time.monotonic() - connection.opened) * 1000.0)
+
+    def on_request_done(self, connection: DownstreamConnection, stream: UpstreamRequest) -> None:
+        http = self.http_stats
+        http.downstream_rq_active -= 1
+        http.downstream_rq_completed += 1
+        status = stream.response_status
+        if status:
+            http.count_response(status)
+        http.downstream_rq_time.record((time.monotonic() - stream.start) * 1000.0)
+        self.dataplane.request_done(self, connection, stream)
+
+    def close_idle_connections(self, idle_for: float | None = None) -> int:
+        now = time.monotonic()
+        closed = 0
+        for connection in list(self.connections):
+            expired = idle_for is None or now - connection.last_activity >= idle_for
+            if expired and connection.close_if_idle():
+                closed += 1
+        return closed
+
+    async def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.state = ListenerState.CLOSED

@@ -1,0 +1,655 @@
+"""The router: one `UpstreamRequest` per downstream request, from route decision to the last response byte.
+
+It decides synchronously (route, target, host, retry) and drives the I/O through callbacks from the pool, the
+upstream connection and the downstream connection. States: ROUTING -> WAITING (pool / DNS / back-off) ->
+FORWARDING (upstream attached) -> RESPONDING (response head sent downstream) -> DONE, or TUNNEL after an
+accepted Upgrade. Envoy semantics: the per-request timeout starts when the downstream request is complete;
+a per-try timeout bounds each attempt; retries avoid hosts already tried; bodies up to 1 MiB are replayable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from typing import TYPE_CHECKING
+
+from meshproxy.config.snapshot import EgressFilter, RetryPolicy
+from meshproxy.http import local_reply
+from meshproxy.http.codec import (
+    BodyKind,
+    Data,
+    EndOfMessage,
+    Event,
+    Headers,
+    RequestHead,
+    ResponseHead,
+    Upgraded,
+)
+from meshproxy.http.headers import HOP_BY_HOP, connection_tokens, new_request_id
+from meshproxy.http.local_reply import LocalReply, ResponseFlag
+from meshproxy.router.match import find_virtual_host, header_value, pick_weighted, select_route, split_target
+from meshproxy.router.retry import (
+    RETRY_BUFFER_LIMIT,
+    AttemptFailure,
+    backoff_delay,
+    should_retry_failure,
+    should_retry_status,
+)
+from meshproxy.upstream.cluster import ClusterRuntime
+from meshproxy.upstream.connection import UpstreamConnection
+from meshproxy.upstream.host import Host
+from meshproxy.upstream.pool import Acquire, HostPool
+
+if TYPE_CHECKING:
+    from meshproxy.http.connection import DownstreamConnection
+    from meshproxy.telemetry.stats import ClusterStats
+
+_FAILURE_REPLY: dict[AttemptFailure, LocalReply] = {
+    AttemptFailure.CONNECT_FAILURE: local_reply.CONNECT_FAILURE,
+    AttemptFailure.RESET: local_reply.CONNECTION_TERMINATION,
+    AttemptFailure.REFUSED_STREAM: local_reply.CONNECTION_TERMINATION,
+    AttemptFailure.PER_TRY_TIMEOUT: local_reply.UPSTREAM_TIMEOUT,
+    AttemptFailure.OVERFLOW: local_reply.OVERFLOW,
+    AttemptFailure.NO_HEALTHY_UPSTREAM: local_reply.NO_HEALTHY_UPSTREAM,
+}
+_PASSTHROUGH_TIMEOUT_S = 15.0
+_BUFFER_HIGH_WATER = 64 * 1024  # request bytes held while no upstream is attached before reading pauses
+
+
+class StreamState(enum.Enum):
+    ROUTING = "routing"
+    WAITING = "waiting"
+    FORWARDING = "forwarding"
+    RESPONDING = "responding"
+    TUNNEL = "tunnel"
+    DONE = "done"
+
+
+class UpstreamRequest:
+    """The router filter for one request. Implements the pool's `PoolWaiter` and the connection's
+    `UpstreamStream` callbacks."""
+
+    __slots__ = (
+        "attempt_start",
+        "authority",
+        "body",
+        "body_size",
+        "bytes_received",
+        "bytes_sent",
+        "cluster",
+        "cluster_stats",
+        "connection",
+        "down",
+        "down_paused",
+        "flags",
+        "head",
+        "host",
+        "path",
+        "pool",
+        "replayable",
+        "request_complete",
+        "response_started",
+        "response_status",
+        "retries",
+        "retry",
+        "route_name",
+        "service_time_ms",
+        "start",
+        "state",
+        "target_node",
+        "timeout",
+        "timer",
+        "tried",
+        "try_timer",
+        "upstream_head",
+        "virtual_service",
+    )  # fmt: skip
+
+    def __init__(self, down: DownstreamConnection, head: RequestHead) -> None:
+        self.down = down
+        self.head = head
+        self.state = StreamState.ROUTING
+        self.cluster: ClusterRuntime | None = None
+        self.cluster_stats: ClusterStats | None = None
+        self.retry: RetryPolicy | None = None
+        self.timeout: float | None = None
+        self.route_name = ""
+        self.upstream_head: RequestHead | None = None
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.replayable = True
+        self.request_complete = False
+        self.connection: UpstreamConnection | None = None
+        self.pool: HostPool | None = None
+        self.host: Host | None = None
+        self.tried: tuple[Host, ...] = ()
+        self.retries = 0
+        self.attempt_start = 0.0
+        self.service_time_ms = -1
+        self.timer: asyncio.TimerHandle | None = None
+        self.try_timer: asyncio.TimerHandle | None = None
+        self.flags: list[str] = []
+        self.response_status = 0
+        self.response_started = False
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.start = time.monotonic()
+        self.down_paused = False
+        self.virtual_service = ""
+        self.target_node = ""
+        self.authority = ""
+        self.path = ""
+
+    def __repr__(self) -> str:
+        return (
+            f"<UpstreamRequest {self.head.method} {self.path or self.head.target} {self.state.value} "
+            f"retries={self.retries} status={self.response_status}>"
+        )
+
+    # ---------------------------------------------------------------- routing (synchronous decisions)
+    def begin(self) -> None:
+        head = self.head
+        down = self.down
+        listener = down.listener
+        snapshot = down.snapshot
+        authority, path = split_target(head.target)
+        if authority is None:
+            authority = header_value(head.headers, "host") or ""
+        self.authority = authority
+        self.path = path
+        if listener.ingress:
+            ingress = listener.ingress_listener(snapshot, down.original_port)
+            if ingress is None:
+                self.local_reply(local_reply.NO_ROUTE)
+                return
+            self.cluster = listener.clusters.get(ingress.cluster)
+            self.timeout = ingress.timeout
+            self.route_name = ingress.cluster
+        else:
+            vhost = find_virtual_host(snapshot.egress_routes, authority)
+            if vhost is None:
+                if snapshot.egress_filter is EgressFilter.ALLOW_ALL:
+                    destination = down.original_destination or _authority_address(authority)
+                    if destination is None:
+                        self.local_reply(local_reply.NO_ROUTE)
+                        return
+                    self.cluster = listener.clusters.passthrough(*destination)
+                    self.timeout = _PASSTHROUGH_TIMEOUT_S
+                    self.route_name = "passthrough"
+                else:
+                    listener.http_stats.no_route += 1
+                    self.local_reply(local_reply.NO_ROUTE)
+                    return
+            else:
+                route = select_route(vhost, head.method, path, head.headers, None)
+                if route is None:
+                    listener.http_stats.no_route += 1
+                    self.local_reply(local_reply.NO_ROUTE)
+                    return
+                target = pick_weighted(route)
+                if target is None:
+                    self.local_reply(local_reply.NO_HEALTHY_UPSTREAM)
+                    return
+                self.cluster = listener.clusters.get(target.cluster)
+                self.retry = route.retry
+                self.timeout = route.timeout
+                self.route_name = route.name
+                self.virtual_service = vhost.name
+                self.target_node = target.virtual_node
+        if self.cluster is None:
+            listener.http_stats.no_cluster += 1
+            self.local_reply(local_reply.NO_HEALTHY_UPSTREAM)
+            return
+        self.cluster_stats = self.cluster.stats
+        self.upstream_head = self._upstream_head(path)
+        if head.expect_continue:
+            down.write(down.codec.encode_informational(100, []))
+        self.attempt()
+
+    def _upstream_head(self, path: str) -> RequestHead:
+        head = self.head
+        down = self.down
+        headers: Headers = []
+        request_id = forwarded_for = None
+        has_connection = False
+        for name, value in head.headers:
+            if name in HOP_BY_HOP:
+                has_connection = has_connection or name == b"connection"
+                continue
+            if name == b"x-forwarded-for":
+                forwarded_for = value
+                continue
+            if name == b"x-request-id":
+                request_id = value
+            elif name == b"x-envoy-expected-rq-timeout-ms":
+                continue
+            headers.append((name, value))
+        if has_connection:
+            drop = connection_tokens(head.headers)  # names listed in Connection are hop-by-hop too
+            if drop:
+                headers = [(n, v) for n, v in headers if n not in drop]
+        if request_id is None:
+            headers.append((b"x-request-id", new_request_id()))
+        peer = down.peer_ip
+        headers.append((b"x-forwarded-for", forwarded_for + b", " + peer if forwarded_for else peer))
+        if header_value(head.headers, "x-forwarded-proto") is None:
+            headers.append((b"x-forwarded-proto", b"http"))
+        expected = self.timeout
+        retry = self.retry
+        if retry is not None and retry.per_try_timeout is not None:
+            expected = retry.per_try_timeout if expected is None else min(expected, retry.per_try_timeout)
+        if expected is not None:
+            headers.append((b"x-envoy-expected-rq-timeout-ms", b"%d" % int(expected * 1000)))
+        body = head.body
+        if body is BodyKind.CHUNKED:
+            headers.append((b"transfer-encoding", b"chunked"))
+        if head.upgrade:
+            for name, value in head.headers:
+                if name == b"upgrade":
+                    headers.append((b"upgrade", value))
+            headers.append((b"connection", b"upgrade"))
+        return RequestHead(head.method, path, headers, "1.1", True, body, head.content_length, head.upgrade)
+
+    # ---------------------------------------------------------------- attempts
+    def attempt(self) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        if not cluster.resolved:
+            self.state = StreamState.WAITING
+            asyncio.get_running_loop().create_task(self._attempt_when_resolved(cluster))
+            return
+        host = cluster.pick_host(self.tried)
+        if host is None:
+            self.fail(AttemptFailure.NO_HEALTHY_UPSTREAM)
+            return
+        self.host = host
+        self.tried += (host,)
+        pool = cluster.pool_for(host)
+        self.attempt_start = time.monotonic()
+        result, connection = pool.acquire(self)
+        if result is Acquire.READY:
+            assert connection is not None
+            self.on_pool_ready(connection)
+        elif result is Acquire.OVERFLOW:
+            self.fail(AttemptFailure.OVERFLOW)
+        else:
+            self.state = StreamState.WAITING
+            self.pool = pool
+
+    async def _attempt_when_resolved(self, cluster: ClusterRuntime) -> None:
+        try:
+            async with asyncio.timeout(cluster.config.connect_timeout + 5.0):
+                await cluster.wait_resolved()
+        except TimeoutError:
+            pass
+        if self.state is StreamState.WAITING:
+            self.attempt()
+
+    def on_pool_ready(self, connection: UpstreamConnection) -> None:
+        self.pool = None
+        if self.state is StreamState.DONE:
+            connection.release()
+            return
+        self.state = StreamState.FORWARDING
+        self.connection = connection
+        connection.attach(self)
+        cluster = self.cluster
+        stats = self.cluster_stats
+        assert cluster is not None and stats is not None and self.upstream_head is not None
+        stats.upstream_rq_total += 1
+        stats.upstream_rq_active += 1
+        cluster.requests_active += 1
+        host = self.host
+        if host is not None:
+            host.rq_total += 1
+            host.rq_active += 1
+        codec = connection.codec
+        out = [codec.encode_request_head(self.upstream_head)]
+        for chunk in self.body:
+            out.append(codec.encode_data(chunk))
+        if not self.replayable:
+            self.body = []
+        if self.request_complete:
+            out.append(codec.encode_end())
+            self._start_try_timer()
+        connection.write(b"".join(out))
+        if self.down_paused:
+            self.down_paused = False
+            self.down.resume_reading()
+
+    def on_pool_failure(self, failure: AttemptFailure) -> None:
+        self.pool = None
+        if self.state is StreamState.DONE:
+            return
+        self.retry_or_fail(failure)
+
+    def retry_or_fail(self, failure: AttemptFailure) -> None:
+        policy = self.retry
+        if (
+            policy is not None
+            and self.replayable
+            and self.retries < policy.max_retries
+            and should_retry_failure(policy, failure)
+        ):
+            self.schedule_retry()
+            return
+        if policy is not None and self.retries and should_retry_failure(policy, failure):
+            self.flags.append(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED.value)
+        self.fail(failure)
+
+    def schedule_retry(self) -> None:
+        self.retries += 1
+        self.state = StreamState.WAITING
+        stats = self.cluster_stats
+        assert stats is not None
+        stats.upstream_rq_retry += 1
+        asyncio.get_running_loop().call_later(backoff_delay(self.retries), self._retry_now)
+
+    def _retry_now(self) -> None:
+        if self.state is StreamState.WAITING:
+            self.attempt()
+
+    def _end_attempt(self, reuse: bool) -> None:
+        """Detach from the current upstream connection; reuse it only after a complete exchange."""
+        self._cancel_try_timer()
+        connection = self.connection
+        if connection is None:
+            return
+        self.connection = None
+        cluster = self.cluster
+        stats = self.cluster_stats
+        assert cluster is not None and stats is not None
+        stats.upstream_rq_active -= 1
+        cluster.requests_active -= 1
+        if self.host is not None:
+            self.host.rq_active -= 1
+        if reuse:
+            connection.release()
+        else:
+            connection.close()
+
+    def fail(self, failure: AttemptFailure) -> None:
+        """No (more) attempts: answer locally, or reset the downstream if the response already started."""
+        self._end_attempt(reuse=False)
+        stats = self.cluster_stats
+        if failure is AttemptFailure.PER_TRY_TIMEOUT and stats is not None:
+            stats.upstream_rq_timeout += 1
+        if self.response_started:
+            self.flags.append(_FAILURE_REPLY[failure].flag.value)
+            self.abort_downstream()
+            return
+        self.local_reply(_FAILURE_REPLY[failure])
+
+    # ---------------------------------------------------------------- timers
+    def _start_timers(self) -> None:
+        if self.timeout is not None and self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.timeout, self._on_timeout)
+        if self.connection is not None:
+            self._start_try_timer()
+
+    def _start_try_timer(self) -> None:
+        retry = self.retry
+        if retry is not None and retry.per_try_timeout is not None and self.try_timer is None:
+            self.try_timer = asyncio.get_running_loop().call_later(
+                retry.per_try_timeout, self._on_try_timeout
+            )
+
+    def _cancel_try_timer(self) -> None:
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_try_timer()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _on_timeout(self) -> None:
+        self.timer = None
+        if self.state is StreamState.DONE or self.state is StreamState.TUNNEL:
+            return
+        stats = self.cluster_stats
+        if stats is not None:
+            stats.upstream_rq_timeout += 1
+            if self.host is not None:
+                self.host.rq_timeout += 1
+        if self.pool is not None:
+            self.pool.cancel(self)
+            self.pool = None
+        self._end_attempt(reuse=False)
+        if self.response_started:
+            self.flags.append(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT.value)
+            self.abort_downstream()
+        else:
+            self.local_reply(local_reply.UPSTREAM_TIMEOUT)
+
+    def _on_try_timeout(self) -> None:
+        self.try_timer = None
+        if self.state is not StreamState.FORWARDING or self.response_started:
+            return
+        stats = self.cluster_stats
+        if stats is not None:
+            stats.upstream_rq_per_try_timeout += 1
+        self._end_attempt(reuse=False)
+        self.retry_or_fail(AttemptFailure.PER_TRY_TIMEOUT)
+
+    # ---------------------------------------------------------------- downstream -> upstream
+    def on_request_data(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        if self.replayable:
+            self.body.append(data)
+            self.body_size += len(data)
+            if self.body_size > RETRY_BUFFER_LIMIT:
+                self.replayable = False
+                if self.connection is not None:
+                    self.body = []
+        connection = self.connection
+        if connection is not None and self.state is StreamState.FORWARDING:
+            connection.write(connection.codec.encode_data(data))
+        elif (
+            self.state is not StreamState.DONE
+            and not self.down_paused
+            and (self.body_size > _BUFFER_HIGH_WATER or not self.replayable)
+        ):
+            self.down_paused = True  # no upstream yet: stop reading rather than buffer without bound
+            self.down.pause_reading()
+
+    def on_request_end(self) -> None:
+        self.request_complete = True
+        connection = self.connection
+        if connection is not None and self.state is StreamState.FORWARDING:
+            connection.write(connection.codec.encode_end())
+        if self.state is not StreamState.DONE:
+            self._start_timers()
+
+    def on_downstream_write_paused(self) -> None:
+        if self.connection is not None:
+            self.connection.pause_reading()
+
+    def on_downstream_write_resumed(self) -> None:
+        if self.connection is not None:
+            self.connection.resume_reading()
+
+    def on_upstream_write_paused(self) -> None:
+        if not self.down_paused:
+            self.down_paused = True
+            self.down.pause_reading()
+
+    def on_upstream_write_resumed(self) -> None:
+        if self.down_paused:
+            self.down_paused = False
+            self.down.resume_reading()
+
+    def on_downstream_lost(self) -> None:
+        """The client went away: stop everything; the upstream connection cannot be reused mid-exchange."""
+        if self.state is StreamState.DONE:
+            return
+        self.flags.append(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION.value)
+        if self.pool is not None:
+            self.pool.cancel(self)
+            self.pool = None
+        if self.state is StreamState.TUNNEL and self.connection is not None:
+            self.connection.close()
+            self.connection = None
+        self._end_attempt(reuse=False)
+        self._finish()
+
+    # ---------------------------------------------------------------- upstream -> downstream
+    def on_response_events(self, events: list[Event]) -> None:
+        down = self.down
+        codec = down.codec
+        out: list[bytes] = []
+        done = False
+        for event in events:
+            if isinstance(event, Data):
+                self.bytes_sent += len(event.data)
+                out.append(codec.encode_data(event.data))
+            elif isinstance(event, ResponseHead):
+                if not self._on_response_head(event, out):
+                    return
+            elif isinstance(event, EndOfMessage):
+                out.append(codec.encode_end())
+                done = True
+                break
+            elif isinstance(event, Upgraded):
+                self._start_tunnel(event.trailing, out)
+                return
+        if out:
+            down.write(b"".join(out))
+        if done:
+            self._response_complete()
+
+    def _on_response_head(self, head: ResponseHead, out: list[bytes]) -> bool:
+        status = head.status
+        now = time.monotonic()
+        host = self.host
+        cluster = self.cluster
+        assert cluster is not None and self.cluster_stats is not None
+        if host is not None:
+            cluster.record_response(host, status)
+        if status == 101:
+            self.response_status = 101
+            return True
+        policy = self.retry
+        if policy is not None and not self.response_started and should_retry_status(policy, status):
+            stats = self.cluster_stats
+            stats.count_response(status)
+            stats.upstream_rq_time.record((now - self.attempt_start) * 1000.0)
+            if self.replayable and self.retries < policy.max_retries:
+                self._end_attempt(reuse=False)
+                self.schedule_retry()
+                return False
+            if self.retries:
+                self.flags.append(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED.value)
+        else:
+            self.cluster_stats.count_response(status)
+            if self.retries:
+                self.cluster_stats.upstream_rq_retry_success += 1
+        self.service_time_ms = int((now - self.attempt_start) * 1000)
+        self._cancel_try_timer()
+        self.response_status = status
+        self.response_started = True
+        self.state = StreamState.RESPONDING
+        out.append(self.down.encode_response_head(head, self.service_time_ms))
+        return True
+
+    def _start_tunnel(self, trailing: bytes, out: list[bytes]) -> None:
+        """The upstream accepted the Upgrade: from here on both sides are raw byte streams."""
+        down = self.down
+        connection = self.connection
+        self._cancel_timers()
+        if self.response_status != 101 or connection is None:
+            self.abort_downstream()
+            return
+        self.state = StreamState.TUNNEL
+        self.response_started = True
+        connection.start_tunnel()
+        head = ResponseHead(101, b"Switching Protocols", [], "1.1", False, BodyKind.NONE)
+        out.insert(0, down.encode_response_head(head, self.service_time_ms))
+        if trailing:
+            out.append(trailing)
+        down.write(b"".join(out))
+        down.start_tunnel(self)
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        """Upstream bytes in a tunnel; b"" means the upstream closed."""
+        if not data:
+            self.connection = None
+            self.abort_downstream()
+            return
+        self.bytes_sent += len(data)
+        self.down.write(data)
+
+    def tunnel_send(self, data: bytes) -> None:
+        """Downstream bytes in a tunnel."""
+        self.bytes_received += len(data)
+        if self.connection is not None:
+            self.connection.write(data)
+
+    def on_upstream_lost(self, protocol_error: bool) -> None:
+        """The upstream connection closed or misbehaved before the response was complete."""
+        self.connection = None
+        self._cancel_try_timer()
+        stats = self.cluster_stats
+        cluster = self.cluster
+        if stats is not None and cluster is not None:
+            stats.upstream_rq_active -= 1
+            stats.upstream_rq_rx_reset += 1
+            cluster.requests_active -= 1
+            if self.host is not None:
+                self.host.rq_active -= 1
+        if self.state is StreamState.DONE:
+            return
+        if self.response_started:
+            self.flags.append(ResponseFlag.UPSTREAM_CONNECTION_TERMINATION.value)
+            self.abort_downstream()
+            return
+        self.retry_or_fail(AttemptFailure.RESET)
+
+    def _response_complete(self) -> None:
+        stats = self.cluster_stats
+        if stats is not None:
+            stats.upstream_rq_completed += 1
+            stats.upstream_rq_time.record((time.monotonic() - self.attempt_start) * 1000.0)
+        if not self.request_complete:
+            # The upstream answered before the request body ended (e.g. an early 413): this connection
+            # cannot carry another request.
+            self._end_attempt(reuse=False)
+        else:
+            self._end_attempt(reuse=True)
+        self._finish()
+
+    # ---------------------------------------------------------------- endings
+    def local_reply(self, reply: LocalReply) -> None:
+        self.response_status = reply.status
+        self.flags.append(reply.flag.value)
+        self.state = StreamState.DONE
+        self._cancel_timers()
+        self.down.send_local_reply(self, reply)
+
+    def abort_downstream(self) -> None:
+        self._cancel_timers()
+        self.state = StreamState.DONE
+        self.down.abort(self)
+
+    def _finish(self) -> None:
+        self._cancel_timers()
+        self.state = StreamState.DONE
+        self.down.stream_done(self)
+
+
+def _authority_address(authority: str) -> tuple[str, int] | None:
+    if not authority:
+        return None
+    if authority.startswith("["):
+        host, _, rest = authority[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else "80"
+    else:
+        host, _, port = authority.partition(":")
+        port = port or "80"
+    try:
+        return host, int(port)
+    except ValueError:
+        return None

@@ -1,0 +1,53 @@
+"""Retry decisions as App Mesh's Envoy made them (spec §4.5): pure functions of policy and outcome."""
+
+from __future__ import annotations
+
+import enum
+import random
+
+from meshproxy.config.snapshot import RetryPolicy
+
+# Envoy's default retry back-off: 25 ms base interval, exponential with full jitter, capped at 10x base.
+BACKOFF_BASE_S = 0.025
+BACKOFF_MAX_S = 0.250
+# Request bodies up to this size are kept for replay; a larger body makes the request non-retriable
+# (Envoy's per_connection_buffer_limit_bytes default is 1 MiB).
+RETRY_BUFFER_LIMIT = 1024 * 1024
+
+
+class AttemptFailure(enum.Enum):
+    CONNECT_FAILURE = "connect-failure"  # could not connect (UF)
+    RESET = "reset"  # connection reset / closed before a complete response head (UC)
+    REFUSED_STREAM = "refused-stream"  # HTTP/2 REFUSED_STREAM
+    PER_TRY_TIMEOUT = "per-try-timeout"
+    OVERFLOW = "overflow"  # circuit breaker: never retried (UO)
+    NO_HEALTHY_UPSTREAM = "no-healthy-upstream"
+
+
+def should_retry_status(policy: RetryPolicy | None, status: int, grpc_status: int | None = None) -> bool:
+    if policy is None:
+        return False
+    if status in policy.retriable_statuses:
+        return True
+    return grpc_status is not None and grpc_status in policy.grpc_statuses
+
+
+def should_retry_failure(policy: RetryPolicy | None, failure: AttemptFailure) -> bool:
+    if policy is None:
+        return False
+    if failure is AttemptFailure.CONNECT_FAILURE:
+        return policy.retry_on_connect_failure or policy.retry_on_reset
+    if failure is AttemptFailure.RESET:
+        return policy.retry_on_reset
+    if failure is AttemptFailure.REFUSED_STREAM:
+        return policy.retry_on_refused_stream or policy.retry_on_reset
+    if failure is AttemptFailure.PER_TRY_TIMEOUT:
+        # Envoy retries a per-try timeout under `5xx`, `gateway-error` and `reset`.
+        return policy.retry_on_reset or 504 in policy.retriable_statuses
+    return False
+
+
+def backoff_delay(retry_number: int, rng: random.Random | None = None) -> float:
+    """Full-jitter exponential back-off for the n-th retry (1-based)."""
+    ceiling = min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2 ** (retry_number - 1)))
+    return float((rng or random).random() * ceiling)

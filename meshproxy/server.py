@@ -1,0 +1,285 @@
+"""`meshproxy run`: start-up, serving, hot reload of a file source, and the graceful drain.
+
+Lifecycle (DESIGN.md): PRE_INITIALIZING -> INITIALIZING (config being read) -> LIVE (first good snapshot
+applied, listeners bound) -> DRAINING (SIGTERM/SIGQUIT or /drain_listeners: /ready fails, in-flight and new
+requests keep being served for LISTENER_DRAIN_WAIT_TIME_S) -> exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from meshproxy.admin.server import AdminServer
+from meshproxy.config.errors import ConfigError
+from meshproxy.config.snapshot import ResourceKind, Snapshot
+from meshproxy.dataplane import Dataplane, ServerState
+from meshproxy.listeners.listener import HttpListener, ListenerDirection
+from meshproxy.settings import Settings, SettingsError, load_settings
+from meshproxy.telemetry.hub import Telemetry
+from meshproxy.telemetry.stats import StatsStore
+
+log = logging.getLogger("meshproxy")
+
+_LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+               "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL,
+               "off": logging.CRITICAL + 10}  # fmt: skip
+_SHUTDOWN_GRACE_S = 3.0  # after the drain window: how long in-flight requests get before the process exits
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        format="[%(asctime)s.%(msecs)03d][%(process)d][%(levelname)s][%(name)s] %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+    logging.getLogger("meshproxy").setLevel(_LOG_LEVELS.get(level, logging.INFO))
+
+
+class ConfigSource:
+    """A file, re-read when its modification time or size changes (polled every refresh interval)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._seen: tuple[int, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"<ConfigSource {self.path}>"
+
+    def changed(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        key = (st.st_mtime_ns, st.st_size)
+        if key == self._seen:
+            return False
+        self._seen = key
+        return True
+
+    def load(self, settings: Settings) -> Snapshot:
+        from meshproxy.config.load import load_snapshot
+
+        self.changed()
+        return load_snapshot(self.path, settings.identity, egress_port=settings.egress_port)
+
+
+class Server:
+    """One proxy process: admin, listeners, the data plane, and their lifecycle."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = StatsStore()
+        self.store.server.server_concurrency = settings.concurrency
+        self.telemetry = Telemetry(settings, self.store)
+        self.dataplane = Dataplane(settings, self.store, self.telemetry)
+        self.http_listeners: list[HttpListener] = []
+        address = "::" if settings.admin_ipv6 else "0.0.0.0"
+        if settings.listen_address in ("127.0.0.1", "::1"):
+            address = settings.listen_address
+        self.admin = AdminServer(self.dataplane, self.telemetry, self, address, settings.admin_port)
+        self.source = ConfigSource(settings.config_source) if settings.config_source else None
+        self._stop = asyncio.Event()
+        self._drain_task: asyncio.Task[None] | None = None
+        self._exit_code = 0
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Server {self.dataplane.state.name} listeners={len(self.http_listeners)}>"
+
+    # ------------------------------------------------------------------ Lifecycle protocol (admin)
+    def listeners(self) -> list[HttpListener]:
+        return list(self.http_listeners)
+
+    def config_dump(self) -> dict[str, object]:
+        from meshproxy.config.dump import snapshot_to_dict
+
+        return {"configs": [snapshot_to_dict(self.dataplane.snapshot)]}
+
+    def drain(self, inbound_only: bool, exit_after: bool) -> None:
+        if self.dataplane.state is not ServerState.DRAINING:
+            log.info("draining listeners for %ss", self.settings.drain_wait_s)
+            self.dataplane.set_state(ServerState.DRAINING)
+        if exit_after and self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_stop())
+
+    def quit(self) -> None:
+        asyncio.get_running_loop().call_soon(self._stop.set)
+
+    async def _drain_then_stop(self) -> None:
+        await asyncio.sleep(self.settings.drain_wait_s)
+        self._stop.set()
+
+    # ------------------------------------------------------------------ running
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
+            loop.add_signal_handler(sig, self.drain, False, True)
+        try:
+            await self.admin.start()
+        except OSError as exc:
+            log.critical("cannot bind the admin port %s: %s", self.settings.admin_port, exc)
+            return 1
+        self.dataplane.set_state(ServerState.INITIALIZING)
+        await self.telemetry.start()
+        try:
+            if not await self._initial_config():
+                return 1
+            if not await self._start_listeners():
+                return 1
+            self.dataplane.set_state(ServerState.LIVE)
+            log.info("LIVE: %s (config %s)", self.settings.identity.node_id, self.dataplane.snapshot.version)
+            watcher = loop.create_task(self._watch_source()) if self.source is not None else None
+            await self._stop.wait()
+            if watcher is not None:
+                watcher.cancel()
+            await self._shutdown()
+            return self._exit_code
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.telemetry.stop()
+            await self.admin.stop()
+
+    async def _initial_config(self) -> bool:
+        if self.source is None:
+            log.critical("no configuration source: pass --config FILE or set MESHPROXY_CONFIG")
+            return False
+        try:
+            snapshot = await asyncio.to_thread(self.source.load, self.settings)
+        except ConfigError as exc:
+            self.store.server.cluster_manager_cds_update_rejected += 1
+            print(f"meshproxy: configuration {self.source.path} rejected:\n{exc}", file=sys.stderr)
+            return False
+        except OSError as exc:
+            print(f"meshproxy: cannot read configuration {self.source.path}: {exc}", file=sys.stderr)
+            return False
+        self._apply(snapshot)
+        return True
+
+    def _apply(self, snapshot: Snapshot) -> None:
+        self.dataplane.apply(snapshot)
+        self.telemetry.set_access_log(snapshot.access_log)
+        self.store.server.control_plane_connected_state = 1
+
+    async def _watch_source(self) -> None:
+        assert self.source is not None
+        while True:
+            await asyncio.sleep(self.settings.config_refresh_s)
+            if not self.source.changed():
+                continue
+            try:
+                snapshot = await asyncio.to_thread(self.source.load, self.settings)
+            except (ConfigError, OSError) as exc:
+                server = self.store.server
+                server.cluster_manager_cds_update_rejected += 1
+                server.listener_manager_lds_update_rejected += 1
+                log.error(
+                    "configuration update rejected, keeping version %s:\n%s",
+                    self.dataplane.snapshot.version,
+                    exc,
+                )
+                continue
+            if snapshot.version != self.dataplane.snapshot.version:
+                self._apply(snapshot)
+                log.info("configuration updated to version %s", snapshot.version)
+
+    async def _start_listeners(self) -> bool:
+        settings = self.settings
+        dataplane = self.dataplane
+        address = settings.listen_address
+        wanted: list[tuple[ListenerDirection, int]] = []
+        if settings.identity.kind is ResourceKind.VIRTUAL_NODE:
+            if dataplane.snapshot.ingress:
+                wanted.append((ListenerDirection.INGRESS, settings.ingress_port))
+            wanted.append((ListenerDirection.EGRESS, settings.egress_port))
+        else:
+            for gateway in dataplane.snapshot.gateway:
+                wanted.append((ListenerDirection.GATEWAY, gateway.port))
+        for direction, port in wanted:
+            listener = HttpListener(direction, address, port, dataplane, dataplane.server_codec_factory)
+            try:
+                await listener.start()
+            except OSError as exc:
+                self.store.server.listener_manager_listener_create_failure += 1
+                log.critical("cannot listen on %s:%s: %s", address, port, exc)
+                return False
+            self.http_listeners.append(listener)
+        self.store.server.listener_manager_total_listeners_active = len(self.http_listeners)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
+        return True
+
+    async def _sweep_idle(self) -> None:
+        # One periodic sweep closes idle downstream connections (listener idle timeout), instead of a timer
+        # per connection on the hot path.
+        while True:
+            await asyncio.sleep(1.0)
+            snapshot = self.dataplane.snapshot
+            idle = next((i.idle_timeout for i in snapshot.ingress), 300.0)
+            for listener in self.http_listeners:
+                listener.close_idle_connections(idle if idle is not None else None)
+
+    async def _shutdown(self) -> None:
+        for listener in self.http_listeners:
+            await listener.stop_accepting()
+        for listener in self.http_listeners:
+            listener.close_idle_connections()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _SHUTDOWN_GRACE_S
+        while loop.time() < deadline and any(lst.connections for lst in self.http_listeners):
+            for listener in self.http_listeners:
+                listener.close_idle_connections()
+            await asyncio.sleep(0.05)
+        self.dataplane.clusters.shutdown()
+        log.info("stopped")
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; the stock loop still works
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="meshproxy run", description="Run the proxy for APPMESH_RESOURCE_ARN."
+    )
+    parser.add_argument("--config", help="App Mesh resources: a JSON/YAML file (default: $MESHPROXY_CONFIG)")
+    return parser.parse_args(list(argv))
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    env: dict[str, str] = dict(os.environ)
+    try:
+        settings = load_settings(env, config_source=args.config)
+    except SettingsError as exc:
+        print(f"meshproxy: invalid environment: {exc}", file=sys.stderr)
+        return 1
+    configure_logging(settings.log_level)
+    refusal = _interception_refusal(settings)
+    if refusal is not None:
+        print(f"meshproxy: {refusal}", file=sys.stderr)
+        return 1
+    _install_uvloop()
+    return asyncio.run(_serve(settings))
+
+
+def _interception_refusal(settings: Settings) -> str | None:
+    try:
+        from meshproxy.interception.guard import check_not_intercepted
+    except ImportError:  # pragma: no cover
+        return None
+    return check_not_intercepted(os.getuid())
+
+
+async def _serve(settings: Settings) -> int:
+    server = Server(settings)
+    return await server.run()

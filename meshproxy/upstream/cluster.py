@@ -1,0 +1,289 @@
+"""Clusters at run time: discovery, host selection, pools, and the manager that keeps them across swaps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterable
+
+from meshproxy.config.snapshot import (
+    CloudMapDiscovery,
+    Cluster,
+    ConnectionPoolLimits,
+    DnsDiscovery,
+    ListenerProtocol,
+    Snapshot,
+    StaticDiscovery,
+)
+from meshproxy.http.codec import ClientCodec
+from meshproxy.telemetry.stats import ClusterStats, StatsStore
+from meshproxy.upstream.host import Host, HostHealth
+from meshproxy.upstream.pool import HostPool
+
+log = logging.getLogger("meshproxy.upstream")
+
+DNS_REFRESH_S = 5.0  # Envoy's dns_refresh_rate default
+MAX_HOST_SELECTION_ATTEMPTS = 5  # App Mesh: host_selection_retry_max_attempts
+
+
+def is_ip_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def order_addresses(infos: Iterable[tuple[int, str]], preference: str | None) -> list[str]:
+    """Resolved (family, address) pairs in the order App Mesh's ipPreference asks for (spec §4.1)."""
+    infos = list(infos)
+    v4 = [a for f, a in infos if f == socket.AF_INET]
+    v6 = [a for f, a in infos if f == socket.AF_INET6]
+    if preference == "IPv4_ONLY":
+        ordered = v4
+    elif preference == "IPv6_ONLY":
+        ordered = v6
+    elif preference in ("IPv6_PREFERRED", None):
+        # App Mesh's default resolves IPv6 first and falls back to IPv4; for loopback-only test setups
+        # we keep whatever the resolver returned first when both exist.
+        ordered = v6 + v4 if preference == "IPv6_PREFERRED" else [a for _, a in infos]
+    else:
+        ordered = v4 + v6
+    seen: dict[str, None] = {}
+    for address in ordered:
+        seen.setdefault(address, None)
+    return list(seen)
+
+
+class ClusterRuntime:
+    """One cluster of the current snapshot: its hosts, their pools and its stats."""
+
+    def __init__(
+        self, config: Cluster, stats: ClusterStats, codec_factory: Callable[[], ClientCodec]
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self.codec_factory = codec_factory
+        self.hosts: list[Host] = []
+        self.pools: dict[tuple[str, int], HostPool] = {}
+        self.connections_open = 0
+        self.pending_requests = 0
+        self.requests_active = 0
+        self._rr = 0
+        self._resolved = asyncio.Event()
+        self._refresh_task: asyncio.Task[None] | None = None
+        self.resolve_error: str | None = None
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<Cluster {self.config.name} hosts={len(self.hosts)} connections={self.connections_open} "
+            f"pending={self.pending_requests}>"
+        )
+
+    # discovery
+    def start(self) -> None:
+        discovery = self.config.discovery
+        if isinstance(discovery, StaticDiscovery):
+            self.set_hosts(discovery.addresses)
+        elif isinstance(discovery, DnsDiscovery) and is_ip_literal(discovery.hostname):
+            self.set_hosts([(discovery.hostname, discovery.port)])
+        elif isinstance(discovery, DnsDiscovery):
+            self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_dns(discovery))
+        elif isinstance(discovery, CloudMapDiscovery):
+            self.resolve_error = "AWS Cloud Map discovery is not supported yet"
+            self._resolved.set()
+
+    async def _refresh_dns(self, discovery: DnsDiscovery) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.closed:
+            try:
+                infos = await loop.getaddrinfo(
+                    discovery.hostname, discovery.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+                )
+                addresses = order_addresses(((i[0], str(i[4][0])) for i in infos), discovery.ip_preference)
+                if discovery.response_type != "ENDPOINTS":
+                    addresses = addresses[:1]  # LOADBALANCER: one address, like a LOGICAL_DNS cluster
+                if addresses:
+                    self.resolve_error = None
+                    self.set_hosts([(a, discovery.port) for a in addresses])
+                else:
+                    self.resolve_error = f"{discovery.hostname}: no usable address"
+            except OSError as exc:
+                self.resolve_error = f"{discovery.hostname}: {exc}"
+                log.warning("cluster %s: DNS resolution failed: %s", self.config.name, self.resolve_error)
+            self._resolved.set()
+            await asyncio.sleep(DNS_REFRESH_S)
+
+    def set_hosts(self, addresses: Iterable[tuple[str, int]]) -> None:
+        current = {(h.address, h.port): h for h in self.hosts}
+        hosts: list[Host] = []
+        for address, port in addresses:
+            known = current.pop((address, port), None)
+            hosts.append(known if known is not None else Host(address, port))
+        for key in current:  # hosts that left: drain their pools
+            pool = self.pools.pop(key, None)
+            if pool is not None:
+                pool.shutdown()
+        self.hosts = hosts
+        self.stats.membership_total = len(hosts)
+        self.stats.membership_healthy = sum(1 for h in hosts if h.health is HostHealth.HEALTHY)
+        self._resolved.set()
+
+    @property
+    def resolved(self) -> bool:
+        return self._resolved.is_set()
+
+    async def wait_resolved(self) -> None:
+        await self._resolved.wait()
+
+    # selection
+    def pick_host(self, exclude: tuple[Host, ...] = ()) -> Host | None:
+        """Round robin over available hosts, avoiding `exclude` (previously tried hosts) when possible."""
+        hosts = self.hosts
+        n = len(hosts)
+        if n == 0:
+            return None
+        if n == 1:
+            host = hosts[0]
+            return host if host.available(time.monotonic()) or self._panic() else None
+        now = time.monotonic()
+        fallback: Host | None = None
+        for _ in range(min(n, MAX_HOST_SELECTION_ATTEMPTS * n)):
+            self._rr = (self._rr + 1) % n
+            host = hosts[self._rr]
+            if not host.available(now):
+                continue
+            if host in exclude:
+                fallback = fallback or host
+                continue
+            return host
+        if fallback is not None:
+            return fallback
+        return hosts[self._rr] if self._panic() else None
+
+    def _panic(self) -> bool:
+        # Envoy's panic threshold (50 %): with too few healthy hosts, load-balance across all of them.
+        healthy = sum(1 for h in self.hosts if h.health is HostHealth.HEALTHY)
+        return healthy * 2 < len(self.hosts)
+
+    def pool_for(self, host: Host) -> HostPool:
+        key = (host.address, host.port)
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = HostPool(host, self, self.codec_factory)
+        return pool
+
+    def record_response(self, host: Host, status: int) -> None:
+        outlier = self.config.outlier
+        if outlier is None:
+            if status >= 500:
+                host.rq_error += 1
+            else:
+                host.rq_success += 1
+            return
+        ejected = sum(1 for h in self.hosts if h.health is HostHealth.EJECTED)
+        # maxEjectionPercent, but App Mesh always allows at least one ejection
+        limit = max(1, len(self.hosts) * outlier.max_ejection_percent // 100)
+        if host.record_result(status, outlier if ejected < limit else None):
+            self.stats.outlier_detection_ejections_enforced_total += 1
+            self.stats.outlier_detection_ejections_active = ejected + 1
+        self.stats.membership_healthy = sum(1 for h in self.hosts if h.health is HostHealth.HEALTHY)
+
+    def close_idle(self, older_than: float) -> None:
+        for pool in self.pools.values():
+            pool.close_idle(older_than)
+
+    def shutdown(self) -> None:
+        self.closed = True
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+        for pool in self.pools.values():
+            pool.shutdown()
+
+
+class ClusterManager:
+    """Owns the runtime clusters. On a snapshot swap, clusters whose config did not change keep their hosts
+    and pools; changed or removed ones stop pooling and finish their in-flight requests."""
+
+    def __init__(self, store: StatsStore, codec_factory: Callable[[], ClientCodec]) -> None:
+        self.store = store
+        self.codec_factory = codec_factory
+        self.clusters: dict[str, ClusterRuntime] = {}
+        self._passthrough: dict[tuple[str, int], ClusterRuntime] = {}
+        self._passthrough_name = "cds_egress_passthrough"
+        self._janitor: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<ClusterManager clusters={len(self.clusters)} passthrough={len(self._passthrough)}>"
+
+    def apply(self, snapshot: Snapshot) -> None:
+        old = self.clusters
+        new: dict[str, ClusterRuntime] = {}
+        for name, config in snapshot.clusters.items():
+            runtime = old.get(name)
+            if runtime is not None and runtime.config == config:
+                new[name] = runtime
+                continue
+            runtime = ClusterRuntime(config, self.store.cluster(name), self.codec_factory)
+            runtime.start()
+            new[name] = runtime
+        for name, runtime in old.items():
+            if new.get(name) is not runtime:
+                runtime.shutdown()
+        self.clusters = new
+        self._passthrough_name = f"cds_egress_{snapshot.identity.mesh_name}_passthrough"
+        self.store.server.cluster_manager_active_clusters = len(new)
+        if self._janitor is None:
+            self._janitor = asyncio.get_running_loop().create_task(self._close_idle_connections())
+
+    def get(self, name: str) -> ClusterRuntime | None:
+        return self.clusters.get(name)
+
+    def passthrough(self, address: str, port: int) -> ClusterRuntime:
+        """ALLOW_ALL egress to a destination outside the mesh: one host, the original destination."""
+        key = (address, port)
+        runtime = self._passthrough.get(key)
+        if runtime is None:
+            if len(self._passthrough) > 1024:  # bound the cache of one-off destinations
+                for stale in list(self._passthrough.values())[:256]:
+                    stale.shutdown()
+                self._passthrough = dict(list(self._passthrough.items())[256:])
+            config = Cluster(
+                name=self._passthrough_name,
+                discovery=DnsDiscovery(address, port)
+                if not is_ip_literal(address)
+                else StaticDiscovery(((address, port),)),
+                protocol=ListenerProtocol.HTTP,
+                virtual_node="",
+                limits=ConnectionPoolLimits(),
+            )
+            runtime = ClusterRuntime(config, self.store.cluster(self._passthrough_name), self.codec_factory)
+            runtime.start()
+            self._passthrough[key] = runtime
+        return runtime
+
+    async def _close_idle_connections(self) -> None:
+        # One sweep for all pools instead of a timer per connection (hot-path notes: no per-request timers).
+        while True:
+            await asyncio.sleep(5.0)
+            for runtime in self.clusters.values():
+                runtime.close_idle(older_than=60.0)
+            for runtime in self._passthrough.values():
+                runtime.close_idle(older_than=60.0)
+
+    def shutdown(self) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
+            self._janitor = None
+        for runtime in list(self.clusters.values()) + list(self._passthrough.values()):
+            runtime.shutdown()
+
+    def close_all_idle(self) -> None:
+        with contextlib.suppress(Exception):
+            for runtime in self.clusters.values():
+                runtime.close_idle(older_than=0.0)
