@@ -1,0 +1,115 @@
+"""A tiny TCP probe for the netns tests, run inside namespaces (often as UID 1337). Not a test module.
+
+probe.py serve --name NAME [--host ADDR] PORT [PORT ...]
+    Listen on every port; print "READY" once listening. For each connection write one JSON line
+    {"server", "uid", "local", "peer", "original_dst", "received"} and close. Runs until SIGTERM.
+    `original_dst` is what meshproxy.net.original_dst.original_destination reads (None when not redirected).
+probe.py connect HOST PORT [--send TEXT]
+    Connect, send TEXT and a newline, print what the server wrote (one JSON line), or {"error": ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+from typing import Any
+
+from meshproxy.net.original_dst import original_destination
+
+IO_TIMEOUT_S = 5.0
+
+
+def _listener(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((host, port))
+    sock.listen(64)
+    return sock
+
+
+def _answer(name: str, conn: socket.socket) -> None:
+    with conn:
+        conn.settimeout(IO_TIMEOUT_S)
+        try:
+            dst = original_destination(conn)
+            reply: dict[str, Any] = {"original_dst": list(dst) if dst else None}
+        except OSError as exc:
+            reply = {"original_dst_error": str(exc)}
+        received = b""
+        try:
+            while not received.endswith(b"\n") and len(received) < 4096:  # the client sends one line
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+        except OSError:
+            pass
+        reply.update(
+            server=name,
+            uid=os.getuid(),
+            local=list(conn.getsockname()[:2]),
+            peer=list(conn.getpeername()[:2]),
+            received=received.decode("latin-1").rstrip("\n"),
+        )
+        conn.settimeout(IO_TIMEOUT_S)
+        with contextlib.suppress(OSError):
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+
+
+def serve(name: str, host: str, ports: list[int]) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    selector = selectors.DefaultSelector()
+    for port in ports:
+        selector.register(_listener(host, port), selectors.EVENT_READ)
+    print("READY", flush=True)
+    while True:
+        for key, _ in selector.select():
+            listener = key.fileobj
+            assert isinstance(listener, socket.socket)
+            conn, _ = listener.accept()
+            _answer(name, conn)
+
+
+def connect(host: str, port: int, send: str) -> int:
+    try:
+        with socket.create_connection((host, port), timeout=IO_TIMEOUT_S) as sock:
+            sock.sendall(send.encode("latin-1") + b"\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+    except OSError as exc:
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        return 1
+    text = data.decode("latin-1").strip()
+    print(text if text.startswith("{") else json.dumps({"error": "no JSON reply", "raw": text}))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="probe.py")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("--name", required=True)
+    s.add_argument("--host", default="0.0.0.0")
+    s.add_argument("ports", type=int, nargs="+")
+    c = sub.add_parser("connect")
+    c.add_argument("host")
+    c.add_argument("port", type=int)
+    c.add_argument("--send", default="")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args.name, args.host, args.ports)
+    return connect(args.host, args.port, args.send)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
