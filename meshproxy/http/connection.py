@@ -30,7 +30,6 @@ from meshproxy.http.codec import (
 from meshproxy.http.h1_httptools import reason_phrase
 from meshproxy.http.headers import HOP_BY_HOP, HTTP_DATE
 from meshproxy.http.local_reply import LocalReply
-from meshproxy.net.original_dst import original_destination
 from meshproxy.router.forwarder import StreamState, UpstreamRequest
 
 if TYPE_CHECKING:
@@ -72,7 +71,7 @@ class DownstreamConnection(asyncio.Protocol):
         "tunnel_bytes",
     )  # fmt: skip
 
-    def __init__(self, listener: HttpListener) -> None:
+    def __init__(self, listener: HttpListener, original: tuple[str, int] | None = None) -> None:
         self.listener = listener
         self.codec: ServerCodec = listener.server_codec_factory()
         self.transport: asyncio.Transport | None = None
@@ -83,8 +82,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.paused = False
         self.peer_ip = b"-"
         self.peer = "-"
-        self.original_destination: tuple[str, int] | None = None
-        self.original_port: int | None = None
+        self.original_destination = original  # set by the dispatcher that read SO_ORIGINAL_DST
+        self.original_port: int | None = original[1] if original is not None else None
         self.snapshot: Snapshot = listener.dataplane.snapshot
         self.last_activity = time.monotonic()
         self.opened = self.last_activity
@@ -104,12 +103,6 @@ class DownstreamConnection(asyncio.Protocol):
         if peer:
             self.peer_ip = str(peer[0]).encode()
             self.peer = f"{peer[0]}:{peer[1]}"
-        if listener.redirectable:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                self.original_destination = original_destination(sock)
-                if self.original_destination is not None:
-                    self.original_port = self.original_destination[1]
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from meshproxy.config.snapshot import IngressListener, Snapshot
 from meshproxy.http.codec import ServerCodec
 from meshproxy.http.connection import DownstreamConnection
+from meshproxy.listeners.dispatch import ConnectionDispatcher
 from meshproxy.router.forwarder import UpstreamRequest
 from meshproxy.upstream.cluster import ClusterManager
 
@@ -71,6 +72,7 @@ class HttpListener:
         self.redirectable = direction is not ListenerDirection.GATEWAY
         self.stats = dataplane.store.listener(f"{address}_{port}")
         self.http_stats = dataplane.store.http_conn_manager(direction.value)
+        self.tcp_stats = dataplane.store.tcp_proxy(direction.value)
         self.connections: set[DownstreamConnection] = set()
         self.state = ListenerState.CREATED
         self.server: asyncio.Server | None = None
@@ -92,7 +94,12 @@ class HttpListener:
             self.bind()
         assert self.socket is not None
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: DownstreamConnection(self), sock=self.socket)
+        factory: Callable[[], asyncio.Protocol]
+        if self.redirectable:
+            factory = lambda: ConnectionDispatcher(self)  # noqa: E731
+        else:
+            factory = lambda: DownstreamConnection(self)  # noqa: E731
+        self.server = await loop.create_server(factory, sock=self.socket)
         self.state = ListenerState.LISTENING
 
     def ingress_listener(self, snapshot: Snapshot, original_port: int | None) -> IngressListener | None:
@@ -108,6 +115,8 @@ class HttpListener:
 
     # connection bookkeeping (stats are plain integer updates)
     def on_connection_open(self, connection: DownstreamConnection) -> None:
+        # TCP sessions are counted by the tcp_proxy stats; listener totals count every accepted connection
+        # that reached the HTTP connection manager.
         self.connections.add(connection)
         stats = self.stats
         stats.downstream_cx_total += 1

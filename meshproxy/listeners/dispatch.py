@@ -1,0 +1,163 @@
+"""Per-connection dispatch on the ingress and egress listeners (spec §2.4).
+
+Ingress: the original destination port picks the virtual-node listener; its protocol picks HTTP or TCP.
+Egress: the first bytes say what the application speaks (listeners/detect.py). HTTP/1.x goes to the HTTP
+connection manager (routed by Host); TLS is passed through untouched when the mesh allows it (ALLOW_ALL, or an
+`*.amazonaws.com` SNI under DROP_ALL, as App Mesh did); other bytes follow the TCP route for the original
+port, or pass through to the original destination under ALLOW_ALL. What is not allowed is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from typing import TYPE_CHECKING, cast
+
+from meshproxy.config.snapshot import EgressFilter, ListenerProtocol, RetryPolicy
+from meshproxy.http.connection import DownstreamConnection
+from meshproxy.listeners.detect import Detected, detect
+from meshproxy.net.original_dst import original_destination
+from meshproxy.router.match import pick_weighted
+from meshproxy.tcp.proxy import TcpProxySession
+from meshproxy.upstream.cluster import ClusterRuntime
+
+if TYPE_CHECKING:
+    from meshproxy.listeners.listener import HttpListener
+
+log = logging.getLogger("meshproxy.listener")
+
+SNIFF_TIMEOUT_S = 1.0  # server-first protocols (MySQL, SMTP) send nothing: treat them as opaque TCP
+_MAX_SNIFF_BYTES = 16 * 1024 + 5  # one TLS record
+AWS_API_SUFFIX = ".amazonaws.com"
+
+
+class DispatchState(enum.Enum):
+    SNIFFING = "sniffing"
+    HANDED_OVER = "handed-over"
+    CLOSED = "closed"
+
+
+class ConnectionDispatcher(asyncio.Protocol):
+    __slots__ = ("buffer", "listener", "original", "state", "timer", "transport")
+
+    def __init__(self, listener: HttpListener) -> None:
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.original: tuple[str, int] | None = None
+        self.buffer = b""
+        self.state = DispatchState.SNIFFING
+        self.timer: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<ConnectionDispatcher {self.listener.name} {self.state.value} original={self.original}>"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.original = original_destination(sock)
+        listener = self.listener
+        if listener.ingress:
+            ingress = listener.ingress_listener(listener.dataplane.snapshot, self._original_port())
+            if ingress is not None and ingress.protocol is ListenerProtocol.TCP:
+                cluster = listener.clusters.get(ingress.cluster)
+                if cluster is not None:
+                    self._start_tcp(cluster, idle=ingress.idle_timeout, retry=None)
+                    return
+            self._hand_to_http()
+            return
+        self.timer = asyncio.get_running_loop().call_later(SNIFF_TIMEOUT_S, self._sniff_timeout)
+
+    def _original_port(self) -> int | None:
+        return self.original[1] if self.original is not None else None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        detection = detect(self.buffer)
+        kind = detection.kind
+        if kind is Detected.NEED_MORE and len(self.buffer) < _MAX_SNIFF_BYTES:
+            return
+        self._cancel_timer()
+        if kind is Detected.HTTP1:
+            self._hand_to_http()
+        elif kind is Detected.TLS:
+            snapshot = self.listener.dataplane.snapshot
+            allowed = snapshot.egress_filter is EgressFilter.ALLOW_ALL or (
+                detection.sni is not None and detection.sni.endswith(AWS_API_SUFFIX)
+            )
+            if allowed and self.original is not None:
+                self._passthrough()
+            else:
+                self._opaque()
+        else:
+            self._opaque()
+
+    def _sniff_timeout(self) -> None:
+        self.timer = None
+        if self.state is DispatchState.SNIFFING:
+            self._opaque()
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def eof_received(self) -> bool | None:
+        if self.state is DispatchState.SNIFFING and self.buffer:
+            self._cancel_timer()
+            self._opaque()
+            return True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        self.state = DispatchState.CLOSED
+
+    # ------------------------------------------------------------------ hand-over
+    def _hand_to_http(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        self.state = DispatchState.HANDED_OVER
+        connection = DownstreamConnection(self.listener, self.original)
+        transport.set_protocol(connection)
+        connection.connection_made(transport)
+        if self.buffer:
+            data, self.buffer = self.buffer, b""
+            connection.data_received(data)
+
+    def _opaque(self) -> None:
+        """Non-HTTP egress: the TCP route of the original port, else passthrough (ALLOW_ALL), else close."""
+        snapshot = self.listener.dataplane.snapshot
+        port = self._original_port()
+        route = snapshot.tcp_routes.get(port) if port is not None else None
+        if route is not None:
+            target = pick_weighted(route)
+            cluster = self.listener.clusters.get(target.cluster) if target is not None else None
+            if cluster is not None:
+                self._start_tcp(cluster, idle=route.idle_timeout, retry=route.retry)
+                return
+        if snapshot.egress_filter is EgressFilter.ALLOW_ALL and self.original is not None:
+            self._passthrough()
+            return
+        self.listener.tcp_stats.downstream_cx_no_route += 1
+        self._close()
+
+    def _passthrough(self) -> None:
+        assert self.original is not None
+        self._start_tcp(self.listener.clusters.passthrough(*self.original), idle=3600.0, retry=None)
+
+    def _start_tcp(self, cluster: ClusterRuntime, idle: float | None, retry: RetryPolicy | None) -> None:
+        transport = self.transport
+        assert transport is not None
+        self.state = DispatchState.HANDED_OVER
+        self.listener.stats.downstream_cx_total += 1
+        session = TcpProxySession(transport, self.buffer, cluster, self.listener.tcp_stats, retry, idle)
+        self.buffer = b""
+        transport.set_protocol(session.protocol)
+        session.start()
+
+    def _close(self) -> None:
+        self.state = DispatchState.CLOSED
+        if self.transport is not None:
+            self.transport.close()

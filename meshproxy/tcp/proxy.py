@@ -1,0 +1,247 @@
+"""The TCP proxy: one downstream connection bridged to one upstream connection (Envoy's tcp_proxy).
+
+Used for `tcp` listeners and routes, ALLOW_ALL passthrough of non-HTTP egress, and TLS passed through by SNI.
+The upstream is chosen once per connection; `connection-error` retries happen before any byte flows. Both
+directions respect flow control (a paused writer pauses the opposite reader) and half-close (EOF one way is
+forwarded with write_eof while the other way keeps flowing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from typing import cast
+
+from meshproxy.config.snapshot import RetryPolicy
+from meshproxy.router.retry import backoff_delay
+from meshproxy.telemetry.stats import TcpProxyStats
+from meshproxy.upstream.cluster import ClusterRuntime
+from meshproxy.upstream.host import Host
+
+log = logging.getLogger("meshproxy.tcp")
+
+
+class TcpState(enum.Enum):
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class _Side(asyncio.Protocol):
+    """One end of the bridge; forwards everything to the session."""
+
+    __slots__ = ("eof", "session", "transport", "upstream")
+
+    def __init__(self, session: TcpProxySession, upstream: bool) -> None:
+        self.session = session
+        self.upstream = upstream
+        self.transport: asyncio.Transport | None = None
+        self.eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.session.relay(self, data)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        return self.session.half_close(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.side_lost(self)
+
+    def pause_writing(self) -> None:
+        self.session.set_reading(not self.upstream, False)
+
+    def resume_writing(self) -> None:
+        self.session.set_reading(not self.upstream, True)
+
+
+class TcpProxySession:
+    """A bridged connection. Create it with the accepted transport, then `start()` it."""
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        initial: bytes,
+        cluster: ClusterRuntime,
+        stats: TcpProxyStats,
+        retry: RetryPolicy | None = None,
+        idle_timeout: float | None = 3600.0,
+    ) -> None:
+        self.down = _Side(self, upstream=False)
+        self.down.transport = transport
+        self.up: _Side | None = None
+        self.pending = [initial] if initial else []
+        self.cluster = cluster
+        self.stats = stats
+        self.retry = retry
+        self.idle_timeout = idle_timeout
+        self.state = TcpState.CONNECTING
+        self.host: Host | None = None
+        self.tried: tuple[Host, ...] = ()
+        self.attempts = 0
+        self.last_activity = time.monotonic()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.rx = self.tx = 0
+
+    def __repr__(self) -> str:
+        return f"<TcpProxySession {self.cluster.config.name} {self.state.value} rx={self.rx} tx={self.tx}>"
+
+    @property
+    def protocol(self) -> asyncio.Protocol:
+        """The protocol to install on the downstream transport (transport.set_protocol)."""
+        return self.down
+
+    def start(self) -> None:
+        stats = self.stats
+        stats.downstream_cx_total += 1
+        stats.downstream_cx_total_active += 1
+        if self.pending:
+            self.stats.downstream_cx_rx_bytes_total += sum(len(p) for p in self.pending)
+        self.down_pause(True)
+        asyncio.get_running_loop().create_task(self._connect())
+        if self.idle_timeout:
+            self._idle_timer = asyncio.get_running_loop().call_later(self.idle_timeout, self._check_idle)
+
+    def down_pause(self, paused: bool) -> None:
+        transport = self.down.transport
+        if transport is not None and not transport.is_closing():
+            if paused:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        cluster = self.cluster
+        while self.state is TcpState.CONNECTING:
+            if not cluster.resolved:
+                try:
+                    async with asyncio.timeout(cluster.config.connect_timeout + 5.0):
+                        await cluster.wait_resolved()
+                except TimeoutError:
+                    pass
+            host = cluster.pick_host(self.tried)
+            if host is None:
+                self.stats.downstream_cx_no_route += 1
+                self.close()
+                return
+            self.host = host
+            self.tried += (host,)
+            self.attempts += 1
+            stats = cluster.stats
+            stats.upstream_cx_total += 1
+            host.cx_total += 1
+            up = _Side(self, upstream=True)
+            try:
+                async with asyncio.timeout(cluster.config.connect_timeout):
+                    await loop.create_connection(lambda up=up: up, host.address, host.port)  # type: ignore[misc]
+            except (OSError, TimeoutError):
+                stats.upstream_cx_connect_fail += 1
+                host.cx_connect_fail += 1
+                retry = self.retry
+                if (
+                    retry is not None
+                    and retry.retry_on_connect_failure
+                    and self.attempts <= retry.max_retries
+                    and self.state is TcpState.CONNECTING
+                ):
+                    stats.upstream_rq_retry += 1
+                    await asyncio.sleep(backoff_delay(self.attempts))
+                    continue
+                self.close()
+                return
+            if self.state is not TcpState.CONNECTING:  # downstream went away meanwhile
+                if up.transport is not None:
+                    up.transport.close()
+                return
+            stats.upstream_cx_active += 1
+            host.cx_active += 1
+            self.up = up
+            self.state = TcpState.OPEN
+            for chunk in self.pending:
+                self._write(up, chunk)
+            self.pending = []
+            if self.down.eof and up.transport is not None and up.transport.can_write_eof():
+                up.transport.write_eof()
+            self.down_pause(False)
+            return
+
+    def _write(self, side: _Side, data: bytes) -> None:
+        transport = side.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def relay(self, side: _Side, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        if side is self.down:
+            self.rx += len(data)
+            self.stats.downstream_cx_rx_bytes_total += len(data)
+            if self.up is None:
+                self.pending.append(data)
+                return
+            self.cluster.stats.upstream_cx_tx_bytes_total += len(data)
+            self._write(self.up, data)
+        else:
+            self.tx += len(data)
+            self.stats.downstream_cx_tx_bytes_total += len(data)
+            self.cluster.stats.upstream_cx_rx_bytes_total += len(data)
+            self._write(self.down, data)
+
+    def half_close(self, side: _Side) -> bool | None:
+        other = self.up if side is self.down else self.down
+        if other is None:
+            return True  # not connected yet: the EOF is forwarded once it is
+        transport = other.transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
+        if other.eof:
+            self.close()
+            return None
+        return True  # keep the other direction open
+
+    def set_reading(self, upstream: bool, reading: bool) -> None:
+        side = self.up if upstream else self.down
+        if side is None or side.transport is None or side.transport.is_closing():
+            return
+        if reading:
+            side.transport.resume_reading()
+        else:
+            side.transport.pause_reading()
+
+    def side_lost(self, side: _Side) -> None:
+        if side.upstream and side is self.up:
+            self.up = None
+            self.cluster.stats.upstream_cx_active -= 1
+            self.cluster.stats.upstream_cx_destroy += 1
+            if self.host is not None:
+                self.host.cx_active -= 1
+        self.close()
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if self.state is TcpState.CLOSED or not self.idle_timeout:
+            return
+        idle_for = time.monotonic() - self.last_activity
+        if idle_for >= self.idle_timeout:
+            self.stats.idle_timeout += 1
+            self.close()
+            return
+        self._idle_timer = asyncio.get_running_loop().call_later(
+            self.idle_timeout - idle_for, self._check_idle
+        )
+
+    def close(self) -> None:
+        if self.state is TcpState.CLOSED:
+            return
+        self.state = TcpState.CLOSED
+        self.stats.downstream_cx_total_active -= 1
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        for side in (self.down, self.up):
+            if side is not None and side.transport is not None:
+                side.transport.close()  # the upstream's connection_lost does its accounting
