@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from meshproxy.config.snapshot import EgressFilter, Identity, RouteTable, Snapshot
 from meshproxy.http.codec import ClientCodec, ServerCodec
 from meshproxy.settings import Settings
 from meshproxy.telemetry.record import RequestRecord
-from meshproxy.telemetry.stats import StatsStore
+from meshproxy.telemetry.stats import StatsStore, TargetStats
+from meshproxy.telemetry.tracing import TraceStart
 from meshproxy.upstream.cluster import ClusterManager
 
 if TYPE_CHECKING:
@@ -39,6 +40,12 @@ class RequestSink(Protocol):
     record_needed: bool
 
     def request_done(self, record: RequestRecord) -> None: ...
+
+    def start_trace(
+        self, direction: str, headers: Sequence[tuple[bytes, bytes]], method: str, authority: str, path: str
+    ) -> TraceStart | None: ...
+
+    def target_stats(self, virtual_service: str, virtual_node: str) -> TargetStats | None: ...
 
 
 def codec_factories(parser: str) -> tuple[Callable[[], ServerCodec], Callable[[], ClientCodec]]:
@@ -98,9 +105,17 @@ class Dataplane:
         self, listener: HttpListener, connection: DownstreamConnection, stream: UpstreamRequest
     ) -> None:
         telemetry = self.telemetry
-        if telemetry is None or not telemetry.record_needed:
+        if telemetry is None:
             return
-        telemetry.request_done(build_record(listener, connection, stream))
+        if stream.target_node:
+            target = telemetry.target_stats(stream.virtual_service, stream.target_node)
+            if target is not None:  # App Mesh metrics extension (APPMESH_METRIC_EXTENSION_VERSION=1)
+                target.request_count_per_target += 1
+                target.count_response(stream.response_status)
+                target.target_processed_bytes += stream.bytes_received + stream.bytes_sent
+                target.target_response_time.record((time.monotonic() - stream.start) * 1000.0)
+        if telemetry.record_needed:
+            telemetry.request_done(build_record(listener, connection, stream))
 
 
 def build_record(
@@ -139,4 +154,5 @@ def build_record(
         virtual_service=stream.virtual_service or None,
         target_virtual_node=stream.target_node or None,
         attempts=stream.retries + 1,
+        trace=stream.trace,
     )

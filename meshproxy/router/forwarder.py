@@ -44,6 +44,7 @@ from meshproxy.upstream.pool import Acquire, HostPool
 if TYPE_CHECKING:
     from meshproxy.http.connection import DownstreamConnection
     from meshproxy.telemetry.stats import ClusterStats
+    from meshproxy.telemetry.tracing import TraceStart
 
 _FAILURE_REPLY: dict[AttemptFailure, LocalReply] = {
     AttemptFailure.CONNECT_FAILURE: local_reply.CONNECT_FAILURE,
@@ -100,6 +101,7 @@ class UpstreamRequest:
         "target_node",
         "timeout",
         "timer",
+        "trace",
         "tried",
         "try_timer",
         "upstream_head",
@@ -140,6 +142,7 @@ class UpstreamRequest:
         self.target_node = ""
         self.authority = ""
         self.path = ""
+        self.trace: TraceStart | None = None
 
     def __repr__(self) -> str:
         return (
@@ -202,6 +205,11 @@ class UpstreamRequest:
             self.local_reply(local_reply.NO_HEALTHY_UPSTREAM)
             return
         self.cluster_stats = self.cluster.stats
+        telemetry = listener.dataplane.telemetry
+        if telemetry is not None:
+            self.trace = telemetry.start_trace(
+                listener.direction.value, head.headers, head.method, authority, path
+            )
         self.upstream_head = self._upstream_head(path)
         if head.expect_continue:
             down.write(down.codec.encode_informational(100, []))
@@ -225,6 +233,11 @@ class UpstreamRequest:
             elif name == b"x-envoy-expected-rq-timeout-ms":
                 continue
             headers.append((name, value))
+        trace = self.trace
+        if trace is not None:
+            replaced = {name for name, _ in trace.upstream_headers}
+            headers = [(n, v) for n, v in headers if n not in replaced]
+            headers.extend(trace.upstream_headers)
         if has_connection:
             drop = connection_tokens(head.headers)  # names listed in Connection are hop-by-hop too
             if drop:
