@@ -35,7 +35,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
-MESHPROXY = REPO_ROOT / ".venv" / "bin" / "meshproxy"
+# The `meshproxy` command, as `python -m meshproxy.cli` run from the repo root (every command here runs with
+# cwd=REPO_ROOT), so it does not depend on how the venv's editable install resolves the package.
+MESHPROXY = [str(VENV_PYTHON), "-m", "meshproxy.cli"]
 PROBE = Path(__file__).resolve().parent / "probe.py"
 
 PROXY_UID = 1337  # the ignored UID: the proxy's own traffic is not redirected
@@ -322,4 +324,4 @@ def meshproxy_iptables(
     ns: Netns, command: str, env: Mapping[str, str], *args: str, uid: int | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`meshproxy iptables COMMAND` inside `ns` with exactly the given settings."""
-    return ns.run([str(MESHPROXY), "iptables", command, *args], env=env, uid=uid, check=False)
+    return ns.run([*MESHPROXY, "iptables", command, *args], env=env, uid=uid, check=False)

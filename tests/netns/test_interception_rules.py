@@ -54,8 +54,9 @@ FOREIGN_RULES = (
 def rendered_rules(settings: dict[str, str], family: str = "ipv4") -> list[str]:
     """The `-A` lines `meshproxy iptables render` prints for these settings."""
     done = subprocess.run(
-        [str(MESHPROXY), "iptables", "render", "--family", family],
+        [*MESHPROXY, "iptables", "render", "--family", family],
         env=clean_environ(settings),
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=30,
@@ -162,14 +163,15 @@ def test_shell_entry_points_with_ecs_flag_names(pod_pair: PodPair) -> None:
         "--EgressIgnoredPorts", "22",
     ]  # fmt: skip
     scripts = REPO_ROOT / "iptables"
-    done = pod.run([str(scripts / "apply"), *flags])
+    env = {"MESHPROXY": " ".join(MESHPROXY)}
+    done = pod.run([str(scripts / "apply"), *flags], env=env)
     assert "ipv4:" in done.stdout
     saved = pod.nat_save()
     assert "-A APPMESH_EGRESS -d 169.254.170.2/32 -p tcp -j RETURN" in saved
-    assert pod.run([str(scripts / "status"), *flags]).returncode == 0
-    pod.run([str(scripts / "clean")])
+    assert pod.run([str(scripts / "status"), *flags], env=env).returncode == 0
+    pod.run([str(scripts / "clean")], env=env)
     assert normalise_save(pod.nat_save()) == before
-    assert pod.run([str(scripts / "status")], check=False).returncode == 3
+    assert pod.run([str(scripts / "status")], env=env, check=False).returncode == 3
 
 
 def test_invalid_settings_change_nothing_and_exit_2(pod_pair: PodPair) -> None:

@@ -1,0 +1,48 @@
+# syntax=docker/dockerfile:1
+# meshproxy images.
+#
+#   docker build -t meshproxy .                       # the sidecar / virtual gateway (default, last stage)
+#   docker build -t meshproxy:init --target init .    # the init container that installs the iptables rules
+#
+# The sidecar runs as UID 1337, the UID the interception rules skip (IgnoredUID / APPMESH_IGNORE_UID, spec
+# §6.4), and needs no capabilities. Only the init image runs as root, with NET_ADMIN, and exits.
+
+FROM python:3.11-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# curl: the container health check is App Mesh's own (`curl ... /server_info | grep state | grep -q LIVE`).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends curl \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY meshproxy ./meshproxy
+RUN pip install . && rm -rf /src
+WORKDIR /
+
+# Init container: installs the App Mesh nat chains in the pod / task network namespace and exits.
+# Kubernetes: initContainer with securityContext.capabilities.add [NET_ADMIN] (and runAsUser 0).
+FROM base AS init
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends iptables \
+    && rm -rf /var/lib/apt/lists/*
+COPY iptables /usr/local/lib/meshproxy/iptables
+USER 0:0
+ENTRYPOINT ["meshproxy", "iptables", "apply"]
+
+# The sidecar (and the virtual gateway: same image, APPMESH_RESOURCE_ARN=mesh/<m>/virtualGateway/<g>).
+FROM base AS meshproxy
+RUN groupadd --system --gid 1337 meshproxy \
+    && useradd --system --uid 1337 --gid 1337 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin meshproxy
+USER 1337:1337
+# ingress, egress, admin (APPMESH_ENVOY_INGRESS_PORT, APPMESH_ENVOY_EGRESS_PORT, ENVOY_ADMIN_ACCESS_PORT)
+EXPOSE 15000 15001 9901
+# App Mesh's container health check (spec §6.1), on the configured admin port.
+HEALTHCHECK --interval=5s --timeout=2s --start-period=10s --retries=3 \
+    CMD curl -s "http://localhost:${ENVOY_ADMIN_ACCESS_PORT:-9901}/server_info" | grep state | grep -q LIVE
+# Exec form: meshproxy is PID 1 and gets SIGTERM itself (drain, then exit 0; spec §6.2).
+# The config source comes from MESHPROXY_CONFIG (file path or http(s) URL) or `--config SOURCE` as CMD.
+ENTRYPOINT ["meshproxy", "run"]

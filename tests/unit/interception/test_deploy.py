@@ -1,0 +1,199 @@
+"""deploy/: the ECS task definition and Kubernetes manifests parse, and keep App Mesh's promises.
+
+The task definition is checked against the ECS API model (botocore), the mesh specs against the App Mesh API
+model, and the interception settings in both against our own validation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import botocore.session  # type: ignore[import-untyped]
+import pytest
+import yaml
+from botocore.validate import ParamValidator  # type: ignore[import-untyped]
+
+from meshproxy.interception.spec import FIELDS, collect_values, parse_spec
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEPLOY = REPO_ROOT / "deploy"
+HEALTH_COMMAND = "curl -s http://localhost:9901/server_info | grep state | grep -q LIVE"
+
+
+def validate_shape(service: str, shape_name: str, params: Any) -> None:
+    model = botocore.session.get_session().get_service_model(service)
+    shape = (
+        model.operation_model(shape_name).input_shape
+        if shape_name in model.operation_names
+        else model.shape_for(shape_name)
+    )
+    report = ParamValidator().validate(params, shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+def yaml_docs(name: str) -> list[dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "kubernetes" / name).read_text()) if d is not None]
+    assert docs, name
+    return docs
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", [])}
+
+
+@pytest.fixture(scope="module")
+def task() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((DEPLOY / "ecs" / "task-definition.json").read_text())
+    return data
+
+
+def container(task: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [c for c in task["containerDefinitions"] if c["name"] == name]
+    assert isinstance(found, dict)
+    return found
+
+
+def test_task_definition_is_a_valid_register_task_definition_request(task: dict[str, Any]) -> None:
+    validate_shape("ecs", "RegisterTaskDefinition", task)
+    assert task["networkMode"] == "awsvpc"  # required for proxyConfiguration (spec §2.1)
+
+
+def test_proxy_configuration_is_app_mesh_and_valid_for_meshproxy(task: dict[str, Any]) -> None:
+    proxy_config = task["proxyConfiguration"]
+    assert proxy_config["type"] == "APPMESH"
+    proxy = container(task, proxy_config["containerName"])
+    properties = {p["name"]: p["value"] for p in proxy_config["properties"]}
+    flags = {f.key: properties.get(f.flag[2:]) for f in FIELDS}
+    spec = parse_spec(collect_values({}, flags))  # the same validation `meshproxy iptables` applies
+    assert spec.ignored_uid == int(proxy["user"]) == 1337  # IgnoredUID must equal the proxy's user (§6.4)
+    assert spec.proxy_ingress_port == 15000 and spec.proxy_egress_port == 15001
+    app_ports = {
+        m["containerPort"] for c in task["containerDefinitions"] if c is not proxy for m in c["portMappings"]
+    }
+    assert set(spec.app_ports) == app_ports
+    assert {str(n.network_address) for n in spec.egress_ignored_ips} >= {"169.254.170.2", "169.254.169.254"}
+
+
+def test_meshproxy_container_replaces_envoy(task: dict[str, Any]) -> None:
+    proxy = container(task, "meshproxy")
+    assert "appmesh-envoy" not in proxy["image"] and "meshproxy" in proxy["image"]
+    assert proxy["essential"] is True
+    assert proxy["user"] == "1337"
+    assert {"name": "nofile", "softLimit": 15000, "hardLimit": 15000} in proxy["ulimits"]
+    environment = {e["name"]: e["value"] for e in proxy["environment"]}
+    assert environment["APPMESH_RESOURCE_ARN"].endswith(":mesh/colormesh/virtualNode/colorapp-blue")
+    assert environment["MESHPROXY_CONFIG"].startswith("https://")
+    # the drain (LISTENER_DRAIN_WAIT_TIME_S) must finish before ECS kills the container (spec §6.2)
+    assert proxy["stopTimeout"] == 30 > int(environment["LISTENER_DRAIN_WAIT_TIME_S"])
+    assert proxy["healthCheck"]["command"] == ["CMD-SHELL", HEALTH_COMMAND]
+    health = proxy["healthCheck"]
+    assert (health["startPeriod"], health["interval"], health["timeout"], health["retries"]) == (10, 5, 2, 3)
+    assert {m["containerPort"] for m in proxy["portMappings"]} == {9901, 15000, 15001}
+
+
+def test_app_waits_for_a_healthy_proxy(task: dict[str, Any]) -> None:
+    app = container(task, "app")
+    assert {"containerName": "meshproxy", "condition": "HEALTHY"} in app["dependsOn"]
+    assert "user" not in app or app["user"] != "1337"  # the app must not share the proxy's exempt UID
+
+
+@pytest.fixture(scope="module")
+def mesh_config() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    (config_map,) = yaml_docs("mesh-config.yaml")
+    assert config_map["kind"] == "ConfigMap"
+    resources: list[dict[str, Any]] = json.loads(config_map["data"]["mesh.json"])
+    return config_map, resources
+
+
+SPEC_SHAPES = {
+    "mesh": "MeshSpec",
+    "virtualNode": "VirtualNodeSpec",
+    "virtualService": "VirtualServiceSpec",
+    "virtualGateway": "VirtualGatewaySpec",
+    "gatewayRoute": "GatewayRouteSpec",
+}
+
+
+def test_mesh_specs_are_valid_app_mesh_shapes(
+    mesh_config: tuple[dict[str, Any], list[dict[str, Any]]],
+) -> None:
+    _, resources = mesh_config
+    kinds = set()
+    for resource in resources:
+        ((kind, body),) = resource.items()
+        kinds.add(kind)
+        validate_shape("appmesh", SPEC_SHAPES[kind], body["spec"])
+        assert body["meshName"] == "colormesh" or kind == "mesh"
+    assert kinds == set(SPEC_SHAPES)
+
+
+def test_pod_init_container_installs_valid_rules_and_the_sidecar_runs_as_the_ignored_uid(
+    mesh_config: tuple[dict[str, Any], list[dict[str, Any]]],
+) -> None:
+    (pod,) = yaml_docs("pod.yaml")
+    assert pod["kind"] == "Pod"
+    (init,) = pod["spec"]["initContainers"]
+    assert init["image"].endswith("meshproxy:init")
+    assert "NET_ADMIN" in init["securityContext"]["capabilities"]["add"]
+    spec = parse_spec(collect_values(env_of(init), {}))  # the route manager's variables, validated
+    containers = {c["name"]: c for c in pod["spec"]["containers"]}
+    sidecar = containers["envoy"]
+    assert spec.ignored_uid == sidecar["securityContext"]["runAsUser"] == 1337
+    app_ports = {p["containerPort"] for p in containers["app"]["ports"]}
+    assert set(spec.app_ports) == app_ports
+    assert "runAsUser" not in containers["app"].get("securityContext", {})
+
+    probe = sidecar["readinessProbe"]
+    assert probe["exec"]["command"] == ["sh", "-c", HEALTH_COMMAND]
+    assert (probe["initialDelaySeconds"], probe["periodSeconds"], probe["timeoutSeconds"]) == (1, 10, 1)
+    assert sidecar["lifecycle"]["preStop"]["exec"]["command"] == ["sh", "-c", "sleep 20"]
+    assert pod["spec"]["terminationGracePeriodSeconds"] > 20
+
+    env = env_of(sidecar)
+    assert env["APPMESH_RESOURCE_ARN"] == "mesh/colormesh/virtualNode/colorapp-blue"
+    _check_config_mount(pod["spec"], sidecar, env, mesh_config)
+    node_names = {r["virtualNode"]["virtualNodeName"] for r in mesh_config[1] if "virtualNode" in r}
+    assert env["APPMESH_RESOURCE_ARN"].rsplit("/", 1)[1] in node_names
+
+
+def _check_config_mount(
+    pod_spec: dict[str, Any],
+    proxy: dict[str, Any],
+    env: dict[str, str],
+    mesh_config: tuple[dict[str, Any], list[dict[str, Any]]],
+) -> None:
+    config_map, _ = mesh_config
+    (mount,) = proxy["volumeMounts"]
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    assert volumes[mount["name"]]["configMap"]["name"] == config_map["metadata"]["name"]
+    directory, _, key = env["MESHPROXY_CONFIG"].rpartition("/")
+    assert directory == mount["mountPath"] and key in config_map["data"]
+
+
+def test_virtual_gateway_deployment(mesh_config: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+    docs = {d["kind"]: d for d in yaml_docs("virtual-gateway.yaml")}
+    deployment, service = docs["Deployment"], docs["Service"]
+    pod_spec = deployment["spec"]["template"]["spec"]
+    assert "initContainers" not in pod_spec  # a gateway intercepts nothing
+    (proxy,) = pod_spec["containers"]
+    env = env_of(proxy)
+    mesh, kind, name = env["APPMESH_RESOURCE_ARN"].split("/")[1:]
+    assert kind == "virtualGateway"
+    (gateway,) = [r["virtualGateway"] for r in mesh_config[1] if "virtualGateway" in r]
+    assert (gateway["meshName"], gateway["virtualGatewayName"]) == (mesh, name)
+    listener_port = gateway["spec"]["listeners"][0]["portMapping"]["port"]
+    assert listener_port > 1024  # unprivileged (spec: VGW ports <= 1024 fail as non-root)
+    assert listener_port in {p["containerPort"] for p in proxy["ports"]}
+    assert service["spec"]["ports"][0]["targetPort"] == listener_port
+    assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    assert proxy["readinessProbe"]["exec"]["command"] == ["sh", "-c", HEALTH_COMMAND]
+    _check_config_mount(pod_spec, proxy, env, mesh_config)
+
+
+def test_readme_says_what_changes() -> None:
+    text = (DEPLOY / "README.md").read_text()
+    assert "the image, and where the mesh configuration comes from" in text
+    for name in ("MESHPROXY_CONFIG", "APPMESH_RESOURCE_ARN", "1337", "task-definition.json", "pod.yaml"):
+        assert name in text
