@@ -37,12 +37,11 @@ from meshproxy.router.retry import (
     should_retry_status,
 )
 from meshproxy.upstream.cluster import ClusterRuntime
-from meshproxy.upstream.connection import UpstreamConnection
 from meshproxy.upstream.host import Host
-from meshproxy.upstream.pool import Acquire, HostPool
+from meshproxy.upstream.pool import Acquire
 
 if TYPE_CHECKING:
-    from meshproxy.http.connection import DownstreamConnection
+    from meshproxy.router.stream import ConnectionPool, Downstream, Upstream
     from meshproxy.telemetry.stats import ClusterStats
     from meshproxy.telemetry.tracing import TraceStart
 
@@ -108,7 +107,7 @@ class UpstreamRequest:
         "virtual_service",
     )  # fmt: skip
 
-    def __init__(self, down: DownstreamConnection, head: RequestHead) -> None:
+    def __init__(self, down: Downstream, head: RequestHead) -> None:
         self.down = down
         self.head = head
         self.state = StreamState.ROUTING
@@ -122,8 +121,8 @@ class UpstreamRequest:
         self.body_size = 0
         self.replayable = True
         self.request_complete = False
-        self.connection: UpstreamConnection | None = None
-        self.pool: HostPool | None = None
+        self.connection: Upstream | None = None
+        self.pool: ConnectionPool | None = None
         self.host: Host | None = None
         self.tried: tuple[Host, ...] = ()
         self.retries = 0
@@ -299,7 +298,7 @@ class UpstreamRequest:
         if self.state is StreamState.WAITING:
             self.attempt()
 
-    def on_pool_ready(self, connection: UpstreamConnection) -> None:
+    def on_pool_ready(self, connection: Upstream) -> None:
         self.pool = None
         if self.state is StreamState.DONE:
             connection.release()

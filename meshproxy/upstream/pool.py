@@ -22,11 +22,12 @@ from meshproxy.upstream.connection import ConnectionState, UpstreamConnection
 from meshproxy.upstream.host import Host
 
 if TYPE_CHECKING:
+    from meshproxy.router.stream import Upstream
     from meshproxy.upstream.cluster import ClusterRuntime
 
 
 class PoolWaiter(Protocol):
-    def on_pool_ready(self, connection: UpstreamConnection) -> None: ...
+    def on_pool_ready(self, connection: Upstream) -> None: ...
 
     def on_pool_failure(self, failure: AttemptFailure) -> None: ...
 
