@@ -1,0 +1,293 @@
+"""The bench's Envoy bootstrap: App Mesh's defaults for the bench mesh, and the Snapshot mapping."""
+
+from __future__ import annotations
+
+import re
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+import yaml
+
+from bench import envoy_config as ec
+from bench import mesh
+from meshproxy.config.snapshot import (
+    Cluster,
+    ConnectionPoolLimits,
+    DnsDiscovery,
+    EgressFilter,
+    Identity,
+    ListenerProtocol,
+    ResourceKind,
+    RetryPolicy,
+    RouteEntry,
+    RouteMatch,
+    RouteTable,
+    Snapshot,
+    StaticDiscovery,
+    StringMatchKind,
+    ValueMatch,
+    VirtualHost,
+    WeightedCluster,
+)
+
+
+def _bench() -> dict[str, Any]:
+    return ec.render_bootstrap(ec.bench_bootstrap(upstream_port=8080, egress_port=15001, admin_port=9901))
+
+
+def _hcm(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    listener = bootstrap["static_resources"]["listeners"][0]
+    hcm: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm
+
+
+def test_bench_listener_is_egress_http_on_loopback() -> None:
+    b = _bench()
+    listener = b["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 15001}
+    assert listener["name"] == "lds_egress_127.0.0.1_15001"
+    hcm = _hcm(b)
+    assert hcm["stat_prefix"] == "egress"
+    assert hcm["codec_type"] == "AUTO"
+    assert hcm["generate_request_id"] is True
+    assert "access_log" not in hcm
+    assert "tracing" not in hcm
+    assert hcm["http_filters"][-1]["name"] == "envoy.filters.http.router"
+    assert b["admin"]["address"]["socket_address"]["port_value"] == 9901
+    assert b["node"]["id"] == "mesh/bench/virtualNode/client"
+
+
+def test_bench_route_has_app_mesh_defaults() -> None:
+    hcm = _hcm(_bench())
+    (vhost,) = hcm["route_config"]["virtual_hosts"]
+    assert vhost["domains"] == ["upstream.bench.local", "upstream.bench.local:80"]
+    (route,) = vhost["routes"]
+    assert route["match"] == {"prefix": "/"}
+    action = route["route"]
+    assert action["weighted_clusters"]["clusters"] == [
+        {"name": "cds_egress_bench_upstream_http_8080", "weight": 100}
+    ]
+    assert action["timeout"] == "15s"
+    retry = action["retry_policy"]
+    assert retry["num_retries"] == 2
+    assert set(retry["retry_on"].split(",")) == {
+        "connect-failure",
+        "refused-stream",
+        "reset",
+        "retriable-status-codes",
+    }
+    assert retry["retriable_status_codes"] == [503]
+    assert "per_try_timeout" not in retry  # App Mesh does not document one (spec §4.5)
+    assert retry["retry_host_predicate"][0]["name"] == "envoy.retry_host_predicates.previous_hosts"
+
+
+def test_bench_cluster_points_at_nginx_with_unlimited_breakers() -> None:
+    (cluster,) = _bench()["static_resources"]["clusters"]
+    assert cluster["name"] == "cds_egress_bench_upstream_http_8080"
+    assert cluster["type"] == "LOGICAL_DNS"
+    assert cluster["connect_timeout"] == "1s"
+    (threshold,) = cluster["circuit_breakers"]["thresholds"]
+    assert threshold["priority"] == "DEFAULT"
+    for key in ("max_connections", "max_pending_requests", "max_requests", "max_retries"):
+        assert threshold[key] == 2147483647
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 8080}
+
+
+def test_yaml_round_trips() -> None:
+    bootstrap = ec.bench_bootstrap(upstream_port=8081, egress_port=15002, admin_port=9902)
+    assert yaml.safe_load(ec.bootstrap_yaml(bootstrap)) == ec.render_bootstrap(bootstrap)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(15.0, "15s"), (1, "1s"), (0.25, "0.25s"), (0, "0s"), (0.001, "0.001s")]
+)
+def test_duration(seconds: float, text: str) -> None:
+    assert ec.duration(seconds) == text
+
+
+def test_negative_duration_is_an_error() -> None:
+    with pytest.raises(ec.EnvoyConfigError):
+        ec.duration(-1)
+
+
+def test_route_to_unknown_cluster_is_an_error() -> None:
+    bootstrap = ec.bench_bootstrap(upstream_port=8080, egress_port=15001, admin_port=9901)
+    broken = ec.EgressBootstrap(
+        node_id=bootstrap.node_id,
+        admin_port=bootstrap.admin_port,
+        egress_port=bootstrap.egress_port,
+        virtual_hosts=bootstrap.virtual_hosts,
+        clusters=(),
+    )
+    with pytest.raises(ec.EnvoyConfigError, match="unknown cluster"):
+        ec.render_bootstrap(broken)
+
+
+def test_duplicate_domains_are_an_error() -> None:
+    bootstrap = ec.bench_bootstrap(upstream_port=8080, egress_port=15001, admin_port=9901)
+    doubled = ec.EgressBootstrap(
+        node_id=bootstrap.node_id,
+        admin_port=bootstrap.admin_port,
+        egress_port=bootstrap.egress_port,
+        virtual_hosts=bootstrap.virtual_hosts * 2,
+        clusters=bootstrap.clusters,
+    )
+    with pytest.raises(ec.EnvoyConfigError, match="domain"):
+        ec.render_bootstrap(doubled)
+
+
+def _snapshot(retry: RetryPolicy | None, match: RouteMatch) -> Snapshot:
+    cluster_name = mesh.egress_cluster_name("bench", "upstream", "http", 8080)
+    entry = RouteEntry(
+        name="upstream-router/all",
+        match=match,
+        targets=(WeightedCluster(cluster_name, 100, "upstream"),),
+        total_weight=100,
+        retry=retry,
+        timeout=15.0,
+        idle_timeout=300.0,
+    )
+    vhost = VirtualHost(
+        name="upstream.bench.local",
+        domains=("upstream.bench.local", "upstream.bench.local:80"),
+        routes=(entry,),
+    )
+    return Snapshot(
+        version="1",
+        identity=Identity(
+            node_id="mesh/bench/virtualNode/client",
+            mesh="bench",
+            kind=ResourceKind.VIRTUAL_NODE,
+            name="client",
+            node_cluster="mesh/bench/virtualNode/client",
+        ),
+        egress_filter=EgressFilter.DROP_ALL,
+        ingress=(),
+        egress_routes=RouteTable(
+            name="rds_egress_http_15001",
+            virtual_hosts=(vhost,),
+            by_domain=MappingProxyType(dict.fromkeys(vhost.domains, vhost)),
+        ),
+        tcp_routes=MappingProxyType({}),
+        clusters=MappingProxyType(
+            {
+                cluster_name: Cluster(
+                    name=cluster_name,
+                    discovery=DnsDiscovery(hostname="127.0.0.1", port=8080),
+                    protocol=ListenerProtocol.HTTP,
+                    virtual_node="upstream",
+                    limits=ConnectionPoolLimits(),
+                ),
+                "cds_egress_bench_unused_http_9": Cluster(
+                    name="cds_egress_bench_unused_http_9",
+                    discovery=StaticDiscovery(addresses=(("127.0.0.9", 9),)),
+                    protocol=ListenerProtocol.HTTP,
+                    virtual_node="unused",
+                ),
+            }
+        ),
+    )
+
+
+DEFAULT_RETRY = RetryPolicy(
+    max_retries=2,
+    per_try_timeout=None,
+    retriable_statuses=frozenset({503}),
+    retry_on_reset=True,
+    retry_on_connect_failure=True,
+    retry_on_refused_stream=True,
+    is_default=True,
+)
+
+
+def test_snapshot_with_default_retry_renders_like_the_bench_bootstrap() -> None:
+    from_snapshot = ec.bootstrap_from_snapshot(
+        _snapshot(DEFAULT_RETRY, RouteMatch(prefix="/")), egress_port=15001, admin_port=9901
+    )
+    direct = ec.bench_bootstrap(upstream_port=8080, egress_port=15001, admin_port=9901)
+    rendered, expected = ec.render_bootstrap(from_snapshot), ec.render_bootstrap(direct)
+    # The snapshot carries the 300 s route idle timeout the bench builder leaves at Envoy's default.
+    route = _hcm(rendered)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    assert route.pop("idle_timeout") == "300s"
+    assert rendered == expected
+    # Only clusters a route reaches are rendered.
+    assert [c["name"] for c in rendered["static_resources"]["clusters"]] == [
+        "cds_egress_bench_upstream_http_8080"
+    ]
+
+
+def test_snapshot_matches_map_to_envoy_matchers() -> None:
+    match = RouteMatch(
+        path_regex=re.compile(r"/v[0-9]+/.*"),
+        method="POST",
+        headers=(
+            ValueMatch(name="x-canary", kind=StringMatchKind.EXACT, value="1"),
+            ValueMatch(name="x-range", kind=StringMatchKind.RANGE, range_start=1, range_end=100, invert=True),
+            ValueMatch(name="x-present", kind=StringMatchKind.PRESENT),
+        ),
+        query=(ValueMatch(name="debug", kind=StringMatchKind.EXACT, value="on"),),
+    )
+    retry = RetryPolicy(max_retries=3, per_try_timeout=0.5, retriable_statuses=frozenset({502, 503, 504}))
+    rendered = ec.render_bootstrap(
+        ec.bootstrap_from_snapshot(_snapshot(retry, match), egress_port=15001, admin_port=9901)
+    )
+    route = _hcm(rendered)["route_config"]["virtual_hosts"][0]["routes"][0]
+    assert route["match"]["safe_regex"] == {"regex": r"/v[0-9]+/.*"}
+    assert "prefix" not in route["match"]
+    assert route["match"]["headers"] == [
+        {"name": ":method", "string_match": {"exact": "POST"}},
+        {"name": "x-canary", "string_match": {"exact": "1"}},
+        {"name": "x-range", "range_match": {"start": 1, "end": 100}, "invert_match": True},
+        {"name": "x-present", "present_match": True},
+    ]
+    assert route["match"]["query_parameters"] == [{"name": "debug", "string_match": {"exact": "on"}}]
+    policy = route["route"]["retry_policy"]
+    assert policy["retry_on"] == "retriable-status-codes"
+    assert policy["retriable_status_codes"] == [502, 503, 504]
+    assert policy["per_try_timeout"] == "0.5s"
+    assert policy["num_retries"] == 3
+
+
+def test_snapshot_grpc_retry_events_get_envoy_names() -> None:
+    policy = ec.retry_from_snapshot(
+        RetryPolicy(max_retries=1, per_try_timeout=None, grpc_statuses=frozenset({14, 1}))
+    )
+    assert policy.retry_on == ("cancelled", "unavailable")
+
+
+def test_snapshot_route_without_retry_has_no_retry_policy() -> None:
+    rendered = ec.render_bootstrap(
+        ec.bootstrap_from_snapshot(
+            _snapshot(None, RouteMatch(prefix="/")), egress_port=15001, admin_port=9901
+        )
+    )
+    route = _hcm(rendered)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    assert "retry_policy" not in route
+
+
+def test_snapshot_with_disabled_timeout_renders_zero() -> None:
+    entry = ec.route_from_snapshot(
+        RouteEntry(
+            name="r",
+            match=RouteMatch(prefix="/"),
+            targets=(WeightedCluster("c", 1, "n"),),
+            total_weight=1,
+            retry=None,
+            timeout=None,
+            idle_timeout=None,
+        )
+    )
+    assert entry.timeout is None
+    cluster = ec.EnvoyCluster(name="c", endpoints=(("127.0.0.1", 1),), discovery="STATIC")
+    bootstrap = ec.EgressBootstrap(
+        node_id="n",
+        admin_port=1,
+        egress_port=2,
+        virtual_hosts=(ec.EnvoyVirtualHost("v", ("v",), (entry,)),),
+        clusters=(cluster,),
+    )
+    rendered = ec.render_bootstrap(bootstrap)
+    assert _hcm(rendered)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["timeout"] == "0s"
+    assert "dns_lookup_family" not in rendered["static_resources"]["clusters"][0]
