@@ -158,16 +158,19 @@ class Netns:
         *,
         uid: int | None = None,
         env: Mapping[str, str] | None = None,
-        stderr_to: Any = subprocess.PIPE,
+        output: Any = None,
     ) -> subprocess.Popen[str]:
-        """Start a long-running process in the namespace; it is stopped in teardown."""
+        """Start a long-running process in the namespace; it is stopped in teardown.
+
+        stdout and stderr are pipes, or both go to `output` (an open file) for chatty processes.
+        """
         proc = subprocess.Popen(
             self.argv(command, uid),
             env=clean_environ(env),
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr_to,
+            stdout=subprocess.PIPE if output is None else output,
+            stderr=subprocess.PIPE if output is None else subprocess.STDOUT,
             text=True,
             start_new_session=True,
         )
@@ -239,13 +242,17 @@ class PodPair:
     def __repr__(self) -> str:
         return f"<PodPair pod={self.pod.name} peer={self.peer.name}>"
 
+    def start_probe(self, ns: Netns, *args: str, uid: int | None = None) -> subprocess.Popen[str]:
+        """Start `probe.py ARGS` in `ns` (as `uid`); returns once it prints READY."""
+        proc = ns.spawn(ns.python(str(PROBE), *args), uid=uid)
+        wait_for_line(proc, "READY")
+        return proc
+
     def serve(
         self, ns: Netns, name: str, ports: Sequence[int], *, uid: int | None = None, host: str = "0.0.0.0"
     ) -> None:
-        """Start the probe server in `ns`, listening on `host` at each port; returns once it listens."""
-        args = ["serve", "--name", name, "--host", host, *[str(p) for p in ports]]
-        proc = ns.spawn(ns.python(str(PROBE), *args), uid=uid)
-        wait_for_line(proc, "READY")
+        """The probe's one-JSON-line TCP server in `ns`, on `host` at each port."""
+        self.start_probe(ns, "serve", "--name", name, "--host", host, *[str(p) for p in ports], uid=uid)
 
     def connect(
         self, ns: Netns, host: str, port: int, *, uid: int | None = None, send: str = ""

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.server
 import json
 import os
 import selectors
 import signal
 import socket
+import socketserver
 import sys
+import threading
 from typing import Any
 
 from meshproxy.net.original_dst import original_destination
@@ -79,6 +82,76 @@ def serve(name: str, host: str, ports: list[int]) -> int:
             _answer(name, conn)
 
 
+class _EchoHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_name_: str = "http"
+
+    def _reply(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        dst = original_destination(self.connection)
+        reply = {
+            "server": self.server_name_,
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": body.decode("latin-1"),
+            "local": list(self.connection.getsockname()[:2]),
+            "peer": list(self.client_address[:2]),
+            "original_dst": list(dst) if dst else None,
+        }
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _reply
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, host: str, port: int, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, port), handler)
+
+
+def serve_http(name: str, host: str, ports: list[int]) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    handler = type("Handler", (_EchoHandler,), {"server_name_": name})
+    servers = [_Server(host, port, handler) for port in ports]
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    print("READY", flush=True)
+    servers[0].serve_forever()
+    return 0
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        conn: socket.socket = self.request
+        conn.settimeout(IO_TIMEOUT_S)
+        with contextlib.suppress(OSError):
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+
+def serve_echo(host: str, port: int) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    socketserver.ThreadingTCPServer.daemon_threads = True
+    server = socketserver.ThreadingTCPServer((host, port), _Echo)
+    print("READY", flush=True)
+    server.serve_forever()
+    return 0
+
+
 def connect(host: str, port: int, send: str) -> int:
     try:
         with socket.create_connection((host, port), timeout=IO_TIMEOUT_S) as sock:
@@ -101,6 +174,13 @@ def main(argv: list[str]) -> int:
     s.add_argument("--name", required=True)
     s.add_argument("--host", default="0.0.0.0")
     s.add_argument("ports", type=int, nargs="+")
+    h = sub.add_parser("http")
+    h.add_argument("--name", required=True)
+    h.add_argument("--host", default="0.0.0.0")
+    h.add_argument("ports", type=int, nargs="+")
+    e = sub.add_parser("echo")
+    e.add_argument("--host", default="0.0.0.0")
+    e.add_argument("port", type=int)
     c = sub.add_parser("connect")
     c.add_argument("host")
     c.add_argument("port", type=int)
@@ -108,6 +188,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args.name, args.host, args.ports)
+    if args.command == "http":
+        return serve_http(args.name, args.host, args.ports)
+    if args.command == "echo":
+        return serve_echo(args.host, args.port)
     return connect(args.host, args.port, args.send)
 
 
