@@ -83,6 +83,9 @@ class RouteMatch:
     # gRPC routes: service / method are matched against the `/<service>/<method>` path
     grpc_service: str | None = None
     grpc_method: str | None = None
+    # gateway routes: Host / :authority without the port, compared case-insensitively (values are lower-case)
+    hostname_exact: str | None = None
+    hostname_suffix: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +140,7 @@ class RouteEntry:
 
 @dataclass(frozen=True, slots=True)
 class VirtualHost:
-    """One virtual service reachable from this node: the domains it answers to and its routes in match order."""
+    """One virtual service reachable from this node: the domains it answers to, its routes in match order."""
 
     name: str  # virtual service name
     domains: tuple[str, ...]  # `<vs>` and `<vs>:<port>` for each provider listener port
