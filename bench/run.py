@@ -243,11 +243,13 @@ class Bench:
 
     # measurement
 
-    def wrk_once(self, target: Target, script: Path, duration_s: float) -> wrk.WrkResult:
+    def wrk_once(
+        self, target: Target, scenario: scenarios.Scenario, script: Path, duration_s: float
+    ) -> wrk.WrkResult:
         load = self.options.load
         argv = wrk.command(
             self.tools.wrk,
-            f"http://127.0.0.1:{target.port}/",
+            f"http://127.0.0.1:{target.port}{scenario.path}",
             script,
             duration_s=duration_s,
             connections=load.connections,
@@ -255,7 +257,7 @@ class Bench:
         )
         return wrk.run(argv, timeout_s=duration_s + WRK_SLACK_S)
 
-    def measure(self, target: Target, script: Path, round_: int) -> None:
+    def measure(self, target: Target, scenario: scenarios.Scenario, script: Path, round_: int) -> None:
         if target.child is not None and not target.child.alive():
             target.failure = f"exited during the run (status {target.child.popen.returncode})"
             return
@@ -263,9 +265,16 @@ class Bench:
         proxy_before = procstat.tree_cpu_seconds(target.child.pid) if target.child is not None else None
         upstream_before = procstat.tree_cpu_seconds(upstream_pid) if upstream_pid is not None else 0.0
         try:
-            result = self.wrk_once(target, script, self.options.load.duration_s)
+            result = self.wrk_once(target, scenario, script, self.options.load.duration_s)
         except wrk.WrkError as exc:
             target.failure = str(exc)
+            return
+        # wrk counts response bytes, headers included: fewer than the body means wrong answers were measured.
+        if result.requests and result.bytes / result.requests < scenario.body_size:
+            target.failure = (
+                f"responses average {result.bytes / result.requests:.0f} bytes, "
+                f"less than the {scenario.body_size}-byte body"
+            )
             return
         proxy_cpu = None
         if target.child is not None and proxy_before is not None:
@@ -318,13 +327,13 @@ class Bench:
             for target in targets:
                 if target.live and self.options.load.warmup_s > 0:
                     try:
-                        self.wrk_once(target, script, self.options.load.warmup_s)
+                        self.wrk_once(target, scenario, script, self.options.load.warmup_s)
                     except wrk.WrkError as exc:
                         target.failure = f"warm-up failed: {exc}"
             for round_ in range(1, self.options.load.rounds + 1):
                 for target in targets:
                     if target.live:
-                        self.measure(target, script, round_)
+                        self.measure(target, scenario, script, round_)
             summaries = []
             for target in targets:
                 peak = None
