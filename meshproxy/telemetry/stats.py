@@ -28,7 +28,7 @@ class Histogram:
     (DogStatsD timers) read `recent`, a bounded list they drain.
     """
 
-    __slots__ = ("bounds", "counts", "count", "sum", "recent", "recent_limit", "recent_dropped")
+    __slots__ = ("bounds", "count", "counts", "recent", "recent_dropped", "recent_limit", "sum")
 
     def __init__(self, bounds: tuple[float, ...] = DEFAULT_BUCKETS, recent_limit: int = 0) -> None:
         self.bounds = bounds
@@ -102,7 +102,7 @@ class ClusterStats(_Scope):
 
     GAUGES: ClassVar[frozenset[str]] = frozenset(
         {"upstream_cx_active", "upstream_rq_active", "upstream_rq_pending_active", "membership_total",
-         "membership_healthy"}
+         "membership_healthy", "outlier_detection_ejections_active"}
     )  # fmt: skip
 
     upstream_cx_total: int = 0
@@ -229,6 +229,48 @@ class ServerStats(_Scope):
     listener_manager_total_listeners_active: int = 0
     control_plane_connected_state: int = 0
     telemetry_dropped_total: int = 0  # meshproxy: records dropped by full background sink queues
+    telemetry_send_errors_total: int = 0  # meshproxy: DogStatsD / X-Ray datagrams the kernel refused
+
+
+@dataclass(slots=True, eq=False)
+class TargetStats(_Scope):
+    """The App Mesh metrics extension's outbound scope for one (TargetVirtualService, TargetVirtualNode) pair.
+
+    Only created when APPMESH_METRIC_EXTENSION_VERSION=1 (spec §5.1). Rendered as
+    `envoy.appmesh.<Metric>` / `envoy_appmesh_<Metric>` with the Target* dimensions; the names of the
+    fields map to the extension's metric names in `TARGET_METRIC_NAMES`.
+    """
+
+    request_count_per_target: int = 0
+    http_code_target_2xx_count: int = 0
+    http_code_target_3xx_count: int = 0
+    http_code_target_4xx_count: int = 0
+    http_code_target_5xx_count: int = 0
+    target_processed_bytes: int = 0
+    target_response_time: Histogram = field(default_factory=Histogram)  # request start -> full response, ms
+
+    def count_response(self, status: int) -> None:
+        """Count one upstream response in its HTTPCode_Target_<d>XX_Count class (1xx is not counted)."""
+        if 200 <= status < 300:
+            self.http_code_target_2xx_count += 1
+        elif 300 <= status < 400:
+            self.http_code_target_3xx_count += 1
+        elif 400 <= status < 500:
+            self.http_code_target_4xx_count += 1
+        elif 500 <= status < 600:
+            self.http_code_target_5xx_count += 1
+
+
+# The metrics extension's metric name for each TargetStats field (spec §5.1 table).
+TARGET_METRIC_NAMES: dict[str, str] = {
+    "request_count_per_target": "RequestCountPerTarget",
+    "http_code_target_2xx_count": "HTTPCode_Target_2XX_Count",
+    "http_code_target_3xx_count": "HTTPCode_Target_3XX_Count",
+    "http_code_target_4xx_count": "HTTPCode_Target_4XX_Count",
+    "http_code_target_5xx_count": "HTTPCode_Target_5XX_Count",
+    "target_processed_bytes": "TargetProcessedBytes",
+    "target_response_time": "TargetResponseTime",
+}
 
 
 # Envoy name of each ServerStats field (its scope is part of the field name).
@@ -248,6 +290,7 @@ SERVER_STAT_NAMES: dict[str, str] = {
     "listener_manager_total_listeners_active": "listener_manager.total_listeners_active",
     "control_plane_connected_state": "control_plane.connected_state",
     "telemetry_dropped_total": "meshproxy.telemetry.dropped_total",
+    "telemetry_send_errors_total": "meshproxy.telemetry.send_errors_total",
 }
 
 
@@ -260,6 +303,11 @@ class StatsStore:
         self.listeners: dict[str, ListenerStats] = {}
         self.http: dict[str, HttpConnManagerStats] = {}
         self.tcp: dict[str, TcpProxyStats] = {}
+        # Metrics extension (APPMESH_METRIC_EXTENSION_VERSION=1): (virtual service, virtual node) -> scope.
+        self.targets: dict[tuple[str, str], TargetStats] = {}
+        # Listener protocol ("http" | "http2" | "grpc") of each HTTP connection manager prefix, set by the
+        # data plane when it applies a snapshot (not per request); the extension's GrpcRequestCount reads it.
+        self.http_protocols: dict[str, str] = {}
 
     def cluster(self, name: str) -> ClusterStats:
         s = self.clusters.get(name)
@@ -285,8 +333,24 @@ class StatsStore:
             s = self.tcp[prefix] = TcpProxyStats()
         return s
 
+    def target(self, virtual_service: str, virtual_node: str) -> TargetStats:
+        key = (virtual_service, virtual_node)
+        s = self.targets.get(key)
+        if s is None:
+            s = self.targets[key] = TargetStats()
+        return s
+
+    def histograms(self) -> list[Histogram]:
+        """Every histogram in the store (sinks adjust `recent_limit` on them)."""
+        out: list[Histogram] = [c.upstream_rq_time for c in self.clusters.values()]
+        for h in self.http.values():
+            out.append(h.downstream_rq_time)
+            out.append(h.downstream_cx_length_ms)
+        out.extend(t.target_response_time for t in self.targets.values())
+        return out
+
     def reset_counters(self) -> None:
         self.server.reset_counters()
-        for group in (self.clusters, self.listeners, self.http, self.tcp):
+        for group in (self.clusters, self.listeners, self.http, self.tcp, self.targets):
             for scope in group.values():
                 scope.reset_counters()
