@@ -1,0 +1,145 @@
+"""The Telemetry seams the data plane calls: record_needed, start_trace, request_done, target_stats."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshproxy.config.snapshot import AccessLogConfig
+from meshproxy.settings import Settings
+from meshproxy.telemetry.errors import AccessLogFormatError, SamplingManifestError
+from meshproxy.telemetry.hub import Telemetry, TelemetryState
+from meshproxy.telemetry.record import RequestRecord
+from meshproxy.telemetry.stats import StatsStore
+from meshproxy.telemetry.tracing import TraceContext, TraceStart
+
+
+def telemetry(make_settings: Callable[..., Settings], **settings: Any) -> Telemetry:
+    return Telemetry(make_settings(**settings), StatsStore(), queue_limit=3)
+
+
+def finished(trace: object = None) -> RequestRecord:
+    return RequestRecord(direction="ingress", start_time=1716560306.0, response_code=200, trace=trace)
+
+
+def test_record_needed_follows_sinks(make_settings: Callable[..., Settings]) -> None:
+    t = telemetry(make_settings)
+    assert t.record_needed is False
+    t.set_access_log(AccessLogConfig("/dev/stdout"))
+    assert t.record_needed is True
+    t.set_access_log(None)
+    assert t.record_needed is False
+    assert telemetry(make_settings, xray=True).record_needed is True
+    assert telemetry(make_settings, otel_endpoint="http://127.0.0.1:4318").record_needed is True
+
+
+def test_bad_access_log_format_changes_nothing(make_settings: Callable[..., Settings]) -> None:
+    t = telemetry(make_settings)
+    good = AccessLogConfig("/dev/stdout", text_format="%RESPONSE_CODE%\n")
+    t.set_access_log(good)
+    with pytest.raises(AccessLogFormatError):
+        t.set_access_log(AccessLogConfig("/dev/stdout", text_format="%BOGUS%"))
+    assert t.record_needed is True
+    t.request_done(finished())
+    t._drain_batch(10)  # the previous format still formats (the writer is not started: lines queue)
+    assert "accesslog" in repr(t)
+
+
+def test_request_done_queues_only_what_a_sink_wants(make_settings: Callable[..., Settings]) -> None:
+    t = telemetry(make_settings)
+    t.request_done(finished())
+    assert "pending=0" in repr(t)
+
+    traced = telemetry(make_settings, xray=True)
+    sampled = traced.start_trace(
+        "ingress",
+        [(b"x-amzn-trace-id", b"Root=1-6650a1b2-5f1c2a3b4d5e6f708192a3b4;Sampled=1")],
+        "GET",
+        "a",
+        "/",
+    )
+    unsampled = traced.start_trace(
+        "ingress",
+        [(b"x-amzn-trace-id", b"Root=1-6650a1b2-5f1c2a3b4d5e6f708192a3b4;Sampled=0")],
+        "GET",
+        "a",
+        "/",
+    )
+    assert sampled is not None and unsampled is not None
+    traced.request_done(finished(unsampled.context))
+    assert "pending=0" in repr(traced)
+    traced.request_done(finished(sampled.context))
+    traced.request_done(finished(sampled))  # the TraceStart itself is accepted too
+    assert "pending=2" in repr(traced)
+
+
+def test_full_queue_drops_and_counts(make_settings: Callable[..., Settings]) -> None:
+    t = telemetry(make_settings)
+    t.set_access_log(AccessLogConfig("/dev/stdout"))
+    for _ in range(5):
+        t.request_done(finished())
+    assert "pending=3" in repr(t)
+    assert t.store.server.telemetry_dropped_total == 2
+
+
+def test_request_done_never_raises(make_settings: Callable[..., Settings]) -> None:
+    t = telemetry(make_settings, xray=True)
+    t.set_access_log(AccessLogConfig("/dev/stdout"))
+    t.request_done(None)  # type: ignore[arg-type]
+    t.request_done(object())  # type: ignore[arg-type]
+    t._drain_batch(10)  # a record that cannot be formatted is counted, not raised
+    assert t.store.server.telemetry_dropped_total >= 1
+
+
+def test_start_trace_none_without_tracing_and_never_raises(make_settings: Callable[..., Settings]) -> None:
+    t = telemetry(make_settings)
+    assert t.start_trace("egress", [(b"host", b"a")], "GET", "a", "/") is None
+    traced = telemetry(make_settings, xray=True)
+    weird = [(b"x-amzn-trace-id", bytes(range(256))), (b"traceparent", b"\xff" * 60)]
+    ts = traced.start_trace("egress", weird, "GET", "a", "/")
+    assert isinstance(ts, TraceStart) and isinstance(ts.context, TraceContext)
+    assert traced.start_trace("egress", None, "GET", "a", "/") is None  # type: ignore[arg-type]
+
+
+def test_target_stats_only_with_the_metric_extension(make_settings: Callable[..., Settings]) -> None:
+    assert telemetry(make_settings).target_stats("vs", "vn") is None
+    t = telemetry(make_settings, metric_extension_version=1)
+    scope = t.target_stats("serviceb.apps.local", "serviceB")
+    assert scope is not None and scope is t.target_stats("serviceb.apps.local", "serviceB")
+    scope.request_count_per_target += 1
+    assert b'envoy_appmesh_RequestCountPerTarget{TargetVirtualNode="serviceB"' in t.render_prometheus()
+
+
+def test_renderers_accept_another_store(make_settings: Callable[..., Settings]) -> None:
+    t = telemetry(make_settings)
+    other = StatsStore()
+    other.cluster("aggregate").upstream_rq_total = 9
+    assert b'envoy_cluster_upstream_rq_total{envoy_cluster_name="aggregate"} 9' in t.render_prometheus(other)
+    assert "cluster.aggregate.upstream_rq_total: 9" in t.render_stats_text(store=other).splitlines()
+    assert b"aggregate" not in t.render_prometheus()
+    assert {"name": "cluster.aggregate.upstream_rq_total", "value": 9} in t.render_stats_json(store=other)[
+        "stats"
+    ]  # type: ignore[operator]
+
+
+def test_sampling_manifest_is_loaded_or_rejected(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps({"version": 2, "default": {"fixed_target": 0, "rate": 0}}))
+    t = telemetry(make_settings, xray=True, xray_sampling_rule_manifest=str(path))
+    ts = t.start_trace("ingress", [], "GET", "a", "/")
+    assert ts is not None and isinstance(ts.context, TraceContext) and ts.context.sampled is False
+    path.write_text(json.dumps({"version": 1}))
+    with pytest.raises(SamplingManifestError, match="version"):
+        telemetry(make_settings, xray=True, xray_sampling_rule_manifest=str(path))
+
+
+def test_initial_state(make_settings: Callable[..., Settings]) -> None:
+    t = telemetry(make_settings, dogstatsd=True)
+    assert t.state is TelemetryState.STOPPED
+    assert repr(t) == "<Telemetry STOPPED sinks=statsd pending=0>"
