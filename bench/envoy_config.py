@@ -166,7 +166,8 @@ def bench_bootstrap(
         name=f"{mesh.VIRTUAL_ROUTER}/{mesh.ROUTE}",
         targets=(EnvoyWeightedCluster(bench_mesh.upstream_cluster, 100),),
         prefix="/",
-        timeout=15.0,  # route perRequest default (spec §4.5)
+        timeout=15.0,  # route perRequest and idle defaults (spec §4.5)
+        idle_timeout=300.0,
         retry=APPMESH_DEFAULT_RETRY,
     )
     virtual_host = EnvoyVirtualHost(
@@ -188,8 +189,12 @@ def bench_bootstrap(
     )
 
 
-def retry_from_snapshot(policy: RetryPolicy) -> EnvoyRetryPolicy:
-    """App Mesh retry events as Envoy `retry_on` names (spec §4.5 'Observed Envoy rendering')."""
+def retry_from_snapshot(policy: RetryPolicy, *, grpc: bool = True) -> EnvoyRetryPolicy:
+    """App Mesh retry events as Envoy `retry_on` names (spec §4.5 'Observed Envoy rendering').
+
+    gRPC status events only mean something on gRPC routes (App Mesh accepts grpcRetryEvents only there);
+    `grpc=False` leaves them out, e.g. the default policy's UNAVAILABLE on an HTTP route.
+    """
     retry_on: list[str] = []
     if policy.retry_on_connect_failure:
         retry_on.append("connect-failure")
@@ -199,7 +204,7 @@ def retry_from_snapshot(policy: RetryPolicy) -> EnvoyRetryPolicy:
         retry_on.append("reset")
     if policy.retriable_statuses:
         retry_on.append("retriable-status-codes")
-    for code in sorted(policy.grpc_statuses):
+    for code in sorted(policy.grpc_statuses) if grpc else ():
         name = GRPC_RETRY_ON.get(code)
         if name is None:
             raise EnvoyConfigError(f"gRPC status {code} has no Envoy retry_on name")
@@ -250,7 +255,11 @@ def route_from_snapshot(entry: RouteEntry) -> EnvoyRoute:
         query=tuple(_match_from_snapshot(q) for q in m.query),
         timeout=entry.timeout,
         idle_timeout=entry.idle_timeout,
-        retry=retry_from_snapshot(entry.retry) if entry.retry is not None else None,
+        retry=(
+            retry_from_snapshot(entry.retry, grpc=entry.protocol.value == "grpc")
+            if entry.retry is not None
+            else None
+        ),
     )
 
 
@@ -304,6 +313,38 @@ def bootstrap_from_snapshot(
         listen_address=listen_address,
         virtual_hosts=virtual_hosts,
         clusters=tuple(cluster_from_snapshot(snapshot.clusters[name]) for name in used),
+    )
+
+
+def bootstrap_from_config_file(
+    path: str, resource_arn: str, *, egress_port: int, admin_port: int, listen_address: str = "127.0.0.1"
+) -> EgressBootstrap:
+    """Read, validate and compile an App Mesh config file with meshproxy's own config code, then render it.
+
+    Raises `EnvoyConfigError` when meshproxy's config code is missing or rejects the file.
+    """
+    try:
+        from meshproxy.config.compile import compile_snapshot
+        from meshproxy.config.dialects import read_file
+        from meshproxy.config.errors import ConfigError, Severity
+        from meshproxy.config.validate import validate
+        from meshproxy.settings import parse_identity
+    except ImportError as exc:
+        raise EnvoyConfigError(f"meshproxy's config compiler is not available: {exc}") from None
+    read = read_file(path)
+    resources, issues = validate(read.resources)
+    problems = [str(i) for i in (*read.issues, *issues) if i.severity is Severity.ERROR]
+    if problems:
+        raise EnvoyConfigError(f"{path}: " + "; ".join(problems[:5]))
+    identity = parse_identity({"APPMESH_RESOURCE_ARN": resource_arn})
+    try:
+        snapshot = compile_snapshot(resources, identity, version="bench", egress_port=egress_port)
+    except ConfigError as exc:
+        raise EnvoyConfigError(f"{path}: {exc}") from None
+    except Exception as exc:  # a compiler bug must not end the bench run: report it as Envoy's failure
+        raise EnvoyConfigError(f"meshproxy's compiler failed on {path}: {exc!r}") from exc
+    return bootstrap_from_snapshot(
+        snapshot, egress_port=egress_port, admin_port=admin_port, listen_address=listen_address
     )
 
 

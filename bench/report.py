@@ -102,6 +102,7 @@ class ScenarioReport:
     load: LoadShape
     summaries: tuple[ProxySummary, ...]
     date: str  # ISO date and time, UTC
+    envoy_config: str = "appmesh"  # where Envoy's routes came from: "appmesh" or "snapshot"
 
     @property
     def key(self) -> str:
@@ -121,6 +122,12 @@ class ScenarioReport:
         if mine.cpu_us_per_request is None or not envoy.cpu_us_per_request:
             return None
         return mine.rps / envoy.rps, mine.cpu_us_per_request / envoy.cpu_us_per_request
+
+
+ENVOY_CONFIG_SOURCES = {
+    "appmesh": "App Mesh's rendering of bench/mesh.json (bench/envoy_config.py bench_bootstrap)",
+    "snapshot": "meshproxy's compiled snapshot of bench/mesh.json (bootstrap_from_snapshot)",
+}
 
 
 def section_key(scenario: str, workers: int) -> str:
@@ -183,7 +190,8 @@ def section(report: ScenarioReport, machine: Machine, versions: Versions) -> str
             "",
             f"Run {report.date} on {machine.describe()}.  ",
             f"{versions.describe()}.  ",
-            f"Load: {report.load.describe()}.",
+            f"Load: {report.load.describe()}.  ",
+            f"Envoy config: {ENVOY_CONFIG_SOURCES.get(report.envoy_config, report.envoy_config)}.",
             "",
             table(report),
             f"<!-- bench:end {report.key} -->",

