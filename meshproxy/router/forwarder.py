@@ -514,12 +514,17 @@ class UpstreamRequest:
         codec = down.codec
         out: list[bytes] = []
         done = False
-        for event in events:
+        for index, event in enumerate(events):
             if isinstance(event, Data):
                 self.bytes_sent += len(event.data)
                 out.append(codec.encode_data(event.data))
             elif isinstance(event, ResponseHead):
                 if not self._on_response_head(event, out):
+                    # Retrying this response. If it is already complete, the connection is clean and reusable
+                    # (an HTTP/1.1 connection mid-response is not: it is closed).
+                    complete = any(isinstance(e, EndOfMessage) for e in events[index + 1 :])
+                    self._end_attempt(reuse=complete and self.request_complete)
+                    self.schedule_retry()
                     return
             elif isinstance(event, EndOfMessage):
                 out.append(codec.encode_end())
@@ -550,9 +555,7 @@ class UpstreamRequest:
             stats.count_response(status)
             stats.upstream_rq_time.record((now - self.attempt_start) * 1000.0)
             if self.replayable and self.retries < policy.max_retries:
-                self._end_attempt(reuse=False)
-                self.schedule_retry()
-                return False
+                return False  # the caller ends this attempt and schedules the retry
             if self.retries:
                 self.flags.append(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED.value)
         else:
