@@ -488,7 +488,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     versions = environment.versions(envoy=tools.envoy, nginx=tools.nginx, wrk=tools.wrk)
     say(f"bench: {machine.describe()}; {versions.describe()}; logs in {out_dir}")
 
-    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Explicit handlers for both: a shell starts background jobs with SIGINT ignored, and the watchdog's
+    # SIGINT must still interrupt the run.
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     interrupted = False
     failed = False
     with Supervisor(out_dir) as supervisor:
@@ -509,7 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             supervisor.close()
             watchdog.cancel()
-            signal.signal(signal.SIGTERM, previous_term)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     (out_dir / "results.json").write_text(json.dumps(bench.raw_results(), indent=2, default=str) + "\n")
     if failed:
