@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from meshproxy.config.errors import Issue
+from meshproxy.config.errors import Issue, Severity
 from meshproxy.config.model import RESOURCE_TYPES, ResourceType
 
 # Checked in this order: a route object also has virtualRouterName, a gateway route also virtualGatewayName.
@@ -129,6 +129,8 @@ def _read_documents(documents: Sequence[Any], source: str) -> ReadResult:
         result.extend(
             read_document(document, source=source, location=f"document {number}" if several else "")
         )
+    if not result.resources and not result.issues:
+        result.issues.append(Issue("", "", "", "no App Mesh resources found", Severity.WARNING, source))
     return result
 
 

@@ -9,8 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from meshproxy.config.compile import compile_snapshot
 from meshproxy.config.demo_mesh import colour_mesh
 from meshproxy.config.dialects import read_document
+from meshproxy.config.errors import ConfigError
+from meshproxy.config.model import MeshResources
+from meshproxy.config.snapshot import Identity, ResourceKind
 from meshproxy.config.validate import validate
 
 FIXTURES = Path(__file__).parent.parent.parent / "fixtures" / "meshes"
@@ -31,7 +35,7 @@ JUNK: list[Any] = [
     "http",
     "((",
 ]
-ROUNDS = 400
+ROUNDS = 300
 
 
 def rich_mesh() -> list[Any]:
@@ -65,21 +69,47 @@ def damage(document: list[Any], rng: random.Random) -> None:
             continue  # an earlier change removed this path
 
 
+def compile_everyone(resources: MeshResources) -> int:
+    """Compile for every node and gateway; a ConfigError is fine, any other exception fails the test."""
+    compiled = 0
+    identities = [
+        (ResourceKind.VIRTUAL_NODE, n.mesh_name, n.virtual_node_name) for n in resources.virtual_nodes
+    ]
+    identities += [
+        (ResourceKind.VIRTUAL_GATEWAY, g.mesh_name, g.virtual_gateway_name)
+        for g in resources.virtual_gateways
+    ]
+    for kind, mesh, name in identities:
+        identity = Identity(
+            node_id=f"mesh/{mesh}/{kind}/{name}", mesh=mesh, kind=kind, name=name, node_cluster="c"
+        )
+        try:
+            compile_snapshot(resources, identity, version="fuzz")
+        except ConfigError:
+            continue
+        compiled += 1
+    return compiled
+
+
 def test_rich_mesh_is_valid() -> None:
     read = read_document(rich_mesh(), source="everything.json")
     assert read.issues == []
-    _, issues = validate(read.resources)
+    resources, issues = validate(read.resources)
     assert [str(i) for i in issues] == []
+    assert compile_everyone(resources) == 7  # six virtual nodes and the gateway
 
 
 def test_random_damage_never_crashes() -> None:
     rng = random.Random(20240601)
     base = rich_mesh()
-    reported = 0
+    reported = compiled = 0
     for _ in range(ROUNDS):
         document = copy.deepcopy(base)
         damage(document, rng)
         read = read_document(document, source="damaged.json")
-        _, issues = validate(read.resources)
+        resources, issues = validate(read.resources)
         reported += bool(read.issues or issues)
+        if not any(issue.is_error for issue in issues):
+            compiled += compile_everyone(resources)
     assert reported > ROUNDS // 2  # the damage is real: most rounds produce issues
+    assert compiled > 0  # and some damaged meshes are still valid and compile
