@@ -50,6 +50,10 @@ class H11ServerCodec:
                 return events
             if isinstance(event, h11.Request):
                 headers = _headers_of(event)
+                names = {name for name, _ in headers}
+                if b"transfer-encoding" in names and b"content-length" in names:
+                    # RFC 9112 §6.3: a request smuggling vector; Envoy and llhttp reject it, and so do we.
+                    raise ProtocolError("both transfer-encoding and content-length")
                 try:
                     kind, length = body_kind_of(headers)
                 except ValueError as exc:

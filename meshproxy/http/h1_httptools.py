@@ -206,8 +206,8 @@ class HttptoolsClientCodec:
         self._events.append(Data(body))
 
     def on_message_complete(self) -> None:
-        if self._parser.get_status_code() < 200 and self._parser.get_status_code() != 101:
-            return
+        if self._parser.get_status_code() < 200:
+            return  # 1xx: swallowed, or 101 whose "body" is the tunnel (reported as Upgraded)
         self._in_message = False
         self._events.append(END)
 

@@ -97,6 +97,7 @@ class UpstreamRequest:
         "service_time_ms",
         "start",
         "state",
+        "switch_head",
         "target_node",
         "timeout",
         "timer",
@@ -142,6 +143,7 @@ class UpstreamRequest:
         self.authority = ""
         self.path = ""
         self.trace: TraceStart | None = None
+        self.switch_head: ResponseHead | None = None
 
     def __repr__(self) -> str:
         return (
@@ -548,6 +550,8 @@ class UpstreamRequest:
             cluster.record_response(host, status)
         if status == 101:
             self.response_status = 101
+            self.service_time_ms = int((now - self.attempt_start) * 1000)
+            self.switch_head = head  # sent on when the Upgraded event confirms the switch
             return True
         policy = self.retry
         if policy is not None and not self.response_started and should_retry_status(policy, status):
@@ -581,7 +585,7 @@ class UpstreamRequest:
         self.state = StreamState.TUNNEL
         self.response_started = True
         connection.start_tunnel()
-        head = ResponseHead(101, b"Switching Protocols", [], "1.1", False, BodyKind.NONE)
+        head = self.switch_head or ResponseHead(101, b"Switching Protocols", [], "1.1", False, BodyKind.NONE)
         out.insert(0, down.encode_response_head(head, self.service_time_ms))
         if trailing:
             out.append(trailing)
