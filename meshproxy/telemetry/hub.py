@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -51,6 +52,32 @@ log = logging.getLogger(__name__)
 PROMETHEUS_CONTENT_TYPE = prometheus.CONTENT_TYPE
 QUEUE_LIMIT = 8192  # records waiting for the drain task; beyond this they are dropped and counted
 DRAIN_BATCH = 256  # records formatted between two yields to the event loop
+
+
+async def _blocking(fn: Callable[[], None], timeout: float) -> None:
+    """Run a blocking shutdown on a daemon thread and wait at most `timeout` for it.
+
+    Not `asyncio.to_thread`: `asyncio.run` waits for the default executor's threads at exit, so an export
+    stuck on an unreachable collector would hold the process past its drain deadline.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def run() -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("telemetry: shutdown step failed")
+        with contextlib.suppress(RuntimeError):  # the loop may be gone if we gave up waiting
+            loop.call_soon_threadsafe(finish)
+
+    threading.Thread(target=run, name="meshproxy-telemetry-stop", daemon=True).start()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done, timeout)
 
 
 class TelemetryState(enum.Enum):
@@ -253,16 +280,13 @@ class Telemetry:
         deadline = asyncio.get_running_loop().time() + timeout
         if self._writer is not None:
             writer = self._writer
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.to_thread(writer.close, timeout), timeout)
+            await _blocking(lambda: writer.close(timeout), timeout)
             self._fold_writer_failures(writer)
             self._writer_failed_seen = 0
             self._writer = AccessLogWriter(writer.path, self.store.server)  # ready for a restart
         if self._otlp is not None:
             otlp = self._otlp
-            remaining = max(0.1, deadline - asyncio.get_running_loop().time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.to_thread(otlp.shutdown), remaining)
+            await _blocking(otlp.shutdown, max(0.1, deadline - asyncio.get_running_loop().time()))
             self._otlp = None
         for sender in (self._statsd_sender, self._xray_sender):
             if sender is not None:

@@ -23,19 +23,12 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 from meshproxy.config.snapshot import ResourceKind
 from meshproxy.settings import Settings
-from meshproxy.telemetry.stats import (
-    SERVER_STAT_NAMES,
-    TARGET_METRIC_NAMES,
-    ClusterStats,
-    Histogram,
-    HttpConnManagerStats,
-    StatsStore,
-)
+from meshproxy.telemetry.stats import SERVER_STAT_NAMES, TARGET_METRIC_NAMES, Histogram, StatsStore
 
 Tags = tuple[tuple[str, str], ...]
 
@@ -68,14 +61,40 @@ class StatName:
     tags: Tags
 
 
-@dataclass(frozen=True, slots=True)
-class StatPoint:
-    """One stat read from the store. `value` is the counter/gauge value; `histogram` is set for histograms."""
+class StatPoint(NamedTuple):
+    """One stat read from the store. `value` is the counter/gauge value; `histogram` is set for histograms.
+
+    A NamedTuple rather than a dataclass: a scrape builds thousands of them.
+    """
 
     name: StatName
     kind: StatKind
     value: int = 0
     histogram: Histogram | None = None
+
+
+# (name, kind, attribute) of every declared stat of one scope instance, built once per scope.
+Plan = tuple[tuple[StatName, StatKind, str], ...]
+_class_fields: dict[type, tuple[tuple[str, StatKind], ...]] = {}
+
+
+def _declared(cls: type) -> tuple[tuple[str, StatKind], ...]:
+    """A scope class's stats in render order: counters, gauges (sorted), histograms."""
+    out = _class_fields.get(cls)
+    if out is None:
+        gauges: frozenset[str] = getattr(cls, "GAUGES", frozenset())
+        declared = fields(cls)
+        out = (
+            *(
+                (f.name, StatKind.COUNTER)
+                for f in declared
+                if f.type in ("int", int) and f.name not in gauges
+            ),
+            *((name, StatKind.GAUGE) for name in sorted(gauges)),
+            *((f.name, StatKind.HISTOGRAM) for f in declared if f.type in ("Histogram", Histogram)),
+        )
+        _class_fields[cls] = out
+    return out
 
 
 def fixed_tags(settings: Settings) -> Tags:
@@ -108,6 +127,8 @@ class StatNaming:
         self.egress_port = egress_port
         self.gateway = gateway
         self._cache: dict[tuple[str, str, str], StatName] = {}
+        self._plans: dict[tuple[str, str], Plan] = {}
+        self._codes: dict[tuple[str, str], dict[str, StatName]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StatNaming:
@@ -166,6 +187,34 @@ class StatNaming:
             self._cache[cache_key] = name
         return name
 
+    def plan(self, scope: str, key: str, cls: type) -> Plan:
+        """Names of every declared stat of one scope instance (`scope` "server" / "target" / Envoy scope)."""
+        cache_key = (scope, key)
+        plan = self._plans.get(cache_key)
+        if plan is None:
+            entries = []
+            for attr, kind in _declared(cls):
+                if scope == "server":
+                    name = self.plain(SERVER_STAT_NAMES[attr])
+                elif scope == "target":
+                    virtual_service, _, virtual_node = key.partition("\x00")
+                    name = self.target(virtual_service, virtual_node, TARGET_METRIC_NAMES[attr])
+                else:
+                    name = self.scoped(scope, key, attr)
+                entries.append((name, kind, attr))
+            plan = self._plans[cache_key] = tuple(entries)
+        return plan
+
+    def code(self, scope: str, key: str, stat: str) -> StatName:
+        """`<base>_<code>` / `<base>_<d>xx` names of one scope, cached without building a key per call."""
+        codes = self._codes.get((scope, key))
+        if codes is None:
+            codes = self._codes[(scope, key)] = {}
+        name = codes.get(stat)
+        if name is None:
+            name = codes[stat] = self.scoped(scope, key, stat)
+        return name
+
     # -- inbound / outbound split for the metrics extension -------------------------------------------------
     def inbound_listener(self, address: str) -> bool:
         if self.gateway:
@@ -201,50 +250,28 @@ def _http_prefix_tags(prefix: str) -> tuple[Tags, str]:
     return (("envoy.http_conn_manager_prefix", first),), (rest + "." if dot else "")
 
 
+def _emit(points: list[StatPoint], plan: Plan, scope: object) -> None:
+    for name, kind, attr in plan:
+        value = getattr(scope, attr)
+        if kind is StatKind.HISTOGRAM:
+            points.append(StatPoint(name, kind, 0, value))
+        else:
+            points.append(StatPoint(name, kind, value))
+
+
 def _code_points(
-    naming: StatNaming, scope: str, key: str, base: str, by_code: dict[int, int]
-) -> Iterator[StatPoint]:
+    points: list[StatPoint], naming: StatNaming, scope: str, key: str, base: str, by_code: dict[int, int]
+) -> None:
     """Per-code counters and their classes (`<base>_200`, `<base>_2xx`), as Envoy counts both."""
-    classes: dict[int, int] = {}
+    classes: dict[int, int] = dict.fromkeys(_HTTP_CLASSES, 0) if scope == "http" else {}
     for code, count in by_code.items():
         classes[code // 100] = classes.get(code // 100, 0) + count
-        yield StatPoint(naming.scoped(scope, key, base + "_" + str(code)), StatKind.COUNTER, count)
-    if scope == "http":
-        for d in _HTTP_CLASSES:
-            classes.setdefault(d, 0)
+        points.append(StatPoint(naming.code(scope, key, base + "_" + str(code)), StatKind.COUNTER, count))
     for d, count in classes.items():
-        yield StatPoint(naming.scoped(scope, key, base + "_" + str(d) + "xx"), StatKind.COUNTER, count)
+        points.append(StatPoint(naming.code(scope, key, base + "_" + str(d) + "xx"), StatKind.COUNTER, count))
 
 
-def _cluster_points(naming: StatNaming, key: str, s: ClusterStats) -> Iterator[StatPoint]:
-    for stat, value in s.counters():
-        yield StatPoint(naming.scoped("cluster", key, stat), StatKind.COUNTER, value)
-    for stat, value in s.gauges():
-        yield StatPoint(naming.scoped("cluster", key, stat), StatKind.GAUGE, value)
-    yield from _code_points(naming, "cluster", key, "upstream_rq", s.rq_by_code)
-    yield StatPoint(
-        naming.scoped("cluster", key, "upstream_rq_time"), StatKind.HISTOGRAM, 0, s.upstream_rq_time
-    )
-
-
-def _http_points(naming: StatNaming, key: str, s: HttpConnManagerStats) -> Iterator[StatPoint]:
-    for stat, value in s.counters():
-        yield StatPoint(naming.scoped("http", key, stat), StatKind.COUNTER, value)
-    for stat, value in s.gauges():
-        yield StatPoint(naming.scoped("http", key, stat), StatKind.GAUGE, value)
-    yield from _code_points(naming, "http", key, "downstream_rq", s.rq_by_code)
-    yield StatPoint(
-        naming.scoped("http", key, "downstream_rq_time"), StatKind.HISTOGRAM, 0, s.downstream_rq_time
-    )
-    yield StatPoint(
-        naming.scoped("http", key, "downstream_cx_length_ms"),
-        StatKind.HISTOGRAM,
-        0,
-        s.downstream_cx_length_ms,
-    )
-
-
-def _extension_points(naming: StatNaming, store: StatsStore) -> Iterator[StatPoint]:
+def _extension_points(points: list[StatPoint], naming: StatNaming, store: StatsStore) -> None:
     """The metrics extension (spec §5.1): inbound metrics derived from the store, outbound per target."""
     active = new = processed = requests = grpc = 0
     for address, listener in store.listeners.items():
@@ -264,45 +291,29 @@ def _extension_points(naming: StatNaming, store: StatsStore) -> Iterator[StatPoi
     for prefix, tcp in store.tcp.items():
         if naming.inbound_prefix(prefix):
             processed += tcp.downstream_cx_rx_bytes_total + tcp.downstream_cx_tx_bytes_total
-    yield StatPoint(naming.plain("appmesh.ActiveConnectionCount"), StatKind.GAUGE, active)
-    yield StatPoint(naming.plain("appmesh.NewConnectionCount"), StatKind.COUNTER, new)
-    yield StatPoint(naming.plain("appmesh.ProcessedBytes"), StatKind.COUNTER, processed)
-    yield StatPoint(naming.plain("appmesh.RequestCount"), StatKind.COUNTER, requests)
-    yield StatPoint(naming.plain("appmesh.GrpcRequestCount"), StatKind.COUNTER, grpc)
+    points.append(StatPoint(naming.plain("appmesh.ActiveConnectionCount"), StatKind.GAUGE, active))
+    points.append(StatPoint(naming.plain("appmesh.NewConnectionCount"), StatKind.COUNTER, new))
+    points.append(StatPoint(naming.plain("appmesh.ProcessedBytes"), StatKind.COUNTER, processed))
+    points.append(StatPoint(naming.plain("appmesh.RequestCount"), StatKind.COUNTER, requests))
+    points.append(StatPoint(naming.plain("appmesh.GrpcRequestCount"), StatKind.COUNTER, grpc))
     for (virtual_service, virtual_node), target in store.targets.items():
-        for stat, value in target.counters():
-            metric = TARGET_METRIC_NAMES[stat]
-            yield StatPoint(naming.target(virtual_service, virtual_node, metric), StatKind.COUNTER, value)
-        yield StatPoint(
-            naming.target(virtual_service, virtual_node, TARGET_METRIC_NAMES["target_response_time"]),
-            StatKind.HISTOGRAM,
-            0,
-            target.target_response_time,
-        )
+        _emit(points, naming.plan("target", virtual_service + "\x00" + virtual_node, type(target)), target)
 
 
 def collect(store: StatsStore, naming: StatNaming) -> list[StatPoint]:
     """Every stat of `store`, named and tagged. Cheap enough for a scrape or a flush, never per request."""
     points: list[StatPoint] = []
-    server = store.server
-    for stat, value in server.counters():
-        points.append(StatPoint(naming.plain(SERVER_STAT_NAMES[stat]), StatKind.COUNTER, value))
-    for stat, value in server.gauges():
-        points.append(StatPoint(naming.plain(SERVER_STAT_NAMES[stat]), StatKind.GAUGE, value))
+    _emit(points, naming.plan("server", "", type(store.server)), store.server)
     for key, cluster in store.clusters.items():
-        points.extend(_cluster_points(naming, key, cluster))
+        _emit(points, naming.plan("cluster", key, type(cluster)), cluster)
+        _code_points(points, naming, "cluster", key, "upstream_rq", cluster.rq_by_code)
     for key, listener in store.listeners.items():
-        for stat, value in listener.counters():
-            points.append(StatPoint(naming.scoped("listener", key, stat), StatKind.COUNTER, value))
-        for stat, value in listener.gauges():
-            points.append(StatPoint(naming.scoped("listener", key, stat), StatKind.GAUGE, value))
+        _emit(points, naming.plan("listener", key, type(listener)), listener)
     for key, http in store.http.items():
-        points.extend(_http_points(naming, key, http))
+        _emit(points, naming.plan("http", key, type(http)), http)
+        _code_points(points, naming, "http", key, "downstream_rq", http.rq_by_code)
     for key, tcp in store.tcp.items():
-        for stat, value in tcp.counters():
-            points.append(StatPoint(naming.scoped("tcp", key, stat), StatKind.COUNTER, value))
-        for stat, value in tcp.gauges():
-            points.append(StatPoint(naming.scoped("tcp", key, stat), StatKind.GAUGE, value))
+        _emit(points, naming.plan("tcp", key, type(tcp)), tcp)
     if naming.metric_extension:
-        points.extend(_extension_points(naming, store))
+        _extension_points(points, naming, store)
     return points

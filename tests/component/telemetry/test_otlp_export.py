@@ -180,3 +180,31 @@ def test_unsampled_parent_exports_nothing(
 
     asyncio.run(scenario())
     assert state.spans() == []
+
+
+def test_stop_is_bounded_when_the_collector_hangs(make_settings: Callable[..., Settings]) -> None:
+    """A collector that accepts but never answers must not hold stop() for the exporter's 10 s timeout."""
+    import socket
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)  # connections complete in the kernel backlog; nobody ever reads or answers
+    endpoint = f"http://127.0.0.1:{hung.getsockname()[1]}"
+    telemetry = Telemetry(make_settings(otel_endpoint=endpoint), StatsStore(), drain_interval_s=0.01)
+
+    async def scenario() -> None:
+        await telemetry.start()
+        ts = telemetry.start_trace("ingress", [], "GET", "b", "/")
+        assert ts is not None
+        telemetry.request_done(RequestRecord(direction="ingress", start_time=time.time(), trace=ts.context))
+        await asyncio.sleep(0.05)
+        await telemetry.stop(timeout=0.5)
+
+    began = time.monotonic()
+    try:
+        asyncio.run(scenario())  # includes the loop's own shutdown, which waits for executor threads
+        elapsed = time.monotonic() - began
+    finally:
+        hung.close()
+    assert elapsed < 8.0  # bounded by stop's timeout, not by the exporter's 10 s
+    assert telemetry.state.value == "STOPPED"

@@ -13,7 +13,12 @@ from collections.abc import Callable
 from meshproxy.config.snapshot import Identity
 from meshproxy.settings import Settings
 from meshproxy.telemetry.names import StatNaming
-from meshproxy.telemetry.prometheus import render_prometheus, sanitize_label_name, sanitize_metric_name
+from meshproxy.telemetry.prometheus import (
+    render_prometheus,
+    render_with_registry,
+    sanitize_label_name,
+    sanitize_metric_name,
+)
 from meshproxy.telemetry.stats import DEFAULT_BUCKETS, StatsStore
 
 CLUSTER = "cds_egress_apps_serviceB_http_9080"
@@ -196,3 +201,15 @@ def test_empty_store_renders_server_stats_only() -> None:
     text = render_prometheus(StatsStore(), StatNaming()).decode()
     assert "envoy_server_live 0" in text.splitlines()
     assert "envoy_cluster_upstream" not in text and "envoy_http_" not in text
+
+
+def test_fast_renderer_and_prometheus_client_collector_agree(make_settings: Callable[..., Settings]) -> None:
+    store = sample_store()
+    store.target("serviceb.apps.local", "serviceB").target_response_time.record(3)
+    store.cluster('odd"name').count_response(404)
+    naming = StatNaming.from_settings(make_settings(stats_tags=True, metric_extension_version=1))
+    fast = render_prometheus(store, naming)
+    assert fast == render_with_registry(store, naming)
+    store.cluster(CLUSTER).upstream_rq_total += 1  # cached series, fresh values
+    again = render_prometheus(store, naming)
+    assert again != fast and again == render_with_registry(store, naming)
