@@ -21,6 +21,7 @@ from meshproxy.http.codec import (
     Data,
     EndOfMessage,
     Event,
+    Headers,
     ProtocolError,
     RequestHead,
     ResponseHead,
@@ -28,6 +29,7 @@ from meshproxy.http.codec import (
     Upgraded,
 )
 from meshproxy.http.h1_httptools import reason_phrase
+from meshproxy.http.h2_connection import h2c_upgrade_settings, upgrade_to_h2c
 from meshproxy.http.headers import HOP_BY_HOP, HTTP_DATE
 from meshproxy.http.local_reply import LocalReply
 from meshproxy.router.forwarder import StreamState, UpstreamRequest
@@ -161,6 +163,12 @@ class DownstreamConnection(asyncio.Protocol):
                     self.held.extend(events[index:])  # pipelined: answer in order
                     self.pause_reading()
                     return
+                # HTTP/2 hook: `Upgrade: h2c` hands this connection to http/h2_connection.py
+                if event.upgrade:
+                    settings = h2c_upgrade_settings(event)
+                    if settings is not None and upgrade_to_h2c(self, event, settings, events[index + 1 :]):
+                        self.state = DownstreamState.CLOSED
+                        return
                 self._start_request(event)
             elif isinstance(event, Data):
                 stream = self.receiving
@@ -241,6 +249,11 @@ class DownstreamConnection(asyncio.Protocol):
                 head.status, reason_phrase(head.status), headers, "1.1", not close, kind, head.content_length
             )
         )
+
+    def encode_trailers(self, trailers: Headers) -> bytes:
+        # HTTP/2 hook: trailers from an HTTP/2 upstream are not carried on HTTP/1.1 (as Envoy without
+        # enable_trailers); the body just ends
+        return self.codec.encode_end()
 
     def _must_close(self, request: RequestHead | None) -> bool:
         if request is None or not request.keep_alive or request.upgrade:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
 import dataclasses
 import enum
 import logging
@@ -193,7 +194,7 @@ class H2DownstreamStream:
             self._close()
 
     def abort(self, stream: UpstreamRequest) -> None:
-        """The response cannot be completed: reset the stream (the connection and its other streams live on)."""
+        """The response cannot be completed: reset the stream (the connection and other streams live on)."""
         if self.state is H2StreamState.ACTIVE:
             self.state = H2StreamState.DONE
             self.connection.on_request_done(self, stream)
@@ -262,10 +263,8 @@ class H2DownstreamStream:
         if self.state is H2StreamState.CLOSED:
             return
         self.state = H2StreamState.CLOSED
-        try:
+        with contextlib.suppress(H2Error):  # already closed on the h2 side
             self.connection.h2.reset_stream(self.stream_id, code)
-        except H2Error:
-            pass  # already closed on the h2 side
         self.connection.forget(self)
         self.connection.schedule_flush()
 
@@ -497,10 +496,8 @@ class H2DownstreamConnection(asyncio.Protocol):
                 stream.write(b"")
 
     def _refuse(self, sid: int, code: ErrorCodes) -> None:
-        try:
+        with contextlib.suppress(H2Error):
             self.h2.reset_stream(sid, code)
-        except H2Error:
-            pass
 
     # ---------------------------------------------------------------- called by the streams
     def acknowledge(self, sid: int, length: int) -> None:
@@ -563,10 +560,8 @@ class H2DownstreamConnection(asyncio.Protocol):
         if self.state is H2ConnectionState.CLOSED:
             return
         self.state = H2ConnectionState.CLOSED
-        try:
+        with contextlib.suppress(H2Error):
             self.h2.close_connection(last_stream_id=self.last_stream_id)
-        except H2Error:
-            pass
         self.flush()
         if self.transport is not None:
             self.transport.close()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 from meshproxy.config.snapshot import EgressFilter, ListenerProtocol, RetryPolicy
 from meshproxy.http.connection import DownstreamConnection
+from meshproxy.http.h2_connection import H2DownstreamConnection
 from meshproxy.listeners.detect import Detected, detect
 from meshproxy.net.original_dst import original_destination
 from meshproxy.router.match import pick_weighted
@@ -30,6 +31,7 @@ log = logging.getLogger("meshproxy.listener")
 SNIFF_TIMEOUT_S = 1.0  # server-first protocols (MySQL, SMTP) send nothing: treat them as opaque TCP
 _MAX_SNIFF_BYTES = 16 * 1024 + 5  # one TLS record
 AWS_API_SUFFIX = ".amazonaws.com"
+_HTTP2_PROTOCOLS = (ListenerProtocol.HTTP2, ListenerProtocol.GRPC)
 
 
 class DispatchState(enum.Enum):
@@ -65,6 +67,11 @@ class ConnectionDispatcher(asyncio.Protocol):
                 if cluster is not None:
                     self._start_tcp(cluster, idle=ingress.idle_timeout, retry=None)
                     return
+            if ingress is not None and ingress.protocol in _HTTP2_PROTOCOLS:
+                # HTTP/2 hook: an http2/grpc listener takes h2c (prior knowledge) and HTTP/1.1 (which may ask
+                # `Upgrade: h2c`), told apart by the first bytes like egress
+                self.timer = asyncio.get_running_loop().call_later(SNIFF_TIMEOUT_S, self._sniff_timeout)
+                return
             self._hand_to_http()
             return
         self.timer = asyncio.get_running_loop().call_later(SNIFF_TIMEOUT_S, self._sniff_timeout)
@@ -81,6 +88,10 @@ class ConnectionDispatcher(asyncio.Protocol):
         self._cancel_timer()
         if kind is Detected.HTTP1:
             self._hand_to_http()
+        elif kind is Detected.HTTP2:
+            self._hand_to_h2()  # HTTP/2 hook: the h2c preface goes to the HTTP/2 connection manager
+        elif self.listener.ingress:
+            self._hand_to_http()  # HTTP/2 hook: an http2/grpc ingress listener answers the rest as HTTP/1
         elif kind is Detected.TLS:
             snapshot = self.listener.dataplane.snapshot
             allowed = snapshot.egress_filter is EgressFilter.ALLOW_ALL or (
@@ -96,6 +107,9 @@ class ConnectionDispatcher(asyncio.Protocol):
     def _sniff_timeout(self) -> None:
         self.timer = None
         if self.state is DispatchState.SNIFFING:
+            if self.listener.ingress:
+                self._hand_to_http()  # HTTP/2 hook: a silent client of an http2/grpc ingress listener
+                return
             self._opaque()
 
     def _cancel_timer(self) -> None:
@@ -125,6 +139,17 @@ class ConnectionDispatcher(asyncio.Protocol):
         if self.buffer:
             data, self.buffer = self.buffer, b""
             connection.data_received(data)
+
+    def _hand_to_h2(self) -> None:
+        """HTTP/2 hook: h2c with prior knowledge (RFC 9113 §3.3) goes to the HTTP/2 connection manager."""
+        transport = self.transport
+        assert transport is not None
+        self.state = DispatchState.HANDED_OVER
+        connection = H2DownstreamConnection(self.listener, self.original)
+        transport.set_protocol(connection)
+        connection.connection_made(transport)
+        data, self.buffer = self.buffer, b""
+        connection.data_received(data)
 
     def _opaque(self) -> None:
         """Non-HTTP egress: the TCP route of the original port, else passthrough (ALLOW_ALL), else close."""

@@ -26,6 +26,7 @@ from meshproxy.http.codec import (
     ResponseHead,
     Upgraded,
 )
+from meshproxy.http.grpc import grpc_status_of, grpc_timeout_of
 from meshproxy.http.headers import HOP_BY_HOP, connection_tokens, new_request_id
 from meshproxy.http.local_reply import LocalReply, ResponseFlag
 from meshproxy.router.match import find_virtual_host, header_value, pick_weighted, select_route, split_target
@@ -178,7 +179,9 @@ class UpstreamRequest:
                     if destination is None:
                         self.local_reply(local_reply.NO_ROUTE)
                         return
-                    self.cluster = listener.clusters.passthrough(*destination)
+                    # HTTP/2 hook: HTTP/2 clients reach unrouted destinations over HTTP/2
+                    http2 = head.http_version == "2"
+                    self.cluster = listener.clusters.passthrough(*destination, http2=http2)
                     self.timeout = _PASSTHROUGH_TIMEOUT_S
                     self.route_name = "passthrough"
                 else:
@@ -201,6 +204,10 @@ class UpstreamRequest:
                 self.route_name = route.name
                 self.virtual_service = vhost.name
                 self.target_node = target.virtual_node
+        if head.http_version == "2":  # HTTP/2 hook: a gRPC deadline shorter than the route's timeout wins
+            deadline = grpc_timeout_of(head.headers)
+            if deadline is not None and (self.timeout is None or deadline < self.timeout):
+                self.timeout = deadline
         if self.cluster is None:
             listener.http_stats.no_cluster += 1
             self.local_reply(local_reply.NO_HEALTHY_UPSTREAM)
@@ -529,7 +536,9 @@ class UpstreamRequest:
                     self.schedule_retry()
                     return
             elif isinstance(event, EndOfMessage):
-                out.append(codec.encode_end())
+                # HTTP/2 hook: trailers (gRPC status) are relayed where the downstream can carry them
+                trailers = event.trailers
+                out.append(codec.encode_end() if trailers is None else down.encode_trailers(trailers))
                 done = True
                 break
             elif isinstance(event, Upgraded):
@@ -554,7 +563,10 @@ class UpstreamRequest:
             self.switch_head = head  # sent on when the Upgraded event confirms the switch
             return True
         policy = self.retry
-        if policy is not None and not self.response_started and should_retry_status(policy, status):
+        # HTTP/2 hook: grpcRetryEvents read grpc-status from the headers of a trailers-only response
+        grpc_status = grpc_status_of(head.headers) if policy is not None and policy.grpc_statuses else None
+        retriable = should_retry_status(policy, status, grpc_status)
+        if policy is not None and not self.response_started and retriable:
             stats = self.cluster_stats
             stats.count_response(status)
             stats.upstream_rq_time.record((now - self.attempt_start) * 1000.0)
@@ -607,8 +619,9 @@ class UpstreamRequest:
         if self.connection is not None:
             self.connection.write(data)
 
-    def on_upstream_lost(self, protocol_error: bool) -> None:
-        """The upstream connection closed or misbehaved before the response was complete."""
+    def on_upstream_lost(self, protocol_error: bool, failure: AttemptFailure = AttemptFailure.RESET) -> None:
+        """The upstream connection closed or misbehaved before the response was complete. HTTP/2 says
+        REFUSED_STREAM when the server refused the stream unprocessed (App Mesh stream-error)."""
         self.connection = None
         self._cancel_try_timer()
         stats = self.cluster_stats
@@ -625,7 +638,7 @@ class UpstreamRequest:
             self.flags.append(ResponseFlag.UPSTREAM_CONNECTION_TERMINATION.value)
             self.abort_downstream()
             return
-        self.retry_or_fail(AttemptFailure.RESET)
+        self.retry_or_fail(failure)
 
     def _response_complete(self) -> None:
         stats = self.cluster_stats

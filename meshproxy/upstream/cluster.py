@@ -21,6 +21,7 @@ from meshproxy.config.snapshot import (
 )
 from meshproxy.http.codec import ClientCodec
 from meshproxy.telemetry.stats import ClusterStats, StatsStore
+from meshproxy.upstream.h2_pool import H2HostPool
 from meshproxy.upstream.host import Host, HostHealth
 from meshproxy.upstream.pool import HostPool
 
@@ -69,7 +70,7 @@ class ClusterRuntime:
         self.stats = stats
         self.codec_factory = codec_factory
         self.hosts: list[Host] = []
-        self.pools: dict[tuple[str, int], HostPool] = {}
+        self.pools: dict[tuple[str, int], HostPool | H2HostPool] = {}
         self.connections_open = 0
         self.pending_requests = 0
         self.requests_active = 0
@@ -171,11 +172,18 @@ class ClusterRuntime:
         healthy = sum(1 for h in self.hosts if h.health is HostHealth.HEALTHY)
         return healthy * 2 < len(self.hosts)
 
-    def pool_for(self, host: Host) -> HostPool:
+    def pool_for(self, host: Host) -> HostPool | H2HostPool:
         key = (host.address, host.port)
         pool = self.pools.get(key)
         if pool is None:
-            pool = self.pools[key] = HostPool(host, self, self.codec_factory)
+            # HTTP/2 hook: http2 / grpc upstreams get multiplexed streams (upstream/h2_pool.py)
+            if (
+                self.config.protocol is ListenerProtocol.HTTP2
+                or self.config.protocol is ListenerProtocol.GRPC
+            ):
+                pool = self.pools[key] = H2HostPool(host, self)
+            else:
+                pool = self.pools[key] = HostPool(host, self, self.codec_factory)
         return pool
 
     def record_response(self, host: Host, status: int) -> None:
@@ -214,7 +222,7 @@ class ClusterManager:
         self.store = store
         self.codec_factory = codec_factory
         self.clusters: dict[str, ClusterRuntime] = {}
-        self._passthrough: dict[tuple[str, int], ClusterRuntime] = {}
+        self._passthrough: dict[tuple[str, int, bool], ClusterRuntime] = {}
         self._passthrough_name = "cds_egress_passthrough"
         self._janitor: asyncio.Task[None] | None = None
 
@@ -244,9 +252,10 @@ class ClusterManager:
     def get(self, name: str) -> ClusterRuntime | None:
         return self.clusters.get(name)
 
-    def passthrough(self, address: str, port: int) -> ClusterRuntime:
-        """ALLOW_ALL egress to a destination outside the mesh: one host, the original destination."""
-        key = (address, port)
+    def passthrough(self, address: str, port: int, http2: bool = False) -> ClusterRuntime:
+        """ALLOW_ALL egress to a destination outside the mesh: one host, the original destination.
+        `http2`: the client spoke HTTP/2 (h2c), so the destination is reached over HTTP/2 too."""
+        key = (address, port, http2)
         runtime = self._passthrough.get(key)
         if runtime is None:
             if len(self._passthrough) > 1024:  # bound the cache of one-off destinations
@@ -258,7 +267,7 @@ class ClusterManager:
                 discovery=DnsDiscovery(address, port)
                 if not is_ip_literal(address)
                 else StaticDiscovery(((address, port),)),
-                protocol=ListenerProtocol.HTTP,
+                protocol=ListenerProtocol.HTTP2 if http2 else ListenerProtocol.HTTP,
                 virtual_node="",
                 limits=ConnectionPoolLimits(),
             )
