@@ -264,7 +264,7 @@ class TunnelEcho:
     """A raw upstream: answers a request carrying `Upgrade` with 101, then echoes bytes until EOF.
 
     Without `Upgrade` it answers 400. `heads` keeps each request head as received, to check what the proxy
-    forwarded.
+    forwarded; `open_connections` shows whether the proxy closed its side once the client went away.
     """
 
     def __init__(self, name: str) -> None:
@@ -272,6 +272,7 @@ class TunnelEcho:
         self.port = 0
         self.heads: list[bytes] = []
         self.echoed_bytes = 0
+        self.open_connections = 0
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -285,6 +286,7 @@ class TunnelEcho:
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open_connections += 1
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             self.heads.append(head)
@@ -304,6 +306,7 @@ class TunnelEcho:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
         finally:
+            self.open_connections -= 1
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()

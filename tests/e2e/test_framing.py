@@ -18,7 +18,15 @@ import h11
 import pytest
 
 from .apps import AppLoop, ColourApp, TunnelEcho
-from .harness import Http1Client, MeshProxy, proc_status_kib, process_tree, recv_until_closed, running_proxy
+from .harness import (
+    Http1Client,
+    MeshProxy,
+    proc_status_kib,
+    process_tree,
+    recv_until_closed,
+    running_proxy,
+    wait_for,
+)
 from .resources import (
     mesh,
     node_arn,
@@ -260,6 +268,8 @@ def test_websocket_upgrade_is_tunnelled_both_ways(framing_mesh: FramingMesh) -> 
         assert _read_exactly(sock, 4, rest) == b"ping"
         sock.sendall(payload)
         assert _read_exactly(sock, len(payload)) == payload
+    # The client went away: the proxy must close the upstream side of the tunnel too.
+    assert wait_for(lambda: framing_mesh.tunnel.open_connections == 0, 5.0), "upstream tunnel left open"
     forwarded = framing_mesh.tunnel.heads[-1].lower()
     assert b"\r\nupgrade: websocket\r\n" in forwarded, forwarded
     assert b"upgrade" in next(line for line in forwarded.split(b"\r\n") if line.startswith(b"connection:"))

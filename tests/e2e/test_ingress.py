@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from .apps import AppLoop, ColourApp
-from .harness import MeshProxy, Reply, grew, http_request, running_proxy
+from .harness import MeshProxy, Reply, grew, http_request, running_proxy, wait_for
 from .resources import ingress_cluster, listener, mesh, node_arn, virtual_node
 
 LISTENER_TIMEOUT_S = 3.0
@@ -53,15 +53,6 @@ def _fresh_app(app: ColourApp) -> None:
     app.reset()
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def test_ingress_request_carries_the_listener_timeout(ingress_mesh: IngressMesh) -> None:
     reply = ingress_mesh.call("/hello")
     assert (reply.status, reply.app) == (200, "front"), reply
@@ -90,11 +81,12 @@ def test_connection_pool_overflow_gives_503(ingress_mesh: IngressMesh) -> None:
     before = m.proxy.stats()
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         in_flight = pool.submit(m.call, "/first")
-        assert _wait_for(lambda: m.app.in_flight == 1, 5.0), "the first request never reached the app"
+        # (`requests`, not `in_flight`: a handler delayed by an earlier test may still be sleeping.)
+        assert wait_for(lambda: m.app.requests == 1, 5.0), "the first request never reached the app"
         pending = pool.submit(m.call, "/second")
         # The second request must be queued in the proxy (one connection allowed) before the third arrives:
         # wait for Envoy's pending gauge, or a bounded moment if the proxy does not report it.
-        _wait_for(lambda: m.proxy.stats().get(m.stat("upstream_rq_pending_active"), 0) >= 1, 0.3)
+        wait_for(lambda: m.proxy.stats().get(m.stat("upstream_rq_pending_active"), 0) >= 1, 0.3)
         overflow = m.call("/third")
         first, second = in_flight.result(15), pending.result(15)
     after = m.proxy.stats()

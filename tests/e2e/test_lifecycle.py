@@ -6,13 +6,12 @@ import concurrent.futures
 import json
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from .apps import AppLoop, ColourApp
-from .harness import MeshProxy, Reply, clean_environ, free_ports, run_meshproxy, running_proxy
+from .harness import MeshProxy, Reply, clean_environ, free_ports, run_meshproxy, running_proxy, wait_for
 from .resources import Resource, mesh, node_arn, route, service_via_node, virtual_node, virtual_router
 
 SLOW = "slow.demo.local"
@@ -34,15 +33,6 @@ def _slow_mesh(slow: ColourApp) -> list[Resource]:
     ]
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def _ready_status(proxy: MeshProxy) -> int:
     try:
         return proxy.admin("/ready", timeout=1.0).status
@@ -57,11 +47,11 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(slow: ColourApp, tmp_
         assert proxy.process is not None
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             in_flight = pool.submit(proxy.egress, SLOW, "/in-flight", timeout=20)
-            assert _wait_for(lambda: slow.in_flight == 1, 5.0), "the request never reached the app"
+            assert wait_for(lambda: slow.requests == 1, 5.0), "the request never reached the app"
             signalled = time.monotonic()
             proxy.process.send_signal(signal.SIGTERM)
 
-            assert _wait_for(lambda: _ready_status(proxy) == 503, 2.0), "/ready did not turn 503 on SIGTERM"
+            assert wait_for(lambda: _ready_status(proxy) == 503, 2.0), "/ready did not turn 503 on SIGTERM"
             assert proxy.admin("/server_info").json()["state"] == "DRAINING"
             during: Reply = proxy.egress(SLOW, "/new-connection-while-draining")
             finished: Reply = in_flight.result(20)

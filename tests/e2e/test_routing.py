@@ -417,6 +417,6 @@ def test_upstream_connections_are_kept_alive(colour_mesh: ColourMesh) -> None:
     assert red.requests == 200
     assert len(red.peers) <= 10, f"{len(red.peers)} upstream connections for 200 requests"
     cluster = f"cluster.{egress_cluster('red', colour_mesh.port('red'))}"
-    # Connections opened before this test may be reused, so the proxy may have opened fewer than red saw.
-    assert 1 <= grew(before, after, f"{cluster}.upstream_cx_total") <= len(red.peers)
+    # Connections opened by earlier tests may be reused, so the proxy may have opened fewer than red saw.
+    assert grew(before, after, f"{cluster}.upstream_cx_total") <= len(red.peers)
     assert grew(before, after, f"listener.127.0.0.1_{proxy.egress_port}.downstream_cx_total") == 101
