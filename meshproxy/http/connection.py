@@ -127,7 +127,8 @@ class DownstreamConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self.state is DownstreamState.TUNNEL and self.responding is not None:
-            return True  # half-close: let the tunnel finish the other direction
+            self.responding.tunnel_downstream_eof()
+            return True  # half-close: the other direction may still flow
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -263,10 +264,12 @@ class DownstreamConnection(asyncio.Protocol):
     def send_local_reply(self, stream: UpstreamRequest, reply: LocalReply) -> None:
         if self.receiving is stream and stream.head.body is not BodyKind.NONE:
             self.close_after_response = True  # the rest of the request body is not read
-        self._write_local_reply(reply, close=self._must_close(stream.head))
+        self._write_local_reply(
+            reply, close=self._must_close(stream.head), head_only=stream.head.method == "HEAD"
+        )
         self.stream_done(stream)
 
-    def _write_local_reply(self, reply: LocalReply, close: bool) -> None:
+    def _write_local_reply(self, reply: LocalReply, close: bool, head_only: bool = False) -> None:
         body = reply.body
         headers = [
             (b"content-length", b"%d" % len(body)),
@@ -291,7 +294,7 @@ class DownstreamConnection(asyncio.Protocol):
                         len(body),
                     )
                 )
-                + codec.encode_data(body)
+                + (b"" if head_only else codec.encode_data(body))
                 + codec.encode_end()
             )
         except ProtocolError:
@@ -345,6 +348,18 @@ class DownstreamConnection(asyncio.Protocol):
         if pending:
             stream.tunnel_send(pending)
         self.resume_reading()
+
+    def tunnel_eof(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
+
+    def end_tunnel(self) -> None:
+        stream = self.responding
+        self.responding = None
+        if stream is not None:
+            self.listener.on_request_done(self, stream)
+        self._close()
 
     # ---------------------------------------------------------------- flow control and lifecycle
     def pause_reading(self) -> None:

@@ -50,10 +50,9 @@ class H11ServerCodec:
                 return events
             if isinstance(event, h11.Request):
                 headers = _headers_of(event)
-                names = {name for name, _ in headers}
-                if b"transfer-encoding" in names and b"content-length" in names:
-                    # RFC 9112 §6.3: a request smuggling vector; Envoy and llhttp reject it, and so do we.
-                    raise ProtocolError("both transfer-encoding and content-length")
+                _reject_ambiguous_framing(headers)
+                if event.http_version not in (b"1.0", b"1.1"):
+                    raise ProtocolError(f"unsupported HTTP version {event.http_version.decode()}")
                 try:
                     kind, length = body_kind_of(headers)
                 except ValueError as exc:
@@ -106,7 +105,9 @@ class H11ServerCodec:
             raise ProtocolError(f"cannot encode response: {exc}") from exc
 
     def encode_data(self, data: bytes) -> bytes:
-        return self._conn.send(h11.Data(data=data)) if data else b""
+        if not data or _is_head(self._conn):
+            return b""  # RFC 9110 §9.3.2: a response to HEAD has no content (h11 would raise)
+        return self._conn.send(h11.Data(data=data))
 
     def encode_end(self) -> bytes:
         return self._conn.send(h11.EndOfMessage())
@@ -168,6 +169,7 @@ class H11ClientCodec:
                 continue
             if isinstance(event, h11.Response):
                 headers = _headers_of(event)
+                _reject_ambiguous_framing(headers)
                 kind, length = body_kind_of(headers)
                 if event.status_code in (204, 304) or (conn.our_role is h11.CLIENT and _is_head(conn)):
                     kind, length = BodyKind.NONE, -1
@@ -217,6 +219,13 @@ class H11ClientCodec:
     def reusable(self) -> bool:
         conn = self._conn
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+
+def _reject_ambiguous_framing(headers: Headers) -> None:
+    """RFC 9112 §6.3: Content-Length with Transfer-Encoding smuggles requests; Envoy and llhttp reject it."""
+    names = {name for name, _ in headers}
+    if b"transfer-encoding" in names and b"content-length" in names:
+        raise ProtocolError("both transfer-encoding and content-length")
 
 
 def _is_head(conn: h11.Connection) -> bool:

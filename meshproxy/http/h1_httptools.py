@@ -7,6 +7,8 @@ sides of a proxied message can frame differently (an HTTP/1.0 close-delimited re
 
 from __future__ import annotations
 
+from collections import deque
+
 import httptools
 
 from meshproxy.http.codec import (
@@ -49,29 +51,49 @@ class _HeadDone(Exception):
 class HttptoolsServerCodec:
     """Downstream codec. Pipelined requests are parsed as they arrive; the connection manager queues them."""
 
-    __slots__ = ("_chunked_out", "_events", "_headers", "_parser", "_url")
+    __slots__ = (
+        "_chunked_out",
+        "_events",
+        "_head_requests",
+        "_headers",
+        "_no_body",
+        "_parser",
+        "_trailers",
+        "_url",
+    )
 
     def __init__(self) -> None:
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
         self._url = b""
         self._headers: Headers = []
+        self._trailers: Headers | None = None  # a list once the head is complete: later fields are trailers
         self._chunked_out = False
+        self._head_requests: deque[bool] = deque()  # per parsed request, in order: was it HEAD?
+        self._no_body = False  # the response being encoded answers a HEAD request
 
     # llhttp callbacks
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._trailers = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        if self._trailers is None:
+            self._headers.append((name.lower(), value))
+        else:
+            self._trailers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         headers = self._headers
+        self._trailers = []
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise ProtocolError(f"unsupported HTTP version {version}")
         try:
             kind, length = body_kind_of(headers)
         except ValueError as exc:
@@ -80,12 +102,14 @@ class HttptoolsServerCodec:
         for name, value in headers:
             if name == b"expect" and value.lower() == b"100-continue":
                 expect = True
+        method = parser.get_method().decode("ascii")
+        self._head_requests.append(method == "HEAD")
         self._events.append(
             RequestHead(
-                parser.get_method().decode("ascii"),
+                method,
                 self._url.decode("latin-1"),
                 headers,
-                parser.get_http_version(),
+                version,
                 parser.should_keep_alive(),
                 kind,
                 length,
@@ -98,7 +122,10 @@ class HttptoolsServerCodec:
         self._events.append(Data(body))
 
     def on_message_complete(self) -> None:
-        self._events.append(END)
+        # HTTP/1.1 trailers are parsed apart from the head (never merged into it) and not forwarded, as
+        # Envoy does by default.
+        trailers = self._trailers
+        self._events.append(EndOfMessage(trailers) if trailers else END)
 
     # codec interface
     def feed(self, data: bytes) -> list[Event]:
@@ -115,10 +142,14 @@ class HttptoolsServerCodec:
         return []
 
     def encode_response_head(self, head: ResponseHead) -> bytes:
-        self._chunked_out = head.body is BodyKind.CHUNKED
+        # RFC 9110 §9.3.2: a response to HEAD has no content, whatever the caller hands us.
+        self._no_body = self._head_requests.popleft() if self._head_requests else False
+        self._chunked_out = head.body is BodyKind.CHUNKED and not self._no_body
         return encode_headers(b"HTTP/1.1 %d %b\r\n" % (head.status, head.reason), head.headers)
 
     def encode_data(self, data: bytes) -> bytes:
+        if self._no_body:
+            return b""
         return encode_chunk(data) if self._chunked_out else data
 
     def encode_end(self) -> bytes:
@@ -148,6 +179,7 @@ class HttptoolsClientCodec:
         "_in_message",
         "_parser",
         "_reusable",
+        "_trailers",
         "_until_close",
     )  # fmt: skip
 
@@ -155,6 +187,7 @@ class HttptoolsClientCodec:
         self._parser = httptools.HttpResponseParser(self)
         self._events: list[Event] = []
         self._headers: Headers = []
+        self._trailers: Headers | None = None
         self._head_request = False
         self._chunked_out = False
         self._until_close = False
@@ -164,15 +197,20 @@ class HttptoolsClientCodec:
     # llhttp callbacks
     def on_message_begin(self) -> None:
         self._headers = []
+        self._trailers = None
         self._in_message = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        if self._trailers is None:
+            self._headers.append((name.lower(), value))
+        else:
+            self._trailers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         status = parser.get_status_code()
         headers = self._headers
+        self._trailers = []
         if 100 <= status < 200 and status != 101:
             return  # 100 Continue / 103 Early Hints: consumed here (Envoy does not proxy 100-continue)
         keep_alive = parser.should_keep_alive()
@@ -209,7 +247,8 @@ class HttptoolsClientCodec:
         if self._parser.get_status_code() < 200:
             return  # 1xx: swallowed, or 101 whose "body" is the tunnel (reported as Upgraded)
         self._in_message = False
-        self._events.append(END)
+        trailers = self._trailers
+        self._events.append(EndOfMessage(trailers) if trailers else END)
 
     # codec interface
     def encode_request_head(self, head: RequestHead) -> bytes:

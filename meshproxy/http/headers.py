@@ -24,6 +24,7 @@ def connection_tokens(headers: Headers) -> frozenset[bytes]:
     for name, value in headers:
         if name == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b","))
+    tokens.discard(b"")
     tokens.discard(b"close")
     tokens.discard(b"keep-alive")
     tokens.discard(b"upgrade")

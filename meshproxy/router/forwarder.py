@@ -105,6 +105,7 @@ class UpstreamRequest:
         "trace",
         "tried",
         "try_timer",
+        "tunnel_eofs",
         "upstream_head",
         "virtual_service",
     )  # fmt: skip
@@ -145,6 +146,7 @@ class UpstreamRequest:
         self.path = ""
         self.trace: TraceStart | None = None
         self.switch_head: ResponseHead | None = None
+        self.tunnel_eofs = 0
 
     def __repr__(self) -> str:
         return (
@@ -605,13 +607,37 @@ class UpstreamRequest:
         down.start_tunnel(self)
 
     def on_tunnel_data(self, data: bytes) -> None:
-        """Upstream bytes in a tunnel; b"" means the upstream closed."""
+        """Upstream bytes in a tunnel; b"" means the upstream connection is gone."""
         if not data:
             self.connection = None
-            self.abort_downstream()
+            self._end_tunnel()
             return
         self.bytes_sent += len(data)
         self.down.write(data)
+
+    def on_tunnel_eof(self) -> None:
+        """The upstream half-closed: pass the EOF on; the client may still send."""
+        self.tunnel_eofs += 1
+        self.down.tunnel_eof()
+        if self.tunnel_eofs == 2:
+            self._end_tunnel()
+
+    def tunnel_downstream_eof(self) -> None:
+        """The client half-closed: pass the EOF on; the upstream may still answer."""
+        self.tunnel_eofs += 1
+        if self.connection is not None:
+            self.connection.write_eof()
+        if self.tunnel_eofs == 2:
+            self._end_tunnel()
+
+    def _end_tunnel(self) -> None:
+        if self.state is StreamState.DONE:
+            return
+        self.state = StreamState.DONE
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+        self.down.end_tunnel()
 
     def tunnel_send(self, data: bytes) -> None:
         """Downstream bytes in a tunnel."""

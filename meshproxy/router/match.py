@@ -35,10 +35,15 @@ def split_target(target: str) -> tuple[str | None, str]:
     if scheme_end < 0:
         return None, target  # asterisk-form or authority-form: routed by Host
     rest = target[scheme_end + 3 :]
-    slash = rest.find("/")
-    if slash < 0:
-        return rest, "/"
-    return rest[:slash], rest[slash:]
+    end = len(rest)
+    for delimiter in "/?#":  # RFC 3986 §3.2: the authority ends at the first of these
+        found = rest.find(delimiter)
+        if 0 <= found < end:
+            end = found
+    path = rest[end:].split("#", 1)[0]
+    if not path.startswith("/"):
+        path = "/" + path
+    return rest[:end], path
 
 
 def value_matches(match: ValueMatch, value: str | None) -> bool:
@@ -55,12 +60,14 @@ def value_matches(match: ValueMatch, value: str | None) -> bool:
         assert match.pattern is not None
         result = match.pattern.fullmatch(value) is not None
     elif kind is StringMatchKind.RANGE:
-        try:
-            number = int(value)
-        except ValueError:
-            result = False
+        text = value.strip()
+        digits = text[1:] if text[:1] in ("-", "+") else text
+        if (
+            digits.isascii() and digits.isdigit()
+        ):  # as Envoy's SimpleAtoi: sign and digits (int() takes "1_0")
+            result = match.range_start <= int(text) < match.range_end
         else:
-            result = match.range_start <= number < match.range_end
+            result = False
     else:  # PRESENT
         result = True
     return result != match.invert

@@ -28,7 +28,6 @@ from meshproxy.upstream.pool import HostPool
 log = logging.getLogger("meshproxy.upstream")
 
 DNS_REFRESH_S = 5.0  # Envoy's dns_refresh_rate default
-MAX_HOST_SELECTION_ATTEMPTS = 5  # App Mesh: host_selection_retry_max_attempts
 
 
 def is_ip_literal(name: str) -> bool:
@@ -144,32 +143,34 @@ class ClusterRuntime:
 
     # selection
     def pick_host(self, exclude: tuple[Host, ...] = ()) -> Host | None:
-        """Round robin over available hosts, avoiding `exclude` (previously tried hosts) when possible."""
+        """Round robin over available hosts, avoiding `exclude` (previously tried hosts) when possible.
+
+        Below Envoy's panic threshold (fewer than 50 % of hosts healthy) every host is eligible, so load
+        spreads over all of them instead of piling onto the few healthy ones.
+        """
         hosts = self.hosts
         n = len(hosts)
         if n == 0:
             return None
+        now = time.monotonic()
         if n == 1:
             host = hosts[0]
-            return host if host.available(time.monotonic()) or self._panic() else None
-        now = time.monotonic()
+            return host if host.available(now) or self._panic(now) else None
+        panic = self._panic(now)
         fallback: Host | None = None
-        for _ in range(min(n, MAX_HOST_SELECTION_ATTEMPTS * n)):
+        for _ in range(n):
             self._rr = (self._rr + 1) % n
             host = hosts[self._rr]
-            if not host.available(now):
+            if not panic and not host.available(now):
                 continue
             if host in exclude:
                 fallback = fallback or host
                 continue
             return host
-        if fallback is not None:
-            return fallback
-        return hosts[self._rr] if self._panic() else None
+        return fallback
 
-    def _panic(self) -> bool:
-        # Envoy's panic threshold (50 %): with too few healthy hosts, load-balance across all of them.
-        healthy = sum(1 for h in self.hosts if h.health is HostHealth.HEALTHY)
+    def _panic(self, now: float) -> bool:
+        healthy = sum(1 for h in self.hosts if h.available(now))
         return healthy * 2 < len(self.hosts)
 
     def pool_for(self, host: Host) -> HostPool | H2HostPool:

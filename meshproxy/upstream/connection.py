@@ -29,6 +29,8 @@ class UpstreamStream(Protocol):
 
     def on_tunnel_data(self, data: bytes) -> None: ...
 
+    def on_tunnel_eof(self) -> None: ...
+
 
 class ConnectionState(enum.Enum):
     CONNECTING = "connecting"
@@ -91,6 +93,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         stream = self.stream
+        if self.state is ConnectionState.TUNNEL:
+            if stream is not None:
+                stream.on_tunnel_eof()
+            return True  # half-close: the other direction may still flow
         if stream is not None and self.state is ConnectionState.BUSY:
             try:
                 events = self.codec.feed_eof()
@@ -142,6 +148,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def start_tunnel(self) -> None:
         self.state = ConnectionState.TUNNEL
+
+    def write_eof(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
 
     def release(self) -> None:
         """The exchange is complete: back to the pool if both sides allow reuse, closed otherwise."""

@@ -348,11 +348,6 @@ def test_request_that_is_not_http_1x_is_a_protocol_error(
     h1: CodecPair, http1_parser: str, raw: bytes, accepted_by: str, request: pytest.FixtureRequest
 ) -> None:
     # codec.py: ProtocolError = "not valid HTTP/1.x". Accepted, the request is routed and answered in 1.1.
-    known_bug(
-        request,
-        http1_parser == accepted_by,
-        f"{http1_parser} server codec emits a RequestHead for a request line that is not HTTP/1.0 or 1.1",
-    )
     with pytest.raises(ProtocolError):
         h1[0]().feed(raw)
 
@@ -360,12 +355,6 @@ def test_request_that_is_not_http_1x_is_a_protocol_error(
 def test_trailer_fields_do_not_become_request_headers(
     h1: CodecPair, http1_parser: str, request: pytest.FixtureRequest
 ) -> None:
-    known_bug(
-        request,
-        http1_parser == "httptools",
-        "HttptoolsServerCodec.on_header appends trailer fields to the list already handed out in "
-        "RequestHead.headers (the head is mutated after it was emitted)",
-    )
     raw = (
         b"POST / HTTP/1.1\r\nHost: svc.local\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"3\r\nabc\r\n0\r\nX-Injected: 1\r\nHost: evil.example\r\n\r\n"
@@ -524,12 +513,6 @@ def test_response_to_head_sends_no_body(
     # Local replies (http/connection.py _write_local_reply) always encode their body, also for HEAD requests:
     # a HEAD health check to a failing upstream gets `503 ... no healthy upstream`. RFC 9110 §9.3.2: a
     # response to HEAD carries no content, or a keep-alive client reads the body as the next response.
-    known_bug(
-        request,
-        True,
-        "server codecs do not drop body bytes of a response to HEAD: httptools writes them onto the wire, "
-        "h11 raises h11.LocalProtocolError (not ProtocolError) from encode_data",
-    )
     server = h1[0]()
     server.feed(b"HEAD /health HTTP/1.1\r\nHost: a\r\n\r\n")
     body = b"no healthy upstream"
@@ -691,7 +674,6 @@ def test_response_with_transfer_encoding_and_content_length_is_rejected(
 ) -> None:
     # RFC 9112 §6.3 (3): response-splitting shape. Accepted, the connection manager would pass the
     # content-length on and add its own transfer-encoding: chunked downstream.
-    known_bug(request, http1_parser == "h11", "H11ClientCodec accepts Content-Length + Transfer-Encoding")
     client = h1[1]()
     sent_request(client)
     with pytest.raises(ProtocolError):
@@ -703,11 +685,6 @@ def test_trailer_fields_do_not_become_response_headers(
 ) -> None:
     # A small chunked response arrives in one read, so the forwarder encodes the head only after the trailers
     # were parsed: a mutated head list sends trailer fields downstream as headers.
-    known_bug(
-        request,
-        http1_parser == "httptools",
-        "HttptoolsClientCodec.on_header appends trailer fields to ResponseHead.headers after it was emitted",
-    )
     client = h1[1]()
     sent_request(client)
     events = receive(

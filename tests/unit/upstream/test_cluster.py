@@ -179,11 +179,6 @@ def test_all_hosts_ejected_still_serves_in_panic_mode() -> None:
     assert all(h is not None for h in picks(cluster, 6))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pick_host in panic with every host ejected returns hosts[self._rr] after advancing _rr a full "
-    "circle, so every call returns the same host",
-)
 def test_panic_mode_with_every_host_ejected_spreads_the_load() -> None:
     cluster = runtime(3)
     for host in cluster.hosts:
@@ -191,11 +186,6 @@ def test_panic_mode_with_every_host_ejected_spreads_the_load() -> None:
     assert set(picks(cluster, 6)) == set(cluster.hosts)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="panic mode only applies when no host is available: below the 50 % threshold pick_host still "
-    "sends everything to the remaining healthy hosts (cluster.py _panic comment says all hosts)",
-)
 def test_panic_mode_below_the_threshold_balances_across_all_hosts() -> None:
     cluster = runtime(4)
     for host in cluster.hosts[1:]:
