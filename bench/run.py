@@ -333,6 +333,9 @@ class Bench:
                     self.sanity_check(target, scenario)
                     if not target.live:
                         say(f"bench: {target.proxy}: {target.failure}")
+                        tail = target.child.log_tail() if target.child is not None else ""
+                        if tail:
+                            say("  " + tail.replace("\n", "\n  "))
             for target in targets:
                 if target.live and self.options.load.warmup_s > 0:
                     try:
