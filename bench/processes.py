@@ -164,9 +164,6 @@ class Supervisor:
         self.children.append(child)
         return child
 
-    def stop(self, child: Child) -> None:
-        child.stop()
-
     def close(self) -> None:
         for child in reversed(self.children):
             child.stop()

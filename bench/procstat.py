@@ -70,6 +70,23 @@ def parse_status_kib(text: str, key: str) -> int:
     return 0
 
 
+def parse_cpu_busy_ticks(stat_text: str) -> int:
+    """Busy clock ticks of all CPUs from /proc/stat's `cpu` line: user nice system irq softirq steal.
+
+    Idle and iowait are left out; guest time is already inside user (proc(5)). Steal counts as busy: it is
+    time the hypervisor gave to someone else, which the bench must see as noise too.
+    """
+    for line in stat_text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            try:
+                user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[1:9])
+            except ValueError:
+                break
+            return user + nice + system + irq + softirq + steal
+    raise ProcStatError("no aggregate cpu line in /proc/stat")
+
+
 def descendants(root: int, stats: dict[int, ProcStat]) -> list[int]:
     """`root` and every live descendant of it, given the stat of every process."""
     children: dict[int, list[int]] = {}
@@ -99,6 +116,11 @@ def all_stats() -> dict[int, ProcStat]:
             if text is not None:
                 stats[int(entry.name)] = parse_stat(text)
     return stats
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds all processes on the machine have used since boot (every core)."""
+    return parse_cpu_busy_ticks((PROC / "stat").read_text()) / CLOCK_TICKS
 
 
 def tree_cpu_seconds(root: int) -> float:

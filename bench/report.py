@@ -29,6 +29,11 @@ class Measurement:
     wrk: WrkResult
     cpu_s: float | None  # None for the direct baseline (no proxy process)
     upstream_cpu_s: float
+    other_cpu_s: float = 0.0  # CPU used by everything but the proxy, nginx, wrk and the harness
+
+    @property
+    def other_cores(self) -> float:
+        return self.other_cpu_s / self.wrk.duration_s if self.wrk.duration_s > 0 else 0.0
 
     @property
     def cpu_us_per_request(self) -> float | None:
@@ -103,6 +108,8 @@ class ScenarioReport:
     summaries: tuple[ProxySummary, ...]
     date: str  # ISO date and time, UTC
     envoy_config: str = "appmesh"  # where Envoy's routes came from: "appmesh" or "snapshot"
+    background_cores: float | None = None  # mean CPU cores other processes used during the measurements
+    measurements: tuple[Measurement, ...] = ()  # every timed run, for results.json
 
     @property
     def key(self) -> str:
@@ -128,6 +135,16 @@ ENVOY_CONFIG_SOURCES = {
     "appmesh": "App Mesh's rendering of bench/mesh.json (bench/envoy_config.py bench_bootstrap)",
     "snapshot": "meshproxy's compiled snapshot of bench/mesh.json (bootstrap_from_snapshot)",
 }
+
+
+NOISY_CORES = 0.25  # background load above this makes the figures unreliable: say so next to them
+
+
+def background_cores(runs: Sequence[Measurement]) -> float | None:
+    """Mean CPU cores used by processes outside the bench while it measured."""
+    if not runs:
+        return None
+    return max(0.0, statistics.fmean(r.other_cores for r in runs))
 
 
 def section_key(scenario: str, workers: int) -> str:
@@ -170,6 +187,11 @@ def table(report: ScenarioReport) -> str:
             f"meshproxy / Envoy: rps {rps_ratio:.2f}x, CPU per request {cpu_ratio:.2f}x "
             f"(requests per CPU-second {1 / cpu_ratio:.2f}x)"
         )
+    if report.background_cores is not None and report.background_cores > NOISY_CORES:
+        notes.append(
+            f"- noisy machine: other processes used {report.background_cores:.2f} cores on average during "
+            "the measurements"
+        )
     if notes:
         lines.append("")
         lines.extend(notes)
@@ -191,6 +213,11 @@ def section(report: ScenarioReport, machine: Machine, versions: Versions) -> str
             f"Run {report.date} on {machine.describe()}.  ",
             f"{versions.describe()}.  ",
             f"Load: {report.load.describe()}.  ",
+            *(
+                [f"Other processes used {report.background_cores:.2f} CPU cores on average meanwhile.  "]
+                if report.background_cores is not None
+                else []
+            ),
             f"Envoy config: {ENVOY_CONFIG_SOURCES.get(report.envoy_config, report.envoy_config)}.",
             "",
             table(report),

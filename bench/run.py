@@ -15,6 +15,7 @@ import dataclasses
 import importlib
 import json
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -77,6 +78,12 @@ class Target:
     @property
     def live(self) -> bool:
         return self.failure is None
+
+
+def _own_cpu_seconds() -> float:
+    """CPU of the harness and its reaped children (wrk, once it has finished)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def say(message: str) -> None:
@@ -271,6 +278,7 @@ class Bench:
             target.failure = f"exited during the run (status {target.child.popen.returncode})"
             return
         upstream_pid = self.nginx_child.pid if self.nginx_child is not None else None
+        system_before, own_before = procstat.system_busy_seconds(), _own_cpu_seconds()
         proxy_before = procstat.tree_cpu_seconds(target.child.pid) if target.child is not None else None
         upstream_before = procstat.tree_cpu_seconds(upstream_pid) if upstream_pid is not None else 0.0
         try:
@@ -289,13 +297,19 @@ class Bench:
         if target.child is not None and proxy_before is not None:
             proxy_cpu = procstat.tree_cpu_seconds(target.child.pid) - proxy_before
         upstream_after = procstat.tree_cpu_seconds(upstream_pid) if upstream_pid is not None else 0.0
-        run = report.Measurement(target.proxy, round_, result, proxy_cpu, upstream_after - upstream_before)
+        # Whatever else ran meanwhile (other test suites, steal): the noise figure of this measurement.
+        ours = (proxy_cpu or 0.0) + (upstream_after - upstream_before) + (_own_cpu_seconds() - own_before)
+        other = procstat.system_busy_seconds() - system_before - ours
+        run = report.Measurement(
+            target.proxy, round_, result, proxy_cpu, upstream_after - upstream_before, other_cpu_s=other
+        )
         target.runs.append(run)
         cpu = run.cpu_us_per_request
         say(
             f"  round {round_} {target.proxy:<9} {result.rps:>10,.0f} rps  p99 {result.p99_us / 1000:.3f} ms"
             + (f"  {cpu:.1f} µs/req" if cpu is not None else "")
             + (f"  errors {result.socket_errors + result.status_errors}" if result.socket_errors else "")
+            + f"  (others used {run.other_cores:.2f} cores)"
         )
 
     def run_scenario(self, scenario: scenarios.Scenario, workers: int) -> report.ScenarioReport:
@@ -364,6 +378,8 @@ class Bench:
             summaries=tuple(summaries),
             date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             envoy_config=self.options.envoy_config,
+            background_cores=report.background_cores([run for t in targets for run in t.runs]),
+            measurements=tuple(run for t in targets for run in t.runs),
         )
 
     def run(self) -> None:
@@ -383,7 +399,10 @@ class Bench:
                     "workers": r.workers,
                     "date": r.date,
                     "load": dataclasses.asdict(r.load),
+                    "envoy_config": r.envoy_config,
+                    "background_cores": r.background_cores,
                     "summaries": [dataclasses.asdict(s) for s in r.summaries],
+                    "measurements": [dataclasses.asdict(m) for m in r.measurements],
                 }
             )
         return rows

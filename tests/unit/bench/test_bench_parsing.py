@@ -88,6 +88,13 @@ def test_status_values() -> None:
         procstat.parse_status_kib("VmHWM:\tlots kB\n", "VmHWM")
 
 
+def test_system_busy_ticks_leave_out_idle_and_iowait() -> None:
+    stat = "cpu  100 5 50 9000 70 3 2 1 0 0\ncpu0 50 2 25 4500 35 1 1 0 0 0\nintr 1 2 3\n"
+    assert procstat.parse_cpu_busy_ticks(stat) == 100 + 5 + 50 + 3 + 2 + 1
+    with pytest.raises(procstat.ProcStatError):
+        procstat.parse_cpu_busy_ticks("intr 1 2 3\n")
+
+
 def test_cpu_model() -> None:
     cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7R13 Processor\n"
     assert environment.parse_cpu_model(cpuinfo) == "AMD EPYC 7R13 Processor"

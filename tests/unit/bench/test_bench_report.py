@@ -98,6 +98,37 @@ def test_table_flags_errors() -> None:
     assert "- envoy: 7 socket errors or non-2xx/3xx answers" in text
 
 
+def test_background_load_is_reported_and_flagged_when_noisy() -> None:
+    runs = [
+        report.Measurement("envoy", 1, _wrk(1000), 0.1, 0.0, other_cpu_s=2.5),  # 0.5 cores over 5 s
+        report.Measurement("envoy", 2, _wrk(1000), 0.1, 0.0, other_cpu_s=0.5),  # 0.1 cores
+    ]
+    assert report.background_cores(runs) == pytest.approx(0.3)
+    assert report.background_cores([]) is None
+    summary = report.summarize("envoy", runs, peak_rss_kib=None)
+    noisy = report.ScenarioReport(
+        scenario=scenarios.SCENARIOS["small"],
+        workers=1,
+        load=LOAD,
+        summaries=(summary,),
+        date="2026-01-01 00:00 UTC",
+        background_cores=0.3,
+    )
+    assert "noisy machine: other processes used 0.30 cores" in report.table(noisy)
+    assert "Other processes used 0.30 CPU cores on average meanwhile." in report.section(
+        noisy, MACHINE, VERSIONS
+    )
+    quiet = report.ScenarioReport(
+        scenario=noisy.scenario,
+        workers=1,
+        load=LOAD,
+        summaries=(summary,),
+        date=noisy.date,
+        background_cores=0.05,
+    )
+    assert "noisy" not in report.table(quiet)
+
+
 def test_results_file_replaces_only_the_sections_run() -> None:
     envoy = report.summarize("envoy", _runs("envoy", [100_000], [3.0]), peak_rss_kib=None)
     first = report.update_results(
