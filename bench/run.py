@@ -203,10 +203,8 @@ class Bench:
             }
         )
         argv = [*self.tools.meshproxy, "run", "--config", str(MESH_JSON)]
-        target = Target(report.MESHPROXY, egress, mesh.VIRTUAL_SERVICE, None)
-        target.child = self.supervisor.spawn(f"meshproxy-{tag}", argv, env=env)
-        target.child.wait_ready(HttpProbe(admin, "/ready"), timeout_s=READY_TIMEOUT_S)
-        return target
+        child = self.supervisor.spawn(f"meshproxy-{tag}", argv, env=env)
+        return self._ready(Target(report.MESHPROXY, egress, mesh.VIRTUAL_SERVICE, child), admin)
 
     def start_envoy(self, workers: int, tag: str) -> Target:
         if self.tools.envoy is None:
@@ -235,10 +233,24 @@ class Bench:
             "--disable-hot-restart",
             "--skip-deprecated-logs",
         ]
-        target = Target(report.ENVOY, egress, mesh.VIRTUAL_SERVICE, None)
-        target.child = self.supervisor.spawn(f"envoy-{tag}", argv)
-        target.child.wait_ready(HttpProbe(admin, "/ready"), timeout_s=READY_TIMEOUT_S)
+        child = self.supervisor.spawn(f"envoy-{tag}", argv)
+        return self._ready(Target(report.ENVOY, egress, mesh.VIRTUAL_SERVICE, child), admin)
+
+    def _ready(self, target: Target, admin_port: int) -> Target:
+        """Wait for the admin's /ready; a proxy that never gets there is stopped at once, so that it cannot
+        use CPU while the other proxy (or the next scenario) is measured."""
+        assert target.child is not None
+        try:
+            target.child.wait_ready(HttpProbe(admin_port, "/ready"), timeout_s=READY_TIMEOUT_S)
+        except ChildError:
+            target.child.stop()
+            raise
         return target
+
+    def _retire(self, target: Target) -> None:
+        """A failed proxy is stopped at once: it must not use CPU while the others are measured."""
+        if target.child is not None:
+            target.child.stop()
 
     def sanity_check(self, target: Target, scenario: scenarios.Scenario) -> None:
         """One request through the proxy must reach nginx and come back whole before it is measured."""
@@ -350,16 +362,21 @@ class Bench:
                         tail = target.child.log_tail() if target.child is not None else ""
                         if tail:
                             say("  " + tail.replace("\n", "\n  "))
+                        self._retire(target)
             for target in targets:
                 if target.live and self.options.load.warmup_s > 0:
                     try:
                         self.wrk_once(target, scenario, script, self.options.load.warmup_s)
                     except wrk.WrkError as exc:
                         target.failure = f"warm-up failed: {exc}"
+                        self._retire(target)
             for round_ in range(1, self.options.load.rounds + 1):
                 for target in targets:
                     if target.live:
                         self.measure(target, scenario, script, round_)
+                        if not target.live:
+                            say(f"bench: {target.proxy}: {target.failure}")
+                            self._retire(target)
             summaries = []
             for target in targets:
                 peak = None
