@@ -25,9 +25,8 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from random import Random
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 _MASK96 = (1 << 96) - 1
 _TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL)
@@ -38,12 +37,12 @@ class Sampler(Protocol):
     def should_trace(self, host: str, method: str, path: str) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True)
-class TraceStart:
+class TraceStart(NamedTuple):
     """What `Telemetry.start_trace` gives the data plane.
 
     `context` goes into `RequestRecord.trace`; `upstream_headers` (lower-case names) are set on the upstream
-    request, replacing any header of the same name.
+    request, replacing any header of the same name. A NamedTuple rather than a frozen dataclass because one
+    is built per request and it is ~4x cheaper to construct; it is just as immutable.
     """
 
     context: object
@@ -89,8 +88,7 @@ class TraceContext:
         return format(self.span_id, "016x")
 
 
-@dataclass(frozen=True, slots=True)
-class XRayHeader:
+class XRayHeader(NamedTuple):
     """A parsed X-Amzn-Trace-Id: `root` None when absent or malformed; `extra` (`;k=v...`) to carry over."""
 
     root: int | None
@@ -112,25 +110,26 @@ def parse_xray_root(text: str) -> int | None:
 
 def parse_xray_header(value: bytes) -> XRayHeader:
     """Parse X-Amzn-Trace-Id as Envoy does: keys case-insensitive, `;`-separated `key=value` tokens."""
-    text = value.decode("latin-1")
     root: int | None = None
     parent: str | None = None
     sampled: int | None = None
-    extra: list[str] = []
-    for part in text.split(";"):
+    extra: list[str] | None = None
+    for part in value.decode("latin-1").split(";"):
         key, _, val = part.partition("=")
         key = key.strip().lower()
-        val = val.strip()
         if key == "root":
-            root = parse_xray_root(val)
+            root = parse_xray_root(val.strip())
         elif key == "parent":
-            low = val.lower()
+            low = val.strip().lower()
             parent = low if len(low) == 16 and _HEX.issuperset(low) else None
         elif key == "sampled":
+            val = val.strip()
             sampled = 1 if val == "1" else 0 if val == "0" else None
         elif key and key != "self":
-            extra.append(part.strip())
-    return XRayHeader(root, parent, sampled, "".join(";" + e for e in extra).encode("latin-1"))
+            if extra is None:
+                extra = []
+            extra.append(";" + part.strip())
+    return XRayHeader(root, parent, sampled, "".join(extra).encode("latin-1") if extra else b"")
 
 
 def parse_traceparent(value: bytes) -> tuple[int, int, int] | None:
