@@ -153,14 +153,15 @@ def serve_echo(host: str, port: int) -> int:
 
 
 def connect(host: str, port: int, send: str) -> int:
+    # Read one line (every server here answers with one line: JSON, or the echo of ours) or until EOF.
+    data = b""
     try:
         with socket.create_connection((host, port), timeout=IO_TIMEOUT_S) as sock:
             sock.sendall(send.encode("latin-1") + b"\n")
-            data = b""
-            while chunk := sock.recv(65536):
+            while not data.endswith(b"\n") and (chunk := sock.recv(65536)):
                 data += chunk
     except OSError as exc:
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}", "raw": data.decode("latin-1").strip()}))
         return 1
     text = data.decode("latin-1").strip()
     print(text if text.startswith("{") else json.dumps({"error": "no JSON reply", "raw": text}))

@@ -289,7 +289,9 @@ def test_drop_all_answers_404_for_a_non_mesh_http_destination(drop_all: MeshPod)
 
 def test_drop_all_closes_a_non_mesh_tcp_connection(drop_all: MeshPod) -> None:
     result = drop_all.pair.connect(drop_all.pod, PEER_V4, EXTERNAL_TCP_PORT, uid=APP_UID, send="ping")
-    assert result.get("raw", "") == "" and "ping" not in json.dumps(result), result
+    # closed (EOF or reset) without a byte from the echo server; a connection left hanging times out instead
+    assert result.get("raw") == "", result
+    assert "Timeout" not in result.get("error", ""), result
 
 
 def test_allow_all_forwards_http_to_the_original_destination(allow_all: MeshPod) -> None:
