@@ -16,11 +16,15 @@ import sys
 from collections.abc import Sequence
 
 from meshproxy.admin.server import AdminServer
-from meshproxy.config.errors import ConfigError
+from meshproxy.config.errors import ConfigError, Issue
+from meshproxy.config.load import snapshot_from_bytes
 from meshproxy.config.snapshot import ResourceKind, Snapshot
+from meshproxy.config.sources import SourceError, open_source
 from meshproxy.dataplane import Dataplane, ServerState
 from meshproxy.listeners.listener import HttpListener, ListenerDirection
 from meshproxy.settings import Settings, SettingsError, load_settings
+from meshproxy.telemetry.accesslog import compile_format
+from meshproxy.telemetry.errors import AccessLogFormatError
 from meshproxy.telemetry.hub import Telemetry
 from meshproxy.telemetry.stats import StatsStore
 
@@ -41,34 +45,6 @@ def configure_logging(level: str) -> None:
     logging.getLogger("meshproxy").setLevel(_LOG_LEVELS.get(level, logging.INFO))
 
 
-class ConfigSource:
-    """A file, re-read when its modification time or size changes (polled every refresh interval)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._seen: tuple[int, int] | None = None
-
-    def __repr__(self) -> str:
-        return f"<ConfigSource {self.path}>"
-
-    def changed(self) -> bool:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return False
-        key = (st.st_mtime_ns, st.st_size)
-        if key == self._seen:
-            return False
-        self._seen = key
-        return True
-
-    def load(self, settings: Settings) -> Snapshot:
-        from meshproxy.config.load import load_snapshot
-
-        self.changed()
-        return load_snapshot(self.path, settings.identity, egress_port=settings.egress_port)
-
-
 class Server:
     """One proxy process: admin, listeners, the data plane, and their lifecycle."""
 
@@ -83,7 +59,7 @@ class Server:
         if settings.listen_address in ("127.0.0.1", "::1"):
             address = settings.listen_address
         self.admin = AdminServer(self.dataplane, self.telemetry, self, address, settings.admin_port)
-        self.source = ConfigSource(settings.config_source) if settings.config_source else None
+        self.source = open_source(settings.config_source) if settings.config_source else None
         self._stop = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
         self._exit_code = 0
@@ -147,20 +123,51 @@ class Server:
             await self.admin.stop()
 
     async def _initial_config(self) -> bool:
-        if self.source is None:
+        """Wait for the first good configuration (ENVOY_INITIAL_FETCH_TIMEOUT: 0 waits for ever)."""
+        source = self.source
+        if source is None:
             log.critical("no configuration source: pass --config FILE or set MESHPROXY_CONFIG")
             return False
+        timeout = self.settings.initial_fetch_timeout_s or None
         try:
-            snapshot = await asyncio.to_thread(self.source.load, self.settings)
-        except ConfigError as exc:
-            self.store.server.cluster_manager_cds_update_rejected += 1
-            print(f"meshproxy: configuration {self.source.path} rejected:\n{exc}", file=sys.stderr)
+            async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        data = await source.fetch()
+                    except SourceError as exc:
+                        log.warning("configuration source unavailable: %s", exc)
+                        await asyncio.sleep(self.settings.config_refresh_s)
+                        continue
+                    if data is None:
+                        await asyncio.sleep(self.settings.config_refresh_s)
+                        continue
+                    try:
+                        snapshot = self._compile(data)
+                    except ConfigError as exc:
+                        # A bad first configuration is fatal: start-up must not go LIVE with nothing to route.
+                        self.store.server.cluster_manager_cds_update_rejected += 1
+                        print(f"meshproxy: configuration {source.name} rejected:\n{exc}", file=sys.stderr)
+                        return False
+                    self._apply(snapshot)
+                    return True
+        except TimeoutError:
+            log.critical("no configuration from %s within ENVOY_INITIAL_FETCH_TIMEOUT", source.name)
             return False
-        except OSError as exc:
-            print(f"meshproxy: cannot read configuration {self.source.path}: {exc}", file=sys.stderr)
-            return False
-        self._apply(snapshot)
-        return True
+
+    def _compile(self, data: bytes) -> Snapshot:
+        assert self.source is not None
+        snapshot = snapshot_from_bytes(
+            data, self.settings.identity, source=self.source.name, egress_port=self.settings.egress_port
+        )
+        if snapshot.access_log is not None:
+            try:  # Envoy rejects an update whose access-log format it cannot compile (spec §5.5)
+                compile_format(snapshot.access_log)
+            except AccessLogFormatError as exc:
+                kind = snapshot.identity.kind.value
+                raise ConfigError(
+                    [Issue(kind, snapshot.identity.name, "spec.logging.accessLog.file.format", str(exc))]
+                ) from None
+        return snapshot
 
     def _apply(self, snapshot: Snapshot) -> None:
         self.dataplane.apply(snapshot)
@@ -168,15 +175,25 @@ class Server:
         self.store.server.control_plane_connected_state = 1
 
     async def _watch_source(self) -> None:
-        assert self.source is not None
+        """Poll the source; compile, then swap. A bad update is rejected whole and the last good one stays."""
+        source = self.source
+        assert source is not None
+        server = self.store.server
         while True:
             await asyncio.sleep(self.settings.config_refresh_s)
-            if not self.source.changed():
+            try:
+                data = await source.fetch()
+            except SourceError as exc:
+                server.control_plane_connected_state = 0
+                log.warning("configuration source unavailable, keeping version %s: %s",
+                            self.dataplane.snapshot.version, exc)  # fmt: skip
+                continue
+            server.control_plane_connected_state = 1
+            if data is None:
                 continue
             try:
-                snapshot = await asyncio.to_thread(self.source.load, self.settings)
-            except (ConfigError, OSError) as exc:
-                server = self.store.server
+                snapshot = await asyncio.to_thread(self._compile, data)
+            except ConfigError as exc:
                 server.cluster_manager_cds_update_rejected += 1
                 server.listener_manager_lds_update_rejected += 1
                 log.error(

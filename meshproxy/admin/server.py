@@ -17,6 +17,8 @@ from aiohttp import web
 
 from meshproxy import __version__
 from meshproxy.dataplane import Dataplane, ServerState
+from meshproxy.telemetry.errors import StatsFilterError
+from meshproxy.telemetry.hub import PROMETHEUS_CONTENT_TYPE
 
 if TYPE_CHECKING:
     from meshproxy.listeners.listener import HttpListener
@@ -149,12 +151,15 @@ class AdminServer:
             return await self.prometheus(request)
         if fmt == "json":
             return web.json_response(self.stats.render_stats_json())
-        text = self.stats.render_stats_text(filter=query.get("filter"), usedonly="usedonly" in query)
+        try:
+            text = self.stats.render_stats_text(filter=query.get("filter"), usedonly="usedonly" in query)
+        except StatsFilterError as exc:
+            return web.Response(status=400, text=f"invalid filter: {exc}\n")
         return web.Response(text=text)
 
     async def prometheus(self, request: web.Request) -> web.Response:
         body = self.stats.render_prometheus()
-        return web.Response(body=body, headers={"content-type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(body=body, headers={"content-type": PROMETHEUS_CONTENT_TYPE})
 
     async def config_dump(self, request: web.Request) -> web.Response:
         return web.Response(
