@@ -9,7 +9,6 @@ Run (as root): .venv/bin/pytest tests/netns -q
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import shutil
@@ -37,17 +36,6 @@ from .conftest import (
     pod_pair_context,
     stop_process,
 )
-
-
-def _server_import_error() -> str | None:
-    try:
-        importlib.import_module("meshproxy.server")
-    except Exception as exc:  # any import failure means there is no data plane to test yet
-        return f"meshproxy.server cannot be imported: {exc!r}"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_server_import_error() is not None, reason=str(_server_import_error()))
 
 MESH = "m"
 APP_PORT, SVC_PORT = 8080, 9090
