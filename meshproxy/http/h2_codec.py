@@ -12,9 +12,12 @@ fields dropped, §8.2.3 cookies joined for HTTP/1.1, `:authority` <-> `Host`).
 
 from __future__ import annotations
 
+import types
 from collections import deque
 from typing import Any
 
+import hpack.hpack
+import hpack.table
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.settings import SettingCodes
@@ -50,8 +53,15 @@ class _PlainEncoder(Encoder):
         return super().encode(headers, huffman=False)
 
 
+# h2 and hpack log every frame and header field at debug level (~25 calls per request even when disabled).
+# `"".format` is a C function that takes any arguments and does no work: a logger that costs nothing.
+_SILENT_LOGGER = types.SimpleNamespace(debug="".format, trace="".format)
+hpack.hpack.log = _SILENT_LOGGER  # type: ignore[assignment]
+hpack.table.log = _SILENT_LOGGER  # type: ignore[assignment]
+
+
 def _configuration(client_side: bool) -> H2Configuration:
-    return H2Configuration(
+    config = H2Configuration(
         client_side=client_side,
         header_encoding=None,
         validate_inbound_headers=False,
@@ -59,6 +69,8 @@ def _configuration(client_side: bool) -> H2Configuration:
         validate_outbound_headers=False,
         normalize_outbound_headers=False,
     )
+    config.logger = _SILENT_LOGGER  # type: ignore[assignment]
+    return config
 
 
 _SERVER_CONFIG = _configuration(False)

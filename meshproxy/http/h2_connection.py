@@ -12,8 +12,9 @@ Flow control (RFC 9113 §5.2) is end to end: request DATA is acknowledged (its w
 router is not pausing this stream, and response DATA waits in the stream for WINDOW_UPDATEs while the router
 pauses the upstream, so a slow reader slows the writer and memory stays bounded by the windows.
 
-Drain: while the proxy drains, the first response or request on a connection sends a GOAWAY naming the last
-stream it will serve; the connection closes when those streams are done. WebSocket over HTTP/2 (RFC 8441
+Drain: while the proxy drains, the first response completed on a connection is followed by a GOAWAY naming
+the last stream it will serve (after the response, so clients that stop reading at a GOAWAY still get it);
+the connection closes when those streams are done. WebSocket over HTTP/2 (RFC 8441
 extended CONNECT) is not offered (SETTINGS_ENABLE_CONNECT_PROTOCOL is never sent) and a CONNECT is answered
 501 with a message saying so (App Mesh's Envoy failed such requests with 503 UC, user-expectations #465).
 """
@@ -202,6 +203,12 @@ class H2DownstreamStream:
 
     def start_tunnel(self, stream: UpstreamRequest) -> None:
         self.abort(stream)  # requests from HTTP/2 clients never ask for an Upgrade; nothing to tunnel
+
+    def tunnel_eof(self) -> None:
+        pass  # no tunnels on HTTP/2 streams (start_tunnel aborts)
+
+    def end_tunnel(self) -> None:
+        pass
 
     def pause_reading(self) -> None:
         self.read_paused = True
@@ -447,8 +454,6 @@ class H2DownstreamConnection(asyncio.Protocol):
         stream = H2DownstreamStream(self, sid, is_grpc(head.headers))
         self.streams[sid] = stream
         request = stream.request = UpstreamRequest(stream, head)
-        if self.listener.dataplane.draining:
-            self._send_goaway()
         if head.method == "CONNECT":
             request.local_reply(EXTENDED_CONNECT_UNSUPPORTED)
         else:

@@ -166,6 +166,9 @@ class H2UpstreamStream:
     def start_tunnel(self) -> None:
         self.close()  # never reached: Upgrade requests are answered 501 (see _refuse_upgrade)
 
+    def write_eof(self) -> None:
+        pass  # no tunnels on HTTP/2 streams
+
     def release(self) -> None:
         """The response is complete. A request body still queued (the server answered early) is cancelled."""
         self.stream = None
