@@ -8,7 +8,11 @@ items or a single item. An item is recognised as:
 - a resource object itself, recognised by its name members: `gatewayRouteName`, then `routeName`, then
   `virtualNodeName`, `virtualServiceName`, `virtualRouterName`, `virtualGatewayName`, and `meshName` alone;
 - an export bundle / `list-*`-style wrapper: `{"virtualNodes": [...], "routes": [...]}` whose lists hold full
-  resource objects (real `list-*` output carries references without `spec`; validation says so).
+  resource objects (real `list-*` output carries references without `spec`; validation says so);
+- a CloudFormation template with `AWS::AppMesh::*` resources (`cloudformation.py`; YAML short forms such as
+  `!Ref` and `!GetAtt` are read as their long forms);
+- a Kubernetes `appmesh.k8s.aws/v1beta2` object, or a `kind: List` of them (`kubernetes.py`). These refer to
+  each other by Kubernetes name, possibly across files, so `read_files` resolves them after reading all files.
 
 `metadata` and `status` are ignored. Every problem becomes an `Issue`; nothing here raises for bad input.
 """
@@ -18,13 +22,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from meshproxy.config import cloudformation, kubernetes
 from meshproxy.config.errors import Issue, Severity
 from meshproxy.config.model import RESOURCE_TYPES, ResourceType
+from meshproxy.config.raw import RawResource, ReadResult
+
+__all__ = ["RawResource", "ReadResult", "read_bytes", "read_document", "read_file", "read_files", "read_text"]
 
 # Checked in this order: a route object also has virtualRouterName, a gateway route also virtualGatewayName.
 _NAME_MEMBERS: tuple[tuple[str, ResourceType], ...] = (
@@ -39,51 +46,80 @@ _NAME_MEMBERS: tuple[tuple[str, ResourceType], ...] = (
 _DESCRIBE_KEYS: Mapping[str, ResourceType] = {kind.value: kind for kind in ResourceType}
 _LIST_KEYS: Mapping[str, ResourceType] = {info.list_key: kind for kind, info in RESOURCE_TYPES.items()}
 
+
 # The C loader (when PyYAML was built with libyaml) is several times faster on large exports; both are safe.
-_YamlLoader: type[yaml.SafeLoader | yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: type[yaml.SafeLoader | yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-@dataclass(frozen=True, slots=True)
-class RawResource:
-    """One resource as the App Mesh API shapes it (`meshName`, `<type>Name`, `spec`, ...), not yet checked."""
-
-    kind: ResourceType
-    body: Mapping[str, Any]
-    source: str = ""  # file name, for messages
-    location: str = ""  # where in the file, e.g. "document 2, item [3]"
+class _YamlLoader(_BaseLoader):  # type: ignore[valid-type,misc]  # a base chosen at import time
+    """The safe loader, plus CloudFormation's short-form intrinsic tags (`!Ref x` -> `{"Ref": "x"}`)."""
 
 
-@dataclass(slots=True)
-class ReadResult:
-    resources: list[RawResource] = field(default_factory=list)
-    issues: list[Issue] = field(default_factory=list)
+def _cloudformation_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt" and isinstance(value, str):
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    key = suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}"
+    return {key: value}
 
-    def extend(self, other: ReadResult) -> None:
-        self.resources.extend(other.resources)
-        self.issues.extend(other.issues)
+
+_YamlLoader.add_multi_constructor("!", _cloudformation_tag)
 
 
 def read_file(path: str) -> ReadResult:
-    """Read one JSON or YAML file. An unreadable file is an issue, not an exception."""
+    """Read one JSON or YAML file (Kubernetes references resolved within it). Problems become issues."""
+    return _resolve_kubernetes(_read_file(path))
+
+
+def read_files(paths: Sequence[str]) -> ReadResult:
+    """Read several files as one configuration: Kubernetes objects may refer to objects in other files."""
+    result = ReadResult()
+    for path in paths:
+        result.extend(_read_file(path))
+    return _resolve_kubernetes(result)
+
+
+def _read_file(path: str) -> ReadResult:
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
         return ReadResult(issues=[Issue("", "", "", f"cannot read file: {exc.strerror or exc}", source=path)])
-    return read_bytes(data, source=path)
+    return _read_bytes(data, source=path)
+
+
+def _resolve_kubernetes(result: ReadResult) -> ReadResult:
+    if result.kubernetes:
+        result.extend(kubernetes.resolve_objects(result.kubernetes))
+        result.kubernetes.clear()
+    return result
 
 
 def read_bytes(data: bytes, *, source: str = "<text>") -> ReadResult:
+    """Read one document's bytes (UTF-8 JSON or YAML)."""
+    return _resolve_kubernetes(_read_bytes(data, source=source))
+
+
+def _read_bytes(data: bytes, *, source: str) -> ReadResult:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         return ReadResult(issues=[Issue("", "", "", f"not UTF-8 text: {exc}", source=source)])
-    return read_text(text, source=source)
+    return _read_text(text, source=source, syntax=None)
 
 
 def read_text(text: str, *, source: str = "<text>", syntax: str | None = None) -> ReadResult:
     """Parse JSON or YAML text. `syntax` is "json" or "yaml"; by default a `.json` source is JSON, a
     `.yaml`/`.yml` source is YAML, and anything else is tried as JSON first, then YAML."""
+    return _resolve_kubernetes(_read_text(text, source=source, syntax=syntax))
+
+
+def _read_text(text: str, *, source: str, syntax: str | None) -> ReadResult:
     if syntax is None:
         extension = os.path.splitext(source)[1].lower()
         syntax = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}.get(extension)
@@ -129,13 +165,16 @@ def _read_documents(documents: Sequence[Any], source: str) -> ReadResult:
         result.extend(
             read_document(document, source=source, location=f"document {number}" if several else "")
         )
-    if not result.resources and not result.issues:
+    if not result.resources and not result.issues and not result.kubernetes:
         result.issues.append(Issue("", "", "", "no App Mesh resources found", Severity.WARNING, source))
     return result
 
 
 def read_document(document: Any, *, source: str = "", location: str = "") -> ReadResult:
-    """Recognise the items of one parsed JSON/YAML document (see the module docstring)."""
+    """Recognise the items of one parsed JSON/YAML document (see the module docstring).
+
+    Kubernetes objects are returned unresolved in `ReadResult.kubernetes`; `resolve_document` resolves them.
+    """
     result = ReadResult()
     if isinstance(document, list):
         for index, item in enumerate(document):
@@ -156,6 +195,12 @@ def _read_item(item: Any, source: str, location: str) -> ReadResult:
     if not isinstance(item, dict):
         return _problem(source, location, f"expected an App Mesh resource object, got {type(item).__name__}")
     keys = set(item)
+    if cloudformation.is_template(item):
+        return cloudformation.read_template(item, source=source, location=location)
+    if item.get("kind") == "List" and isinstance(item.get("items"), list):  # `kubectl get -o yaml` output
+        return read_document(item["items"], source=source, location=location)
+    if kubernetes.is_manifest(item):
+        return kubernetes.read_manifest(item, source=source, location=location)
     # describe-* response: {"virtualNode": {...}}
     if len(keys) == 1 and (key := next(iter(keys))) in _DESCRIBE_KEYS:
         inner = item[key]
@@ -186,3 +231,8 @@ def _read_item(item: Any, source: str, location: str) -> ReadResult:
         f"not an App Mesh resource (members: {known}); expected a describe-* response such as "
         '{"virtualNode": {...}} or a resource object with meshName / virtualNodeName / routeName / ...',
     )
+
+
+def resolve_document(document: Any, *, source: str = "") -> ReadResult:
+    """`read_document` with Kubernetes references resolved within the document."""
+    return _resolve_kubernetes(read_document(document, source=source))

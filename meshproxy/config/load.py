@@ -11,9 +11,10 @@ import hashlib
 from collections.abc import Sequence
 
 from meshproxy.config.compile import compile_snapshot
-from meshproxy.config.dialects import RawResource, ReadResult, read_bytes, read_file
+from meshproxy.config.dialects import read_bytes, read_files
 from meshproxy.config.errors import ConfigError, Issue
 from meshproxy.config.model import MeshResources
+from meshproxy.config.raw import RawResource
 from meshproxy.config.snapshot import Identity, Snapshot
 from meshproxy.config.validate import validate
 
@@ -28,9 +29,7 @@ def check_resources(
 
 def load_issues(paths: Sequence[str]) -> tuple[MeshResources, list[Issue]]:
     """Read and validate `paths` without raising: the resources that are valid and every issue found."""
-    read = ReadResult()
-    for path in paths:
-        read.extend(read_file(path))
+    read = read_files(paths)
     return check_resources(read.resources, read.issues)
 
 

@@ -798,3 +798,41 @@ class ShapeChecker:
         if (shape.min is not None and value < shape.min) or (shape.max is not None and value > shape.max):
             return self._invalid(path, f"{value} is not in {_limits(shape.min, shape.max)}")
         return value
+
+
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+def to_api_members(value: object, shape_name: str, *, coerce_scalars: bool = False) -> object:
+    """Rename members to the API's spelling by walking `shape_name`, matching names case-insensitively.
+
+    CloudFormation spells members in PascalCase (`PortMapping`, `DNS`, `HTTP2`, `TLS`, `ACM`) and the
+    Kubernetes CRDs in camelCase with a few capitalised acronyms (`certificateARN`); both map one-to-one onto
+    the API's member names ignoring case. Members no shape knows are kept as written, so the checker reports
+    them. With `coerce_scalars` (CloudFormation, where every scalar may arrive as a string), integer and
+    boolean strings become numbers and booleans where the shape wants them, and numbers become strings where
+    it wants a string.
+    """
+    shape = SHAPES[shape_name]
+    match shape:
+        case Structure() if isinstance(value, dict):
+            by_lower = {member.lower(): member for member in shape.members}
+            out: dict[str, object] = {}
+            for key, item in value.items():
+                member = by_lower.get(str(key).lower())
+                if member is None:
+                    out[str(key)] = item
+                else:
+                    out[member] = to_api_members(item, shape.members[member], coerce_scalars=coerce_scalars)
+            return out
+        case ListOf() if isinstance(value, list):
+            return [to_api_members(item, shape.member, coerce_scalars=coerce_scalars) for item in value]
+        case Integer() if (
+            coerce_scalars and isinstance(value, str) and _INTEGER_TEXT.fullmatch(value.strip())
+        ):
+            return int(value)
+        case Boolean() if coerce_scalars and isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        case String() if coerce_scalars and isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+    return value

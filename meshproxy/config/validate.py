@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshproxy.config import decode
-from meshproxy.config.dialects import RawResource
 from meshproxy.config.errors import Issue, Severity
 from meshproxy.config.model import (
     RESOURCE_TYPES,
@@ -55,6 +54,7 @@ from meshproxy.config.model import (
     display_name,
     resource_type,
 )
+from meshproxy.config.raw import RawResource
 from meshproxy.config.shapes import INVALID, ShapeChecker, join
 from meshproxy.config.snapshot import ListenerProtocol
 

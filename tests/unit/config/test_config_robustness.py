@@ -9,6 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
+
+from meshproxy.config import dialects
 from meshproxy.config.compile import compile_snapshot
 from meshproxy.config.demo_mesh import colour_mesh
 from meshproxy.config.dialects import read_document
@@ -35,6 +39,19 @@ JUNK: list[Any] = [
     "http",
     "((",
 ]
+# CloudFormation intrinsics, including a self-reference and malformed arguments
+JUNK += [
+    {"Ref": "Mesh"},
+    {"Fn::GetAtt": ["Mesh", "MeshName"]},
+    {"Fn::GetAtt": 5},
+    {"Fn::Sub": "${Mesh.MeshName}"},
+    {"Fn::Join": 3},
+    {"Fn::Sub": [1, 2]},
+    {"Ref": "AWS::NoValue"},
+    {"Fn::GetAtt": ["BlueNode", "VirtualNodeName"]},
+]
+# Kubernetes references
+JUNK += [{"name": "blue"}, {"virtualNodeRef": {"name": "blue"}}, {"virtualNodeARN": "arn:x/virtualNode/blue"}]
 ROUNDS = 300
 
 
@@ -113,3 +130,16 @@ def test_random_damage_never_crashes() -> None:
             compiled += compile_everyone(resources)
     assert reported > ROUNDS // 2  # the damage is real: most rounds produce issues
     assert compiled > 0  # and some damaged meshes are still valid and compile
+
+
+@pytest.mark.parametrize("name", ["colour-cloudformation.yaml", "colour-kubernetes.yaml"])
+def test_random_damage_to_other_dialects_never_crashes(name: str) -> None:
+    base = list(yaml.load_all((FIXTURES / name).read_text(), Loader=dialects._YamlLoader))
+    rng = random.Random(name)
+    for _ in range(ROUNDS // 2):
+        document = copy.deepcopy(base)
+        damage(document, rng)
+        read = dialects.resolve_document(document, source=name)
+        resources, issues = validate(read.resources)
+        if not any(issue.is_error for issue in [*read.issues, *issues]):
+            compile_everyone(resources)
