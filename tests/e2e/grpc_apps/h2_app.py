@@ -73,6 +73,10 @@ class H2App:
         with self.lock:
             self.refuse_budget = count
 
+    async def pending_bytes(self) -> int:
+        """Response bytes still waiting for the proxy to open its flow-control windows."""
+        return sum(len(body) for c in self.protocols for body, _ in c.pending.values())
+
     async def goaway(self) -> None:
         for connection in list(self.protocols):
             connection.send_goaway()
@@ -203,14 +207,16 @@ class H2AppConnection(asyncio.Protocol):
 
     def _send_pending(self, sid: int) -> None:
         body, trailers = self.pending[sid]
+        view, offset = memoryview(body), 0  # slices of a view: no copy of the rest per frame
         try:
-            while body:
+            while offset < len(body):
                 window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
                 if window <= 0:
-                    self.pending[sid] = (body, trailers)
+                    self.pending[sid] = (body[offset:], trailers)
                     return
-                chunk, body = body[:window], body[window:]
-                self.conn.send_data(sid, chunk, end_stream=not body and trailers is None)
+                chunk = view[offset : offset + window]
+                offset += len(chunk)
+                self.conn.send_data(sid, chunk, end_stream=offset == len(body) and trailers is None)
             if trailers is not None:
                 self.conn.send_headers(sid, trailers, end_stream=True)
         except H2Error:

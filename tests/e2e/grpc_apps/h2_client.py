@@ -47,6 +47,9 @@ class H2Client:
         config = H2Configuration(client_side=True, header_encoding=None, validate_outbound_headers=False)
         self.conn = H2Connection(config)
         self.auto_ack = True
+        # Large frames: a pure-Python client is then not the bottleneck of a bulk transfer.
+        self.conn.local_settings.update({SettingCodes.MAX_FRAME_SIZE: 1 << 20})
+        self.conn.max_inbound_frame_size = 1 << 20
         if window is not None:
             self.conn.local_settings.update({SettingCodes.INITIAL_WINDOW_SIZE: window})
         self.conn.initiate_connection()
