@@ -313,7 +313,7 @@ def test_slow_reader_slows_the_upstream_and_memory_stays_bounded(
             client.pump(0.1)
         stalled = len(client.responses[sid].body)
         # The client never reopened its window: it got at most its 64 KiB. The app is held back by the
-        # proxy's windows (1 MiB per stream), so most of the body is still waiting in the app, not in the proxy.
+        # proxy's windows (1 MiB per stream), so most of the body still waits in the app, not in the proxy.
         assert stalled <= 65535, stalled
         waiting = app_loop.call(h2mesh.echo.pending_bytes())
         assert waiting >= size - (8 << 20), waiting

@@ -48,10 +48,12 @@ class H2Client:
         self.conn = H2Connection(config)
         self.auto_ack = True
         # Large frames: a pure-Python client is then not the bottleneck of a bulk transfer.
-        self.conn.local_settings.update({SettingCodes.MAX_FRAME_SIZE: 1 << 20})
-        self.conn.max_inbound_frame_size = 1 << 20
+        settings = {SettingCodes.MAX_FRAME_SIZE: 1 << 20}
         if window is not None:
-            self.conn.local_settings.update({SettingCodes.INITIAL_WINDOW_SIZE: window})
+            settings[SettingCodes.INITIAL_WINDOW_SIZE] = window
+        self.conn.local_settings.update(settings)
+        self.conn.local_settings.acknowledge()  # in force at once: the preface SETTINGS carries them
+        self.conn.max_inbound_frame_size = 1 << 20
         self.conn.initiate_connection()
         self.sock.sendall(self.conn.data_to_send())
         self.responses: dict[int, H2Response] = {}
