@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
+import math
 import os
 import signal
 import sys
@@ -19,9 +21,10 @@ from meshproxy.admin.server import AdminServer
 from meshproxy.config.errors import ConfigError, Issue
 from meshproxy.config.load import snapshot_from_bytes
 from meshproxy.config.snapshot import ResourceKind, Snapshot
-from meshproxy.config.sources import SourceError, open_source
+from meshproxy.config.sources import PollSchedule, SourceError, open_source, source_problem
 from meshproxy.dataplane import Dataplane, ServerState
-from meshproxy.listeners.listener import HttpListener, ListenerDirection
+from meshproxy.listeners.direction import ListenerDirection
+from meshproxy.listeners.listener import HttpListener
 from meshproxy.settings import Settings, SettingsError, load_settings
 from meshproxy.telemetry.accesslog import compile_format
 from meshproxy.telemetry.errors import AccessLogFormatError
@@ -60,6 +63,8 @@ class Server:
             address = settings.listen_address
         self.admin = AdminServer(self.dataplane, self.telemetry, self, address, settings.admin_port)
         self.source = open_source(settings.config_source) if settings.config_source else None
+        # refresh interval with jitter, exponential backoff while the source fails (config/sources.py)
+        self.schedule = PollSchedule(settings.config_refresh_s)
         self._stop = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
         self._exit_code = 0
@@ -110,7 +115,9 @@ class Server:
                 return 1
             self.dataplane.set_state(ServerState.LIVE)
             log.info("LIVE: %s (config %s)", self.settings.identity.node_id, self.dataplane.snapshot.version)
-            watcher = loop.create_task(self._watch_source()) if self.source is not None else None
+            # MESHPROXY_CONFIG_REFRESH_S=0: read once, never poll
+            polling = self.source is not None and self.settings.config_refresh_s > 0
+            watcher = loop.create_task(self._watch_source()) if polling else None
             await self._stop.wait()
             if watcher is not None:
                 watcher.cancel()
@@ -121,6 +128,8 @@ class Server:
                 loop.remove_signal_handler(sig)
             await self.telemetry.stop()
             await self.admin.stop()
+            if self.source is not None:
+                await self.source.close()
 
     async def _initial_config(self) -> bool:
         """Wait for the first good configuration (ENVOY_INITIAL_FETCH_TIMEOUT: 0 waits for ever)."""
@@ -136,10 +145,10 @@ class Server:
                         data = await source.fetch()
                     except SourceError as exc:
                         log.warning("configuration source unavailable: %s", exc)
-                        await asyncio.sleep(self.settings.config_refresh_s)
+                        await asyncio.sleep(self.schedule.next_delay(failed=True))
                         continue
                     if data is None:
-                        await asyncio.sleep(self.settings.config_refresh_s)
+                        await asyncio.sleep(self.schedule.next_delay(failed=True))
                         continue
                     try:
                         snapshot = self._compile(data)
@@ -179,15 +188,18 @@ class Server:
         source = self.source
         assert source is not None
         server = self.store.server
+        failed = False
         while True:
-            await asyncio.sleep(self.settings.config_refresh_s)
+            await asyncio.sleep(self.schedule.next_delay(failed))
             try:
                 data = await source.fetch()
             except SourceError as exc:
+                failed = True
                 server.control_plane_connected_state = 0
                 log.warning("configuration source unavailable, keeping version %s: %s",
                             self.dataplane.snapshot.version, exc)  # fmt: skip
                 continue
+            failed = False
             server.control_plane_connected_state = 1
             if data is None:
                 continue
@@ -268,8 +280,27 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="meshproxy run", description="Run the proxy for APPMESH_RESOURCE_ARN."
     )
-    parser.add_argument("--config", help="App Mesh resources: a JSON/YAML file (default: $MESHPROXY_CONFIG)")
+    parser.add_argument(
+        "--config",
+        help="App Mesh resources: a JSON/YAML file or an http(s) URL (default: $MESHPROXY_CONFIG)",
+    )
+    parser.add_argument(
+        "--refresh-interval",
+        type=_seconds,
+        metavar="SECONDS",
+        help="poll the config source this often; 0 reads it once (default: $MESHPROXY_CONFIG_REFRESH_S or 5)",
+    )
     return parser.parse_args(list(argv))
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number of seconds, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str]) -> int:
@@ -279,6 +310,12 @@ def main(argv: Sequence[str]) -> int:
         settings = load_settings(env, config_source=args.config)
     except SettingsError as exc:
         print(f"meshproxy: invalid environment: {exc}", file=sys.stderr)
+        return 1
+    if args.refresh_interval is not None:
+        settings = dataclasses.replace(settings, config_refresh_s=args.refresh_interval)
+    problem = source_problem(settings.config_source) if settings.config_source else None
+    if problem is not None:
+        print(f"meshproxy: --config: {problem}", file=sys.stderr)
         return 1
     configure_logging(settings.log_level)
     refusal = _interception_refusal(settings)

@@ -19,6 +19,7 @@ from meshproxy.http.connection import DownstreamConnection
 from meshproxy.http.h2_connection import H2DownstreamConnection
 from meshproxy.listeners.detect import Detected, detect
 from meshproxy.net.original_dst import original_destination
+from meshproxy.net.tls import CertificateStore, TlsTerminator
 from meshproxy.router.match import pick_weighted
 from meshproxy.tcp.proxy import TcpProxySession
 from meshproxy.upstream.cluster import ClusterRuntime
@@ -186,3 +187,31 @@ class ConnectionDispatcher(asyncio.Protocol):
         self.state = DispatchState.CLOSED
         if self.transport is not None:
             self.transport.close()
+
+
+class PermissiveTlsDispatcher(asyncio.Protocol):
+    """A PERMISSIVE listener: TLS when the first byte starts a handshake record, plaintext otherwise."""
+
+    __slots__ = ("listener", "store", "transport")
+
+    def __init__(self, listener: HttpListener, store: CertificateStore) -> None:
+        self.listener = listener
+        self.store = store
+        self.transport: asyncio.Transport | None = None
+
+    def __repr__(self) -> str:
+        return f"<PermissiveTlsDispatcher {self.listener.name}>"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        connection = DownstreamConnection(self.listener)
+        if data[:1] == b"\x16":  # TLS handshake record (RFC 8446 §5.1)
+            TlsTerminator(self.store.context, connection, self.listener.stats, initial=data).attach(transport)
+            return
+        transport.set_protocol(connection)
+        connection.connection_made(transport)
+        connection.data_received(data)

@@ -13,21 +13,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from meshproxy.config.snapshot import IngressListener, Snapshot
+from meshproxy.config.snapshot import IngressListener, RouteTable, Snapshot, TlsTermination
 from meshproxy.http.codec import ServerCodec
 from meshproxy.http.connection import DownstreamConnection
-from meshproxy.listeners.dispatch import ConnectionDispatcher
+from meshproxy.listeners.direction import ListenerDirection
+from meshproxy.listeners.dispatch import ConnectionDispatcher, PermissiveTlsDispatcher
+from meshproxy.net.tls import CertificateStore, TlsMode, TlsTerminator
 from meshproxy.router.forwarder import UpstreamRequest
 from meshproxy.upstream.cluster import ClusterManager
 
 if TYPE_CHECKING:
     from meshproxy.dataplane import Dataplane
-
-
-class ListenerDirection(enum.StrEnum):
-    INGRESS = "ingress"
-    EGRESS = "egress"
-    GATEWAY = "gateway"
 
 
 class ListenerState(enum.Enum):
@@ -76,6 +72,7 @@ class HttpListener:
         self.connections: set[DownstreamConnection] = set()
         self.state = ListenerState.CREATED
         self.server: asyncio.Server | None = None
+        self._certificates: CertificateStore | None = None
         self.socket: socket.socket | None = None
 
     def __repr__(self) -> str:
@@ -94,13 +91,28 @@ class HttpListener:
             self.bind()
         assert self.socket is not None
         loop = asyncio.get_running_loop()
-        factory: Callable[[], asyncio.Protocol]
-        if self.redirectable:
-            factory = lambda: ConnectionDispatcher(self)  # noqa: E731
-        else:
-            factory = lambda: DownstreamConnection(self)  # noqa: E731
-        self.server = await loop.create_server(factory, sock=self.socket)
+        self.server = await loop.create_server(self.accept, sock=self.socket)
         self.state = ListenerState.LISTENING
+
+    def accept(self) -> asyncio.Protocol:
+        """The protocol for a newly accepted connection."""
+        if self.redirectable:
+            return ConnectionDispatcher(self)
+        tls = self._tls_termination()
+        if tls is None:
+            return DownstreamConnection(self)
+        store = self._certificates
+        if store is None or store.termination != tls:
+            store = self._certificates = CertificateStore(tls)
+        if tls.mode == TlsMode.STRICT:
+            return TlsTerminator(store.context, DownstreamConnection(self), self.stats)
+        return PermissiveTlsDispatcher(self, store)
+
+    def _tls_termination(self) -> TlsTermination | None:
+        for gateway in self.dataplane.snapshot.gateway:
+            if gateway.port == self.port and gateway.tls is not None and gateway.tls.mode != TlsMode.DISABLED:
+                return gateway.tls
+        return None
 
     def ingress_listener(self, snapshot: Snapshot, original_port: int | None) -> IngressListener | None:
         """The virtual-node listener for a redirected connection's original port; without a redirect, the
@@ -112,6 +124,13 @@ class HttpListener:
                     return listener
             return None
         return listeners[0] if listeners else None
+
+    def gateway_routes(self, snapshot: Snapshot) -> RouteTable | None:
+        """The gateway routes of the virtual-gateway listener on this port."""
+        for gateway in snapshot.gateway:
+            if gateway.port == self.port:
+                return gateway.routes
+        return None
 
     # connection bookkeeping (stats are plain integer updates)
     def on_connection_open(self, connection: DownstreamConnection) -> None:

@@ -14,7 +14,7 @@ import enum
 import time
 from typing import TYPE_CHECKING
 
-from meshproxy.config.snapshot import EgressFilter, RetryPolicy
+from meshproxy.config.snapshot import EgressFilter, RetryPolicy, RouteEntry, RouteTable
 from meshproxy.http import local_reply
 from meshproxy.http.codec import (
     BodyKind,
@@ -27,8 +27,9 @@ from meshproxy.http.codec import (
     Upgraded,
 )
 from meshproxy.http.grpc import grpc_status_of, grpc_timeout_of
-from meshproxy.http.headers import HOP_BY_HOP, connection_tokens, new_request_id
+from meshproxy.http.headers import ENVOY_CONTROL_PREFIX, HOP_BY_HOP, connection_tokens, new_request_id
 from meshproxy.http.local_reply import LocalReply, ResponseFlag
+from meshproxy.listeners.direction import ListenerDirection
 from meshproxy.router.match import find_virtual_host, header_value, pick_weighted, select_route, split_target
 from meshproxy.router.retry import (
     RETRY_BUFFER_LIMIT,
@@ -86,6 +87,8 @@ class UpstreamRequest:
         "flags",
         "head",
         "host",
+        "host_rewrite",
+        "original_path",
         "path",
         "pool",
         "replayable",
@@ -147,6 +150,8 @@ class UpstreamRequest:
         self.trace: TraceStart | None = None
         self.switch_head: ResponseHead | None = None
         self.tunnel_eofs = 0
+        self.original_path: str | None = None  # before a gateway rewrite (x-envoy-original-path)
+        self.host_rewrite: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -174,7 +179,22 @@ class UpstreamRequest:
             self.timeout = ingress.timeout
             self.route_name = ingress.cluster
         else:
-            vhost = find_virtual_host(snapshot.egress_routes, authority)
+            if listener.direction is ListenerDirection.GATEWAY:
+                # Gateway route first; its target virtual service is then routed in-process by that service's
+                # own routes (App Mesh did this through a self-redirect to the egress listener).
+                gateway_route = self._gateway_route(listener.gateway_routes(snapshot), authority, path)
+                if gateway_route is None:
+                    listener.http_stats.no_route += 1
+                    self.local_reply(local_reply.NO_ROUTE)
+                    return
+                path = self.path
+                vhost = find_virtual_host(snapshot.egress_routes, gateway_route.virtual_service)
+                if vhost is None:  # validation guarantees the target exists; be safe anyway
+                    listener.http_stats.no_route += 1
+                    self.local_reply(local_reply.NO_ROUTE)
+                    return
+            else:
+                vhost = find_virtual_host(snapshot.egress_routes, authority)
             if vhost is None:
                 if snapshot.egress_filter is EgressFilter.ALLOW_ALL:
                     destination = down.original_destination or _authority_address(authority)
@@ -191,7 +211,7 @@ class UpstreamRequest:
                     self.local_reply(local_reply.NO_ROUTE)
                     return
             else:
-                route = select_route(vhost, head.method, path, head.headers, None)
+                route = select_route(vhost, head.method, path, head.headers, self._request_port(authority))
                 if route is None:
                     listener.http_stats.no_route += 1
                     self.local_reply(local_reply.NO_ROUTE)
@@ -225,16 +245,58 @@ class UpstreamRequest:
             down.write(down.codec.encode_informational(100, []))
         self.attempt()
 
+    def _request_port(self, authority: str) -> int | None:
+        """The port a route's `match.port` is compared with: the original destination, else Host's port."""
+        port = self.down.original_port
+        if port is not None:
+            return port
+        address = _authority_address(authority) if ":" in authority else None
+        return address[1] if address is not None else None
+
+    def _gateway_route(self, table: RouteTable | None, authority: str, path: str) -> RouteEntry | None:
+        """Match a gateway route and apply its rewrites (spec §4.7) to `self.path` / `self.host_rewrite`."""
+        if table is None or not table.virtual_hosts:
+            return None
+        head = self.head
+        host = authority.rsplit(":", 1)[0] if authority and not authority.endswith("]") else authority
+        route = select_route(table.virtual_hosts[0], head.method, path, head.headers, None, host.lower())
+        if route is None:
+            return None
+        rewrite = route.rewrite
+        if rewrite is not None:
+            path_only, mark, query = path.partition("?")
+            if rewrite.exact is not None:
+                path_only = rewrite.exact
+            elif rewrite.prefix is not None and route.match.prefix is not None:
+                rest = path_only[len(route.match.prefix) :]
+                # One slash at the junction: App Mesh renders merge_slashes, and `/api/x` with the default
+                # rewrite "/" means `/x`, not `//x`.
+                if rewrite.prefix.endswith("/") and rest.startswith("/"):
+                    rest = rest[1:]
+                path_only = rewrite.prefix + rest
+            new_path = path_only + mark + query
+            if new_path != path:
+                self.original_path = path
+                self.path = new_path
+            self.host_rewrite = rewrite.hostname
+        return route
+
     def _upstream_head(self, path: str) -> RequestHead:
         head = self.head
         down = self.down
         headers: Headers = []
         request_id = forwarded_for = None
         has_connection = False
+        untrusted = down.listener.direction is ListenerDirection.GATEWAY
+        host_rewrite = self.host_rewrite
         for name, value in head.headers:
             if name in HOP_BY_HOP:
                 has_connection = has_connection or name == b"connection"
                 continue
+            if untrusted and name.startswith(ENVOY_CONTROL_PREFIX):
+                continue  # a client outside the mesh may not steer retries or timeouts
+            if host_rewrite is not None and name == b"host":
+                value = host_rewrite.encode()
             if name == b"x-forwarded-for":
                 forwarded_for = value
                 continue
@@ -254,6 +316,8 @@ class UpstreamRequest:
                 headers = [(n, v) for n, v in headers if n not in drop]
         if request_id is None:
             headers.append((b"x-request-id", new_request_id()))
+        if self.original_path is not None:
+            headers.append((b"x-envoy-original-path", self.original_path.encode("latin-1")))
         peer = down.peer_ip
         headers.append((b"x-forwarded-for", forwarded_for + b", " + peer if forwarded_for else peer))
         if header_value(head.headers, "x-forwarded-proto") is None:

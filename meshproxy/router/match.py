@@ -92,8 +92,15 @@ def _query_params(query: str) -> dict[str, str]:
     return params
 
 
-def route_matches(match: RouteMatch, method: str, path: str, headers: Headers, port: int | None) -> bool:
+def route_matches(
+    match: RouteMatch, method: str, path: str, headers: Headers, port: int | None, host: str | None = None
+) -> bool:
+    """`host` is the request's host name without port, lower-cased (gateway routes match on it)."""
     if match.method is not None and match.method != method:
+        return False
+    if match.hostname_exact is not None and host != match.hostname_exact:
+        return False
+    if match.hostname_suffix is not None and (host is None or not host.endswith(match.hostname_suffix)):
         return False
     if match.port is not None and port is not None and match.port != port:
         return False
@@ -122,11 +129,16 @@ def route_matches(match: RouteMatch, method: str, path: str, headers: Headers, p
 
 
 def select_route(
-    vhost: VirtualHost, method: str, path: str, headers: Headers, port: int | None = None
+    vhost: VirtualHost,
+    method: str,
+    path: str,
+    headers: Headers,
+    port: int | None = None,
+    host: str | None = None,
 ) -> RouteEntry | None:
     """First route, in compiled order, whose match accepts the request."""
     for route in vhost.routes:
-        if route_matches(route.match, method, path, headers, port):
+        if route_matches(route.match, method, path, headers, port, host):
             return route
     return None
 

@@ -43,6 +43,9 @@ _APPMESH_LISTENER_PREFIX = re.compile(r"(\w+?)\.(\w+?)\.([0-9]+)")
 FIELD_STAT_NAMES: dict[str, str] = {
     "outlier_detection_ejections_active": "outlier_detection.ejections_active",
     "outlier_detection_ejections_enforced_total": "outlier_detection.ejections_enforced_total",
+    "ssl_handshake": "ssl.handshake",
+    "ssl_connection_error": "ssl.connection_error",
+    "ssl_no_certificate": "ssl.no_certificate",
 }
 
 

@@ -153,6 +153,9 @@ class ListenerStats(_Scope):
     downstream_cx_destroy: int = 0
     downstream_cx_overflow: int = 0
     no_filter_chain_match: int = 0
+    ssl_handshake: int = 0  # listener.<address>.ssl.handshake (TLS termination, spec §5.1)
+    ssl_connection_error: int = 0
+    ssl_no_certificate: int = 0
 
 
 @dataclass(slots=True, eq=False)
