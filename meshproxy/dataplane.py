@@ -133,7 +133,7 @@ def build_record(
                 request_headers.setdefault("x-request-id", value.decode("latin-1"))
     host = stream.host
     return RequestRecord(
-        direction=listener.direction.value,
+        direction=listener.stat_prefix,
         start_time=time.time() - (now - stream.start),
         method=head.method,
         path=stream.path or head.target,

@@ -192,6 +192,7 @@ class DownstreamConnection(asyncio.Protocol):
         stats.downstream_rq_total += 1
         stats.downstream_rq_http1_total += 1
         stats.downstream_rq_active += 1
+        listener.requests_active += 1
         stream = UpstreamRequest(self, head)
         self.receiving = self.responding = stream
         stream.begin()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from meshproxy.config.snapshot import IngressListener, RouteTable, Snapshot, TlsTermination
+from meshproxy.config.snapshot import GatewayListener, IngressListener, Snapshot, TlsTermination
 from meshproxy.http.codec import ServerCodec
 from meshproxy.http.connection import DownstreamConnection
 from meshproxy.listeners.direction import ListenerDirection
@@ -61,14 +61,17 @@ class HttpListener:
         self.direction = direction
         self.address = address
         self.port = port
-        self.name = f"lds_{direction.value}_{address}_{port}"
+        # App Mesh names a virtual gateway's listeners as ingress ones (lds_ingress_..., http.ingress.)
+        self.stat_prefix = "ingress" if direction is ListenerDirection.GATEWAY else direction.value
+        self.name = f"lds_{self.stat_prefix}_{address}_{port}"
         self.dataplane = dataplane
         self.server_codec_factory = server_codec_factory
         self.ingress = direction is ListenerDirection.INGRESS
         self.redirectable = direction is not ListenerDirection.GATEWAY
         self.stats = dataplane.store.listener(f"{address}_{port}")
-        self.http_stats = dataplane.store.http_conn_manager(direction.value)
-        self.tcp_stats = dataplane.store.tcp_proxy(direction.value)
+        self.http_stats = dataplane.store.http_conn_manager(self.stat_prefix)
+        self.tcp_stats = dataplane.store.tcp_proxy(self.stat_prefix)
+        self.requests_active = 0  # this listener's own count (http stats may be shared by several listeners)
         self.connections: set[DownstreamConnection] = set()
         self.state = ListenerState.CREATED
         self.server: asyncio.Server | None = None
@@ -125,11 +128,11 @@ class HttpListener:
             return None
         return listeners[0] if listeners else None
 
-    def gateway_routes(self, snapshot: Snapshot) -> RouteTable | None:
-        """The gateway routes of the virtual-gateway listener on this port."""
+    def gateway_listener(self, snapshot: Snapshot) -> GatewayListener | None:
+        """The virtual-gateway listener on this port."""
         for gateway in snapshot.gateway:
             if gateway.port == self.port:
-                return gateway.routes
+                return gateway
         return None
 
     # connection bookkeeping (stats are plain integer updates)
@@ -155,6 +158,7 @@ class HttpListener:
             http.downstream_cx_length_ms.record((time.monotonic() - connection.opened) * 1000.0)
 
     def on_request_done(self, connection: DownstreamConnection, stream: UpstreamRequest) -> None:
+        self.requests_active -= 1
         http = self.http_stats
         http.downstream_rq_active -= 1
         http.downstream_rq_completed += 1

@@ -14,7 +14,14 @@ import enum
 import time
 from typing import TYPE_CHECKING
 
-from meshproxy.config.snapshot import EgressFilter, RetryPolicy, RouteEntry, RouteTable
+from meshproxy.config.snapshot import (
+    EgressFilter,
+    GatewayListener,
+    ListenerProtocol,
+    RetryPolicy,
+    RouteEntry,
+    RouteTable,
+)
 from meshproxy.http import local_reply
 from meshproxy.http.codec import (
     BodyKind,
@@ -180,9 +187,16 @@ class UpstreamRequest:
             self.route_name = ingress.cluster
         else:
             if listener.direction is ListenerDirection.GATEWAY:
+                gateway = listener.gateway_listener(snapshot)
+                if gateway is not None and listener.requests_active > _gateway_capacity(gateway):
+                    # The listener's connectionPool: App Mesh applied it to the gateway's self-redirect
+                    # cluster, i.e. to the requests in flight through this listener.
+                    listener.stats.downstream_cx_overflow += 1
+                    self.local_reply(local_reply.OVERFLOW)
+                    return
                 # Gateway route first; its target virtual service is then routed in-process by that service's
                 # own routes (App Mesh did this through a self-redirect to the egress listener).
-                gateway_route = self._gateway_route(listener.gateway_routes(snapshot), authority, path)
+                gateway_route = self._gateway_route(gateway.routes if gateway else None, authority, path)
                 if gateway_route is None:
                     listener.http_stats.no_route += 1
                     self.local_reply(local_reply.NO_ROUTE)
@@ -238,7 +252,7 @@ class UpstreamRequest:
         telemetry = listener.dataplane.telemetry
         if telemetry is not None:
             self.trace = telemetry.start_trace(
-                listener.direction.value, head.headers, head.method, authority, path
+                listener.stat_prefix, head.headers, head.method, authority, path
             )
         self.upstream_head = self._upstream_head(path)
         if head.expect_continue:
@@ -760,6 +774,13 @@ class UpstreamRequest:
         self._cancel_timers()
         self.state = StreamState.DONE
         self.down.stream_done(self)
+
+
+def _gateway_capacity(gateway: GatewayListener) -> int:
+    limits = gateway.limits
+    if gateway.protocol is ListenerProtocol.HTTP:
+        return min(limits.max_connections + limits.max_pending_requests, 2147483647)
+    return limits.max_requests
 
 
 def _authority_address(authority: str) -> tuple[str, int] | None:

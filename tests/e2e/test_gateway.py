@@ -3,6 +3,7 @@ hygiene and TLS termination (STRICT, PERMISSIVE, certificate reload), through a 
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import shutil
 import socket
@@ -199,7 +200,7 @@ def test_unmatched_request_gets_404_no_route(app_loop: AppLoop, tmp_path: Path) 
         response = conn.getresponse()
         assert response.status == 404 and response.read() == b""
         conn.close()
-        assert parse_stats(proxy.admin("/stats").body.decode())["http.gateway.no_route"] >= 1
+        assert parse_stats(proxy.admin("/stats").body.decode())["http.ingress.no_route"] >= 1
     finally:
         proxy.stop()
 
@@ -318,3 +319,49 @@ def test_certificate_files_are_reloaded_when_they_change(tls_gateway: TlsGateway
     assert wait_for(served_by_new_ca, 10.0, interval=0.3)
     with pytest.raises(ssl.SSLError):
         _https_get(tls_gateway.strict_port, tls_gateway.ca)
+
+
+# --- the gateway's connection pool, access log and stats -------------------------------------------------
+
+
+def test_gateway_pool_access_log_and_stats_tags(app_loop: AppLoop, tmp_path: Path) -> None:
+    ui = app_loop.colour_app("pool-ui")
+    (port,) = free_ports(1)
+    log_path = tmp_path / "access.log"
+    listener = gateway_listener(port)
+    listener["connectionPool"] = {"http": {"maxConnections": 1, "maxPendingRequests": 1}}
+    gateway = virtual_gateway([listener])
+    gateway["virtualGateway"]["spec"]["logging"] = {"accessLog": {"file": {"path": str(log_path)}}}
+    resources = [
+        mesh(),
+        virtual_node("pool-ui", ui.port),
+        service_via_node("ui.yelb.local", "pool-ui"),
+        gateway,
+        gateway_route("ui", "ui.yelb.local", prefix="/"),
+    ]
+    proxy = MeshProxy(
+        resources, gateway_arn(), tmp_path / "proxy", env={"ENABLE_ENVOY_STATS_TAGS": "1"}
+    ).start()
+    try:
+        ui.configure(delay_s=1.5, delay_first=3)
+
+        def get() -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("GET", "/slow", headers={"Host": "gw.example.com"})
+                return conn.getresponse().status
+            finally:
+                conn.close()
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            statuses = sorted(pool.map(lambda _: get(), range(3)))
+        assert statuses == [200, 200, 503], statuses  # capacity 1 connection + 1 pending
+        assert wait_for(lambda: log_path.exists() and log_path.read_text().count("\n") >= 3, 5.0)
+        lines = log_path.read_text().splitlines()
+        assert any('"GET /slow HTTP/1.1" 503 UO' in line for line in lines), lines
+        assert any('"GET /slow HTTP/1.1" 200 -' in line for line in lines), lines
+        prometheus = proxy.admin("/stats/prometheus").body.decode()
+        assert f'appmesh_virtual_gateway="{GATEWAY}"' in prometheus
+        assert 'appmesh_mesh="demo"' in prometheus or f'appmesh_mesh="{MESH}"' in prometheus
+    finally:
+        proxy.stop()
