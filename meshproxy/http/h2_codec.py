@@ -12,19 +12,23 @@ fields dropped, §8.2.3 cookies joined for HTTP/1.1, `:authority` <-> `Host`).
 
 from __future__ import annotations
 
+import os
 import types
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 import hpack.hpack
 import hpack.table
 from h2.config import H2Configuration
 from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import Event
 from h2.settings import SettingCodes
 from hpack import Encoder
 from hyperframe.frame import GoAwayFrame
 
 from meshproxy.http.codec import BodyKind, Headers, RequestHead, ResponseHead
+from meshproxy.http.h2_lean import LeanH2Connection
 from meshproxy.http.headers import HOP_BY_HOP
 
 # RFC 9113 §6.5.2 / §6.9.2. The stream window bounds what one stalled stream can make the proxy hold; the
@@ -77,9 +81,73 @@ _SERVER_CONFIG = _configuration(False)
 _CLIENT_CONFIG = _configuration(True)
 
 
-def new_connection(client_side: bool) -> H2Connection:
-    """An h2 connection with the proxy's settings; its preface and SETTINGS are queued but not yet
-    initiated (servers answering `Upgrade: h2c` initiate differently)."""
+class H2Codec(Protocol):
+    """What the connection manager and the pool use of an HTTP/2 connection object: the h2 library's
+    `H2Connection` (the reference) or `h2_lean.LeanH2Connection` (the hot path)."""
+
+    @property
+    def remote_settings(self) -> _PeerLimits: ...
+
+    @property
+    def max_outbound_frame_size(self) -> int: ...
+
+    def initiate_connection(self) -> None: ...
+
+    def initiate_upgrade_connection(self, settings_header: bytes | None = None) -> bytes | None: ...
+
+    def increment_flow_control_window(self, increment: int, stream_id: int | None = None) -> None: ...
+
+    def receive_data(self, data: bytes) -> list[Event]: ...
+
+    def data_to_send(self, amount: int | None = None) -> bytes: ...
+
+    def get_next_available_stream_id(self) -> int: ...
+
+    def local_flow_control_window(self, stream_id: int) -> int: ...
+
+    def send_headers(self, stream_id: int, headers: Any, end_stream: bool = False) -> None: ...
+
+    def send_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False) -> None: ...
+
+    def end_stream(self, stream_id: int) -> None: ...
+
+    def reset_stream(self, stream_id: int, error_code: ErrorCodes | int = 0) -> None: ...
+
+    def acknowledge_received_data(self, acknowledged_size: int, stream_id: int) -> None: ...
+
+    def close_connection(
+        self,
+        error_code: ErrorCodes | int = 0,
+        additional_data: bytes | None = None,
+        last_stream_id: int | None = None,
+    ) -> None: ...
+
+
+class _PeerLimits(Protocol):
+    @property
+    def max_concurrent_streams(self) -> int: ...
+
+
+# MESHPROXY_HTTP2_CODEC: "lean" (default, the hot path) or "h2" (the h2 library, the reference).
+# Read once here; the lead may move it into Settings next to MESHPROXY_HTTP1_PARSER.
+HTTP2_CODECS = ("lean", "h2")
+HTTP2_CODEC = os.environ.get("MESHPROXY_HTTP2_CODEC", "lean")
+if HTTP2_CODEC not in HTTP2_CODECS:
+    raise SystemExit(f"meshproxy: MESHPROXY_HTTP2_CODEC must be one of {', '.join(HTTP2_CODECS)}")
+
+
+def new_connection(client_side: bool, codec: str | None = None) -> H2Codec:
+    """An HTTP/2 connection object with the proxy's settings; its preface and SETTINGS are not yet queued
+    (`initiate_connection`, or `initiate_upgrade_connection` for servers answering `Upgrade: h2c`)."""
+    if (codec or HTTP2_CODEC) == "lean":
+        return LeanH2Connection(
+            client_side,
+            stream_window=STREAM_WINDOW,
+            connection_window=CONNECTION_WINDOW,
+            max_frame_size=MAX_FRAME_SIZE,
+            max_concurrent_streams=SERVER_MAX_CONCURRENT_STREAMS,
+            max_header_list_size=MAX_HEADER_LIST_SIZE,
+        )
     conn = H2Connection(config=_CLIENT_CONFIG if client_side else _SERVER_CONFIG)
     conn.encoder = _PlainEncoder()
     settings: dict[SettingCodes | int, int] = {
@@ -99,7 +167,7 @@ def new_connection(client_side: bool) -> H2Connection:
     return conn
 
 
-def open_connection_window(conn: H2Connection) -> None:
+def open_connection_window(conn: H2Codec) -> None:
     """Raise the connection-level receive window (only WINDOW_UPDATE on stream 0 can, RFC 9113 §6.9.2)."""
     conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
 
@@ -142,7 +210,7 @@ class OutboundBody:
         self.finished = True
         self.trailers = trailers
 
-    def drain(self, conn: H2Connection, stream_id: int) -> bool:
+    def drain(self, conn: H2Codec, stream_id: int) -> bool:
         """Send queued DATA (END_STREAM on the last frame), then trailers. True if blocked by flow control."""
         chunks = self.chunks
         while chunks:

@@ -23,6 +23,8 @@ from typing import Any
 import grpc
 import pytest
 
+from meshproxy.http.h2_codec import HTTP2_CODECS
+
 from .apps import AppLoop, ColourApp
 from .grpc_apps.echo import EchoClient, EchoServer
 from .grpc_apps.h2_app import H2App
@@ -150,8 +152,17 @@ def _resources(echo: H2App, local: H2App, plain: ColourApp, alpha: EchoServer, b
     ]  # fmt: skip
 
 
+@pytest.fixture(scope="module", params=HTTP2_CODECS)
+def http2_codec(request: pytest.FixtureRequest) -> str:
+    """MESHPROXY_HTTP2_CODEC: the lean frame layer (default) and the h2 library (reference) both serve."""
+    codec: str = request.param
+    return codec
+
+
 @pytest.fixture(scope="module")
-def h2mesh(app_loop: AppLoop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http2Mesh]:
+def h2mesh(
+    app_loop: AppLoop, tmp_path_factory: pytest.TempPathFactory, http2_codec: str
+) -> Iterator[Http2Mesh]:
     echo, local = H2App("echo"), H2App("local")
     app_loop.call(echo.start())
     app_loop.call(local.start())
@@ -159,7 +170,9 @@ def h2mesh(app_loop: AppLoop, tmp_path_factory: pytest.TempPathFactory) -> Itera
     alpha, beta = EchoServer("alpha").start(), EchoServer("beta").start()
     try:
         resources = _resources(echo, local, plain, alpha, beta)
-        with running_proxy(resources, node_arn("client"), tmp_path_factory.mktemp("http2")) as proxy:
+        workdir = tmp_path_factory.mktemp(f"http2-{http2_codec}")
+        env = {"MESHPROXY_HTTP2_CODEC": http2_codec}
+        with running_proxy(resources, node_arn("client"), workdir, env=env) as proxy:
             yield Http2Mesh(proxy, echo, local, plain, alpha, beta)
     finally:
         alpha.stop()
