@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "validate": ("meshproxy.config.commands", "validate_main", "check App Mesh resource files"),
     "render": ("meshproxy.config.commands", "render_main", "print the compiled config for one node"),
     "iptables": ("meshproxy.interception.commands", "main", "apply | clean | status | render the rules"),
+    "export": ("meshproxy.config.export", "main", "pull a mesh from the App Mesh API into a config file"),
 }
 
 
