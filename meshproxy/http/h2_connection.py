@@ -67,6 +67,7 @@ EXTENDED_CONNECT_UNSUPPORTED = LocalReply(
     12,  # UNIMPLEMENTED
 )
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _SWITCHING_PROTOCOLS = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
 _UPGRADE_ONLY = frozenset({b"upgrade", b"http2-settings", b"connection"})
 
@@ -450,6 +451,7 @@ class H2DownstreamConnection(asyncio.Protocol):
         stats.downstream_rq_total += 1
         stats.downstream_rq_http2_total += 1
         stats.downstream_rq_active += 1
+        self.listener.requests_active += 1
         self.requests += 1
         stream = H2DownstreamStream(self, sid, is_grpc(head.headers))
         self.streams[sid] = stream
@@ -589,6 +591,53 @@ class H2DownstreamConnection(asyncio.Protocol):
         if self.listener.dataplane.draining:
             self._send_goaway()
         return False
+
+
+class PrefaceState(enum.Enum):
+    SNIFFING = "sniffing"
+    HANDED_OVER = "handed-over"
+    CLOSED = "closed"
+
+
+class PrefaceSniffer(asyncio.Protocol):
+    """An http2/grpc listener that nothing redirects to (a virtual gateway's port): h2c with prior knowledge
+    goes to the HTTP/2 manager, anything else to the HTTP/1.1 one (which may then ask `Upgrade: h2c`)."""
+
+    __slots__ = ("buffer", "listener", "state", "transport")
+
+    def __init__(self, listener: HttpListener) -> None:
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.state = PrefaceState.SNIFFING
+
+    def __repr__(self) -> str:
+        return f"<PrefaceSniffer {self.listener.name} {self.state.value}>"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer = self.buffer + data
+        if len(buffer) < len(H2_PREFACE) and H2_PREFACE.startswith(buffer):
+            return
+        from meshproxy.http.connection import DownstreamConnection  # imports this module
+
+        transport = self.transport
+        assert transport is not None
+        protocol: asyncio.Protocol
+        if buffer.startswith(H2_PREFACE):
+            protocol = H2DownstreamConnection(self.listener)
+        else:
+            protocol = DownstreamConnection(self.listener)
+        self.state = PrefaceState.HANDED_OVER
+        self.buffer = b""
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(buffer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = PrefaceState.CLOSED
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -13,14 +13,23 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from meshproxy.config.snapshot import GatewayListener, IngressListener, Snapshot, TlsTermination
+from meshproxy.config.snapshot import (
+    GatewayListener,
+    IngressListener,
+    ListenerProtocol,
+    Snapshot,
+    TlsTermination,
+)
 from meshproxy.http.codec import ServerCodec
 from meshproxy.http.connection import DownstreamConnection
+from meshproxy.http.h2_connection import PrefaceSniffer
 from meshproxy.listeners.direction import ListenerDirection
 from meshproxy.listeners.dispatch import ConnectionDispatcher, PermissiveTlsDispatcher
 from meshproxy.net.tls import CertificateStore, TlsMode, TlsTerminator
 from meshproxy.router.forwarder import UpstreamRequest
 from meshproxy.upstream.cluster import ClusterManager
+
+_HTTP2_PROTOCOLS = (ListenerProtocol.HTTP2, ListenerProtocol.GRPC)
 
 if TYPE_CHECKING:
     from meshproxy.dataplane import Dataplane
@@ -103,6 +112,10 @@ class HttpListener:
             return ConnectionDispatcher(self)
         tls = self._tls_termination()
         if tls is None:
+            # HTTP/2 hook: http2/grpc gateway listeners take h2c (prior knowledge) as well as HTTP/1.1
+            gateway = self.gateway_listener(self.dataplane.snapshot)
+            if gateway is not None and gateway.protocol in _HTTP2_PROTOCOLS:
+                return PrefaceSniffer(self)
             return DownstreamConnection(self)
         store = self._certificates
         if store is None or store.termination != tls:

@@ -443,3 +443,68 @@ def test_drain_sends_goaway_and_finishes_the_stream(app_loop: AppLoop, tmp_path:
             assert client.goaway.last_stream_id == 3
     finally:
         app_loop.call(echo.stop())
+
+
+# ------------------------------------------------------------------------------------------ virtual gateway
+
+
+def _gateway(
+    port: int, protocol: str, route_kind: str, match: dict[str, Any], service: str
+) -> list[Resource]:
+    """Virtual gateway `gw` with one listener; its route's type matches the listener protocol (App Mesh)."""
+    listeners = [{"portMapping": {"port": port, "protocol": protocol}}]
+    action = {"target": {"virtualService": {"virtualServiceName": service}}}
+    route = {
+        "meshName": MESH,
+        "virtualGatewayName": "gw",
+        "gatewayRouteName": "only",
+        "spec": {route_kind: {"match": match, "action": action}},
+    }
+    return [
+        {"virtualGateway": {"meshName": MESH, "virtualGatewayName": "gw", "spec": {"listeners": listeners}}},
+        {"gatewayRoute": route},
+    ]
+
+
+def test_gateway_http2_listener_serves_h2c_and_http1(app_loop: AppLoop, tmp_path: Path) -> None:
+    echo = H2App("echo")
+    app_loop.call(echo.start())
+    (port,) = free_ports(1)
+    resources = [
+        mesh(),
+        *_gateway(port, "http2", "http2Route", {"prefix": "/"}, ECHO),
+        virtual_node("echo", [listener(echo.port, protocol="http2")]),
+        service_via_node(ECHO, "echo"),
+    ]
+    try:
+        with running_proxy(resources, f"mesh/{MESH}/virtualGateway/gw", tmp_path):
+            with H2Client(port) as client:
+                response = client.request("/via-gateway", "gw.example.com")
+            assert response.status == 200 and b'"name": "echo"' in response.body, response
+            reply = http_request(port, "GET", "/h1-via-gateway", host="gw.example.com")
+            assert reply.status == 200 and reply.json()["protocol"] == "HTTP/2", reply
+    finally:
+        app_loop.call(echo.stop())
+
+
+def test_gateway_grpc_listener_routes_by_service(tmp_path: Path) -> None:
+    alpha = EchoServer("alpha").start()
+    (port,) = free_ports(1)
+    resources = [
+        mesh(),
+        *_gateway(port, "grpc", "grpcRoute", {"serviceName": "demo.Echo"}, GRPC),
+        virtual_node("alpha", [listener(alpha.port, protocol="grpc")]),
+        service_via_node(GRPC, "alpha"),
+    ]
+    try:
+        with (
+            running_proxy(resources, f"mesh/{MESH}/virtualGateway/gw", tmp_path),
+            EchoClient(port, "gw.example.com") as client,
+        ):
+            assert client.unary("demo.Echo/Unary", b"g") == b"alpha:g"
+            assert client.stream("demo.Echo/Stream", b"2") == [b"alpha:0", b"alpha:1"]
+            with pytest.raises(grpc.RpcError) as raised:
+                client.unary("demo.Admin/Whoami", b"")
+            assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED  # no gateway route for the service
+    finally:
+        alpha.stop()
