@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import math
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
-from meshproxy.admin.server import AdminServer
+from meshproxy.admin.server import AdminServer, cluster_status
 from meshproxy.config.errors import ConfigError, Issue
 from meshproxy.config.load import snapshot_from_bytes
 from meshproxy.config.snapshot import ResourceKind, Snapshot
@@ -30,6 +32,7 @@ from meshproxy.telemetry.accesslog import compile_format
 from meshproxy.telemetry.errors import AccessLogFormatError
 from meshproxy.telemetry.hub import Telemetry
 from meshproxy.telemetry.stats import StatsStore
+from meshproxy.workers import CONTROL_FD_ENV, WorkerChannel, WorkerCommand, dump_store
 
 log = logging.getLogger("meshproxy")
 
@@ -51,8 +54,9 @@ def configure_logging(level: str) -> None:
 class Server:
     """One proxy process: admin, listeners, the data plane, and their lifecycle."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, channel: WorkerChannel | None = None) -> None:
         self.settings = settings
+        self.channel = channel  # set in a worker process: the supervisor owns the admin port
         self.store = StatsStore()
         self.store.server.server_concurrency = settings.concurrency
         self.telemetry = Telemetry(settings, self.store)
@@ -69,6 +73,7 @@ class Server:
         self._drain_task: asyncio.Task[None] | None = None
         self._exit_code = 0
         self._sweeper: asyncio.Task[None] | None = None
+        self._control: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Server {self.dataplane.state.name} listeners={len(self.http_listeners)}>"
@@ -92,6 +97,15 @@ class Server:
     def quit(self) -> None:
         asyncio.get_running_loop().call_soon(self._stop.set)
 
+    async def refresh_stats(self) -> None:
+        return None  # one process: the store is always current
+
+    async def cluster_status(self, as_json: bool) -> str | dict[str, object]:
+        return cluster_status(self.dataplane.clusters, as_json)
+
+    def reset_counters(self) -> None:
+        self.store.reset_counters()
+
     async def _drain_then_stop(self) -> None:
         await asyncio.sleep(self.settings.drain_wait_s)
         self._stop.set()
@@ -101,11 +115,12 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
             loop.add_signal_handler(sig, self.drain, False, True)
-        try:
-            await self.admin.start()
-        except OSError as exc:
-            log.critical("cannot bind the admin port %s: %s", self.settings.admin_port, exc)
-            return 1
+        if self.channel is None:
+            try:
+                await self.admin.start()
+            except OSError as exc:
+                log.critical("cannot bind the admin port %s: %s", self.settings.admin_port, exc)
+                return 1
         self.dataplane.set_state(ServerState.INITIALIZING)
         await self.telemetry.start()
         try:
@@ -118,6 +133,9 @@ class Server:
             # MESHPROXY_CONFIG_REFRESH_S=0: read once, never poll
             polling = self.source is not None and self.settings.config_refresh_s > 0
             watcher = loop.create_task(self._watch_source()) if polling else None
+            if self.channel is not None:
+                await self.channel.announce_live()
+                self._control = loop.create_task(self._serve_supervisor(self.channel))
             await self._stop.wait()
             if watcher is not None:
                 watcher.cancel()
@@ -127,9 +145,36 @@ class Server:
             for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await self.telemetry.stop()
-            await self.admin.stop()
+            if self.channel is None:
+                await self.admin.stop()
             if self.source is not None:
                 await self.source.close()
+
+    async def _serve_supervisor(self, channel: WorkerChannel) -> None:
+        await channel.serve(self._worker_command)
+        if not self._stop.is_set():  # the supervisor is gone: a worker never outlives it
+            log.warning("supervisor channel closed; exiting")
+            self._stop.set()
+
+    async def _worker_command(self, command: WorkerCommand) -> bytes:
+        if command is WorkerCommand.STATS:
+            data = dump_store(self.store)
+            for histogram in self.store.histograms():
+                histogram.recent.clear()  # samples travel once, to the supervisor's DogStatsD flush
+            return data
+        if command is WorkerCommand.CLUSTERS:
+            return str(cluster_status(self.dataplane.clusters, False)).encode()
+        if command is WorkerCommand.CLUSTERS_JSON:
+            return json.dumps(cluster_status(self.dataplane.clusters, True)).encode()
+        if command is WorkerCommand.CONFIG_DUMP:
+            return json.dumps(self.config_dump()).encode()
+        if command is WorkerCommand.RESET:
+            self.reset_counters()
+        elif command is WorkerCommand.DRAIN:
+            self.drain(inbound_only=False, exit_after=True)
+        elif command is WorkerCommand.QUIT:
+            self.quit()
+        return b"ok"
 
     async def _initial_config(self) -> bool:
         """Wait for the first good configuration (ENVOY_INITIAL_FETCH_TIMEOUT: 0 waits for ever)."""
@@ -323,6 +368,15 @@ def main(argv: Sequence[str]) -> int:
         print(f"meshproxy: {refusal}", file=sys.stderr)
         return 1
     _install_uvloop()
+    control_fd = env.get(CONTROL_FD_ENV)
+    if control_fd is not None:
+        # A worker: DogStatsD is flushed once, by the supervisor, from the totals.
+        worker_settings = dataclasses.replace(settings, dogstatsd=False, concurrency=1)
+        return asyncio.run(_serve_worker(worker_settings, int(control_fd)))
+    if settings.concurrency > 1:
+        from meshproxy.supervisor import Supervisor
+
+        return asyncio.run(Supervisor(settings, list(argv)).run())
     return asyncio.run(_serve(settings))
 
 
@@ -332,6 +386,14 @@ def _interception_refusal(settings: Settings) -> str | None:
     except ImportError:  # pragma: no cover
         return None
     return check_not_intercepted(os.getuid())
+
+
+async def _serve_worker(settings: Settings, control_fd: int) -> int:
+    reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=control_fd))
+    try:
+        return await Server(settings, WorkerChannel(reader, writer)).run()
+    finally:
+        writer.close()
 
 
 async def _serve(settings: Settings) -> int:

@@ -19,6 +19,7 @@ from meshproxy import __version__
 from meshproxy.dataplane import Dataplane, ServerState
 from meshproxy.telemetry.errors import StatsFilterError
 from meshproxy.telemetry.hub import PROMETHEUS_CONTENT_TYPE
+from meshproxy.upstream.cluster import ClusterManager
 
 if TYPE_CHECKING:
     from meshproxy.listeners.listener import HttpListener
@@ -46,6 +47,53 @@ class Lifecycle(Protocol):
     def listeners(self) -> list[HttpListener]: ...
 
     def config_dump(self) -> dict[str, object]: ...
+
+    async def refresh_stats(self) -> None:
+        """Bring the stats the renderers read up to date (totals across worker processes)."""
+        ...
+
+    async def cluster_status(self, as_json: bool) -> str | dict[str, object]: ...
+
+    def reset_counters(self) -> None: ...
+
+
+def cluster_status(clusters: ClusterManager, as_json: bool) -> str | dict[str, object]:
+    """Envoy's /clusters: `<cluster>::<host>::<stat>::<value>` lines, or `?format=json`."""
+    lines: list[str] = []
+    records: list[dict[str, object]] = []
+    for name, runtime in sorted(clusters.clusters.items()):
+        limits = runtime.config.limits
+        lines.append(f"{name}::observability_name::{name}")
+        for key, value in (
+            ("max_connections", limits.max_connections),
+            ("max_pending_requests", limits.max_pending_requests),
+            ("max_requests", limits.max_requests),
+            ("max_retries", 2147483647),
+        ):
+            lines.append(f"{name}::default_priority::{key}::{value}")
+        lines.append(f"{name}::added_via_api::true")
+        hosts: list[dict[str, object]] = []
+        for host in runtime.hosts:
+            prefix = f"{name}::{host.label}::"
+            values: list[tuple[str, object]] = [
+                ("cx_active", host.cx_active),
+                ("cx_connect_fail", host.cx_connect_fail),
+                ("cx_total", host.cx_total),
+                ("rq_active", host.rq_active),
+                ("rq_error", host.rq_error),
+                ("rq_success", host.rq_success),
+                ("rq_timeout", host.rq_timeout),
+                ("rq_total", host.rq_total),
+                ("hostname", host.address),
+                ("health_flags", "healthy" if host.health.value == "healthy" else "/failed_outlier_check"),
+                ("weight", host.weight),
+            ]
+            lines.extend(f"{prefix}{k}::{v}" for k, v in values)
+            hosts.append({"address": host.label, **dict(values)})
+        records.append({"name": name, "host_statuses": hosts})
+    if as_json:
+        return {"cluster_statuses": records}
+    return "\n".join(lines) + "\n"
 
 
 def _format_uptime(seconds: float) -> str:
@@ -145,6 +193,7 @@ class AdminServer:
         return web.Response(text=state.name + "\n", status=200 if live else 503)
 
     async def stats_handler(self, request: web.Request) -> web.Response:
+        await self.lifecycle.refresh_stats()
         query = request.query
         fmt = query.get("format")
         if fmt == "prometheus":
@@ -158,6 +207,7 @@ class AdminServer:
         return web.Response(text=text)
 
     async def prometheus(self, request: web.Request) -> web.Response:
+        await self.lifecycle.refresh_stats()
         body = self.stats.render_prometheus()
         return web.Response(body=body, headers={"content-type": PROMETHEUS_CONTENT_TYPE})
 
@@ -167,45 +217,11 @@ class AdminServer:
         )
 
     async def clusters(self, request: web.Request) -> web.Response:
-        lines: list[str] = []
-        records: list[dict[str, object]] = []
         as_json = request.query.get("format") == "json"
-        for name, runtime in sorted(self.dataplane.clusters.clusters.items()):
-            limits = runtime.config.limits
-            lines.append(f"{name}::observability_name::{name}")
-            for key, value in (
-                ("max_connections", limits.max_connections),
-                ("max_pending_requests", limits.max_pending_requests),
-                ("max_requests", limits.max_requests),
-                ("max_retries", 2147483647),
-            ):
-                lines.append(f"{name}::default_priority::{key}::{value}")
-            lines.append(f"{name}::added_via_api::true")
-            hosts: list[dict[str, object]] = []
-            for host in runtime.hosts:
-                prefix = f"{name}::{host.label}::"
-                values: list[tuple[str, object]] = [
-                    ("cx_active", host.cx_active),
-                    ("cx_connect_fail", host.cx_connect_fail),
-                    ("cx_total", host.cx_total),
-                    ("rq_active", host.rq_active),
-                    ("rq_error", host.rq_error),
-                    ("rq_success", host.rq_success),
-                    ("rq_timeout", host.rq_timeout),
-                    ("rq_total", host.rq_total),
-                    ("hostname", host.address),
-                    (
-                        "health_flags",
-                        "healthy" if host.health.value == "healthy" else "/failed_outlier_check",
-                    ),
-                    ("weight", host.weight),
-                ]
-                lines.extend(f"{prefix}{k}::{v}" for k, v in values)
-                hosts.append({"address": host.label, **dict(values)})
-            records.append({"name": name, "host_statuses": hosts})
-        if as_json:
-            return web.json_response({"cluster_statuses": records})
-        return web.Response(text="\n".join(lines) + "\n")
+        status = await self.lifecycle.cluster_status(as_json)
+        if isinstance(status, dict):
+            return web.json_response(status)
+        return web.Response(text=status)
 
     async def listeners(self, request: web.Request) -> web.Response:
         listeners = self.lifecycle.listeners()
@@ -257,7 +273,7 @@ class AdminServer:
         return web.Response(text="OK\n")
 
     async def reset_counters(self, request: web.Request) -> web.Response:
-        self.dataplane.store.reset_counters()
+        self.lifecycle.reset_counters()
         return web.Response(text="OK\n")
 
     async def logging_handler(self, request: web.Request) -> web.Response:

@@ -231,6 +231,7 @@ class ServerStats(_Scope):
     listener_manager_listener_create_failure: int = 0
     listener_manager_total_listeners_active: int = 0
     control_plane_connected_state: int = 0
+    worker_restarts: int = 0  # ENVOY_CONCURRENCY > 1: workers restarted by the supervisor
     telemetry_dropped_total: int = 0  # meshproxy: records dropped by full background sink queues
     telemetry_send_errors_total: int = 0  # meshproxy: DogStatsD / X-Ray datagrams the kernel refused
 
@@ -292,6 +293,7 @@ SERVER_STAT_NAMES: dict[str, str] = {
     "listener_manager_listener_create_failure": "listener_manager.listener_create_failure",
     "listener_manager_total_listeners_active": "listener_manager.total_listeners_active",
     "control_plane_connected_state": "control_plane.connected_state",
+    "worker_restarts": "meshproxy.worker_restarts",
     "telemetry_dropped_total": "meshproxy.telemetry.dropped_total",
     "telemetry_send_errors_total": "meshproxy.telemetry.send_errors_total",
 }

@@ -1,0 +1,90 @@
+"""ENVOY_CONCURRENCY > 1 (issue 8): worker processes share the listening ports (SO_REUSEPORT), the admin
+endpoint reports totals across them, a worker that dies is restarted and counted, and SIGTERM drains every
+worker before the supervisor exits 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .apps import AppLoop, ColourApp
+from .harness import Http1Client, MeshProxy, parse_stats, process_tree, wait_for
+from .resources import mesh, node_arn, route, service_via_router, virtual_node, virtual_router
+
+COLOR = "color.demo.local"
+
+
+@pytest.fixture
+def workers_proxy(app_loop: AppLoop, tmp_path: Path) -> Iterator[tuple[MeshProxy, ColourApp]]:
+    blue = app_loop.colour_app("blue-w")
+    resources = [
+        mesh(),
+        virtual_node("front", 18999, backends=[COLOR]),
+        virtual_node("blue", blue.port),
+        virtual_router("color-router"),
+        route("color-router", "all", targets=[("blue", 100)]),
+        service_via_router(COLOR, "color-router"),
+    ]
+    proxy = MeshProxy(resources, node_arn("front"), tmp_path, env={"ENVOY_CONCURRENCY": "2"})
+    try:
+        yield proxy.start(), blue
+    finally:
+        proxy.stop()
+
+
+def _workers(proxy: MeshProxy) -> list[int]:
+    return [pid for pid in process_tree(proxy.pid) if pid != proxy.pid]
+
+
+def test_two_workers_share_the_port_and_the_admin_reports_totals(
+    workers_proxy: tuple[MeshProxy, ColourApp],
+) -> None:
+    proxy, blue = workers_proxy
+    assert len(_workers(proxy)) == 2
+    for _ in range(60):  # a new connection each time: the kernel spreads them over both workers
+        with Http1Client(proxy.egress_port) as client:
+            assert client.get("/", host=COLOR).status == 200
+    stats = parse_stats(proxy.admin("/stats").body.decode())
+    assert stats["http.egress.downstream_rq_total"] == 60
+    assert stats[f"listener.127.0.0.1_{proxy.egress_port}.downstream_cx_total"] == 60
+    assert blue.requests == 60
+    assert b"envoy_http_downstream_rq_total" in proxy.admin("/stats/prometheus").body
+    assert '"state": "LIVE"' in proxy.admin("/server_info").body.decode()
+    clusters = proxy.admin("/clusters").body.decode()
+    assert "cds_egress_demo_blue_http" in clusters
+
+
+def test_a_dead_worker_is_restarted_and_counted(workers_proxy: tuple[MeshProxy, ColourApp]) -> None:
+    proxy, _ = workers_proxy
+    for _ in range(10):
+        with Http1Client(proxy.egress_port) as client:
+            assert client.get("/", host=COLOR).status == 200
+    assert wait_for(
+        lambda: parse_stats(proxy.admin("/stats").body.decode())["http.egress.downstream_rq_total"] == 10, 5
+    )
+    victim = _workers(proxy)[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: len(_workers(proxy)) == 2 and victim not in _workers(proxy), 15, interval=0.2)
+    stats = parse_stats(proxy.admin("/stats").body.decode())
+    assert stats["meshproxy.worker_restarts"] == 1
+    assert stats["http.egress.downstream_rq_total"] >= 10  # the dead worker's counts are kept
+    assert wait_for(lambda: proxy.admin("/ready").status == 200, 10)
+    for _ in range(10):
+        with Http1Client(proxy.egress_port) as client:
+            assert client.get("/", host=COLOR).status == 200
+
+
+def test_sigterm_drains_every_worker_then_exits_zero(workers_proxy: tuple[MeshProxy, ColourApp]) -> None:
+    proxy, _ = workers_proxy
+    workers = _workers(proxy)
+    assert proxy.process is not None
+    proxy.process.send_signal(signal.SIGTERM)
+    assert wait_for(lambda: proxy.admin("/ready").status == 503, 5)
+    with Http1Client(proxy.egress_port) as client:  # still served while draining
+        assert client.get("/", host=COLOR).status == 200
+    assert proxy.wait_exit(proxy.drain_wait_s + 10) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
