@@ -1,5 +1,8 @@
 """The Envoy-compatible admin interface (default 0.0.0.0:9901, spec §3).
 
+It is served with the proxy's own HTTP/1.1 codec rather than a web framework: the handful of endpoints do
+not need one, and aiohttp's server alone would add about 25 MB to every proxy process (bench/RESULTS.md).
+
 Health checks in the wild run `curl -s http://localhost:9901/server_info | grep state | grep -q LIVE`, so
 `/server_info` prints `"state": "LIVE"` on a line of its own, and only once the first snapshot is applied and
 the listeners are bound. Mutations are POST-only; the same path with GET changes nothing and answers 400.
@@ -7,16 +10,20 @@ the listeners are bound. Mutations are POST-only; the same path with GET changes
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
-
-from aiohttp import web
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, cast
+from urllib.parse import parse_qsl
 
 from meshproxy import __version__
 from meshproxy.dataplane import Dataplane, ServerState
+from meshproxy.http.codec import Data, EndOfMessage, ProtocolError, RequestHead
+from meshproxy.http.h1_httptools import HttptoolsServerCodec, encode_headers, reason_phrase
+from meshproxy.http.headers import HTTP_DATE
 from meshproxy.telemetry.errors import StatsFilterError
 from meshproxy.telemetry.hub import PROMETHEUS_CONTENT_TYPE
 from meshproxy.upstream.cluster import ClusterManager
@@ -26,7 +33,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("meshproxy.admin")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Query = Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class AdminResponse:
+    status: int
+    body: bytes
+    content_type: bytes = b"text/plain; charset=UTF-8"
+
+    @classmethod
+    def text(cls, text: str, status: int = 200) -> AdminResponse:
+        return cls(status, text.encode())
+
+    @classmethod
+    def json(cls, value: object, status: int = 200, indent: int | None = None) -> AdminResponse:
+        return cls(status, (json.dumps(value, indent=indent) + "\n").encode(), b"application/json")
+
+
+Handler = Callable[[Query], Awaitable[AdminResponse]]
+_OK = AdminResponse(200, b"OK\n")
+_MAX_ADMIN_REQUEST_BODY = 64 * 1024
 
 
 class StatsRenderer(Protocol):
@@ -109,61 +136,74 @@ class AdminServer:
         self.lifecycle = lifecycle
         self.address = address
         self.port = port
-        self._runner: web.AppRunner | None = None
-        app = web.Application()
-        get, post = app.router.add_get, app.router.add_post
-        get("/", self.help)
-        get("/help", self.help)
-        get("/server_info", self.server_info)
-        get("/ready", self.ready)
-        get("/stats", self.stats_handler)
-        get("/stats/prometheus", self.prometheus)
-        get("/config_dump", self.config_dump)
-        get("/clusters", self.clusters)
-        get("/listeners", self.listeners)
-        get("/runtime", self.runtime)
-        get("/memory", self.memory)
-        for path, handler in (
-            ("/healthcheck/fail", self.healthcheck_fail),
-            ("/healthcheck/ok", self.healthcheck_ok),
-            ("/drain_listeners", self.drain_listeners),
-            ("/quitquitquit", self.quitquitquit),
-            ("/reset_counters", self.reset_counters),
-            ("/logging", self.logging_handler),
-        ):
-            post(path, handler)
-            get(path, self.post_only)
-        self.app = app
+        self._server: asyncio.Server | None = None
+        self.connections: set[AdminConnection] = set()
+        self.get: dict[str, Handler] = {
+            "/": self.help,
+            "/help": self.help,
+            "/server_info": self.server_info,
+            "/ready": self.ready,
+            "/stats": self.stats_handler,
+            "/stats/prometheus": self.prometheus,
+            "/config_dump": self.config_dump,
+            "/clusters": self.clusters,
+            "/listeners": self.listeners,
+            "/runtime": self.runtime,
+            "/memory": self.memory,
+        }
+        self.post: dict[str, Handler] = {
+            "/healthcheck/fail": self.healthcheck_fail,
+            "/healthcheck/ok": self.healthcheck_ok,
+            "/drain_listeners": self.drain_listeners,
+            "/quitquitquit": self.quitquitquit,
+            "/reset_counters": self.reset_counters,
+            "/logging": self.logging_handler,
+        }
 
     def __repr__(self) -> str:
-        return f"<AdminServer {self.address}:{self.port}>"
+        return f"<AdminServer {self.address}:{self.port} connections={len(self.connections)}>"
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.address, self.port, reuse_address=True)
-        await site.start()
-        self._runner = runner
-        if self.port == 0 and site._server is not None:  # ephemeral port (tests)
-            sockets = getattr(site._server, "sockets", None) or []
-            if sockets:
-                self.port = sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: AdminConnection(self), self.address, self.port, reuse_address=True
+        )
+        if self.port == 0:  # ephemeral port (tests)
+            self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            self._server.close()
+            for connection in list(self.connections):
+                connection.close()
+            self._server = None
+
+    async def respond(self, method: str, target: str) -> AdminResponse:
+        """Dispatch one admin request. Mutations are POST-only (a GET changes nothing and gets 400)."""
+        path, _, query_text = target.partition("?")
+        query = dict(parse_qsl(query_text, keep_blank_values=True))
+        if method == "POST" or (method == "GET" and path not in self.post):
+            handler = (self.post if method == "POST" else self.get).get(path)
+            if handler is None:
+                if method == "POST" and path in self.get:
+                    return AdminResponse.text("This endpoint requires GET\n", 405)
+                return AdminResponse.text(f"invalid path. admin commands are:\n{self._commands()}", 404)
+            return await handler(query)
+        if method == "GET":
+            return AdminResponse.text("This endpoint requires POST\n", 400)
+        return AdminResponse.text(f"method {method} not allowed\n", 405)
+
+    def _commands(self) -> str:
+        return "".join(f"  {p}\n" for p in sorted({*self.get, *self.post}))
 
     # ------------------------------------------------------------------ GET
-    async def help(self, request: web.Request) -> web.Response:
-        paths = sorted({r.resource.canonical for r in self.app.router.routes() if r.resource is not None})
-        return web.Response(text="admin commands are:\n" + "".join(f"  {p}\n" for p in paths))
+    async def help(self, query: Query) -> AdminResponse:
+        return AdminResponse.text("admin commands are:\n" + self._commands())
 
-    async def server_info(self, request: web.Request) -> web.Response:
+    async def server_info(self, query: Query) -> AdminResponse:
         dataplane = self.dataplane
         settings = dataplane.settings
         identity = settings.identity
-
         uptime = _format_uptime(time.time() - dataplane.started)
         info = {
             "version": f"meshproxy/{__version__}/Clean/RELEASE/Python",
@@ -184,63 +224,62 @@ class AdminServer:
             "uptime_current_epoch": uptime,
             "uptime_all_epochs": uptime,
         }
-        # indent=2 keeps `"state": "LIVE"` on its own line for `grep state | grep -q LIVE`
-        return web.Response(text=json.dumps(info, indent=2) + "\n", content_type="application/json")
+        # indent keeps `"state": "LIVE"` on its own line for `grep state | grep -q LIVE`
+        return AdminResponse.json(info, indent=2)
 
-    async def ready(self, request: web.Request) -> web.Response:
+    async def ready(self, query: Query) -> AdminResponse:
         state = self.dataplane.state
         live = state is ServerState.LIVE and not self.dataplane.health_failed
-        return web.Response(text=state.name + "\n", status=200 if live else 503)
+        return AdminResponse.text(state.name + "\n", 200 if live else 503)
 
-    async def stats_handler(self, request: web.Request) -> web.Response:
+    async def stats_handler(self, query: Query) -> AdminResponse:
         await self.lifecycle.refresh_stats()
-        query = request.query
         fmt = query.get("format")
         if fmt == "prometheus":
-            return await self.prometheus(request)
+            return await self.prometheus(query)
         if fmt == "json":
-            return web.json_response(self.stats.render_stats_json())
+            return AdminResponse.json(self.stats.render_stats_json())
         try:
             text = self.stats.render_stats_text(filter=query.get("filter"), usedonly="usedonly" in query)
         except StatsFilterError as exc:
-            return web.Response(status=400, text=f"invalid filter: {exc}\n")
-        return web.Response(text=text)
+            return AdminResponse.text(f"invalid filter: {exc}\n", 400)
+        return AdminResponse.text(text)
 
-    async def prometheus(self, request: web.Request) -> web.Response:
+    async def prometheus(self, query: Query) -> AdminResponse:
         await self.lifecycle.refresh_stats()
-        body = self.stats.render_prometheus()
-        return web.Response(body=body, headers={"content-type": PROMETHEUS_CONTENT_TYPE})
+        return AdminResponse(200, self.stats.render_prometheus(), PROMETHEUS_CONTENT_TYPE.encode())
 
-    async def config_dump(self, request: web.Request) -> web.Response:
-        return web.Response(
-            text=json.dumps(self.lifecycle.config_dump(), indent=2) + "\n", content_type="application/json"
-        )
+    async def config_dump(self, query: Query) -> AdminResponse:
+        return AdminResponse.json(self.lifecycle.config_dump(), indent=2)
 
-    async def clusters(self, request: web.Request) -> web.Response:
-        as_json = request.query.get("format") == "json"
-        status = await self.lifecycle.cluster_status(as_json)
+    async def clusters(self, query: Query) -> AdminResponse:
+        status = await self.lifecycle.cluster_status(query.get("format") == "json")
         if isinstance(status, dict):
-            return web.json_response(status)
-        return web.Response(text=status)
+            return AdminResponse.json(status)
+        return AdminResponse.text(status)
 
-    async def listeners(self, request: web.Request) -> web.Response:
+    async def listeners(self, query: Query) -> AdminResponse:
         listeners = self.lifecycle.listeners()
-        if request.query.get("format") == "json":
-            return web.json_response(
+        if query.get("format") == "json":
+            return AdminResponse.json(
                 {
                     "listener_statuses": [
-                        {"name": lst.name, "local_address": {"socket_address": {"address": lst.address,
-                                                                                 "port_value": lst.port}}}
+                        {
+                            "name": lst.name,
+                            "local_address": {
+                                "socket_address": {"address": lst.address, "port_value": lst.port}
+                            },
+                        }
                         for lst in listeners
                     ]
                 }
-            )  # fmt: skip
-        return web.Response(text="".join(f"{lst.name}::{lst.address}:{lst.port}\n" for lst in listeners))
+            )
+        return AdminResponse.text("".join(f"{lst.name}::{lst.address}:{lst.port}\n" for lst in listeners))
 
-    async def runtime(self, request: web.Request) -> web.Response:
-        return web.json_response({"layers": ["static_layer_0", "admin_layer"], "entries": {}})
+    async def runtime(self, query: Query) -> AdminResponse:
+        return AdminResponse.json({"layers": ["static_layer_0", "admin_layer"], "entries": {}})
 
-    async def memory(self, request: web.Request) -> web.Response:
+    async def memory(self, query: Query) -> AdminResponse:
         rss = 0
         try:
             with open("/proc/self/status") as status:
@@ -249,41 +288,129 @@ class AdminServer:
                         rss = int(line.split()[1]) * 1024
         except OSError:
             pass
-        return web.json_response({"allocated": str(rss), "heap_size": str(rss)})
+        return AdminResponse.json({"allocated": str(rss), "heap_size": str(rss)})
 
     # ------------------------------------------------------------------ POST
-    async def post_only(self, request: web.Request) -> web.Response:
-        return web.Response(status=400, text="This endpoint requires POST\n")
-
-    async def healthcheck_fail(self, request: web.Request) -> web.Response:
+    async def healthcheck_fail(self, query: Query) -> AdminResponse:
         self.dataplane.health_failed = True
-        return web.Response(text="OK\n")
+        return _OK
 
-    async def healthcheck_ok(self, request: web.Request) -> web.Response:
+    async def healthcheck_ok(self, query: Query) -> AdminResponse:
         self.dataplane.health_failed = False
-        return web.Response(text="OK\n")
+        return _OK
 
-    async def drain_listeners(self, request: web.Request) -> web.Response:
-        query = request.query
+    async def drain_listeners(self, query: Query) -> AdminResponse:
         self.lifecycle.drain(inbound_only="inboundonly" in query, exit_after=False)
-        return web.Response(text="OK\n")
+        return _OK
 
-    async def quitquitquit(self, request: web.Request) -> web.Response:
+    async def quitquitquit(self, query: Query) -> AdminResponse:
         self.lifecycle.quit()
-        return web.Response(text="OK\n")
+        return _OK
 
-    async def reset_counters(self, request: web.Request) -> web.Response:
+    async def reset_counters(self, query: Query) -> AdminResponse:
         self.lifecycle.reset_counters()
-        return web.Response(text="OK\n")
+        return _OK
 
-    async def logging_handler(self, request: web.Request) -> web.Response:
-        level = request.query.get("level")
+    async def logging_handler(self, query: Query) -> AdminResponse:
+        level = query.get("level")
         if level:
             name = {"trace": "DEBUG", "warn": "WARNING", "critical": "CRITICAL", "off": "CRITICAL"}.get(
                 level, level.upper()
             )
             if name not in logging.getLevelNamesMapping():
-                return web.Response(status=400, text=f"invalid level {level!r}\n")
+                return AdminResponse.text(f"invalid level {level!r}\n", 400)
             logging.getLogger("meshproxy").setLevel(name)
         current = logging.getLevelName(logging.getLogger("meshproxy").getEffectiveLevel()).lower()
-        return web.Response(text=f"active loggers:\n  meshproxy: {current}\n")
+        return AdminResponse.text(f"active loggers:\n  meshproxy: {current}\n")
+
+
+class AdminConnection(asyncio.Protocol):
+    """One admin client: requests are answered one at a time, in order (reading pauses meanwhile)."""
+
+    def __init__(self, server: AdminServer) -> None:
+        self.server = server
+        self.codec = HttptoolsServerCodec()
+        self.transport: asyncio.Transport | None = None
+        self.pending: list[tuple[RequestHead, int]] = []
+        self.head: RequestHead | None = None
+        self.body_size = 0
+        self.busy = False
+        self.task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<AdminConnection busy={self.busy} pending={len(self.pending)}>"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.codec.feed(data)
+        except ProtocolError:
+            self._send(AdminResponse.text("Bad Request\n", 400), close=True)
+            return
+        for event in events:
+            if isinstance(event, RequestHead):
+                self.head = event
+                self.body_size = 0
+            elif isinstance(event, Data):
+                self.body_size += len(event.data)  # admin requests carry no meaningful body; bounded
+                if self.body_size > _MAX_ADMIN_REQUEST_BODY:
+                    self._send(AdminResponse.text("Payload Too Large\n", 413), close=True)
+                    return
+            elif isinstance(event, EndOfMessage) and self.head is not None:
+                self.pending.append((self.head, self.body_size))
+                self.head = None
+        if self.pending and not self.busy:
+            self._next()
+
+    def _next(self) -> None:
+        if not self.pending or self.transport is None:
+            return
+        head, _ = self.pending.pop(0)
+        self.busy = True
+        self.transport.pause_reading()
+        self.task = asyncio.get_running_loop().create_task(self._answer(head))
+
+    async def _answer(self, head: RequestHead) -> None:
+        try:
+            response = await self.server.respond(head.method, head.target)
+        except Exception as exc:  # an admin handler bug must not take the proxy down
+            log.exception("admin %s %s failed", head.method, head.target)
+            response = AdminResponse.text(f"internal error: {exc}\n", 500)
+        self.busy = False
+        self._send(response, close=not head.keep_alive, head_only=head.method == "HEAD")
+        if self.transport is not None:
+            self.transport.resume_reading()
+            self._next()
+
+    def _send(self, response: AdminResponse, close: bool, head_only: bool = False) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        headers = [
+            (b"content-type", response.content_type),
+            (b"content-length", b"%d" % len(response.body)),
+            (b"cache-control", b"no-cache, max-age=0"),
+            (b"x-content-type-options", b"nosniff"),
+            (b"date", HTTP_DATE.now()),
+            (b"server", b"envoy"),
+        ]
+        if close:
+            headers.append((b"connection", b"close"))
+        reason = reason_phrase(response.status)
+        transport.write(
+            encode_headers(b"HTTP/1.1 %d %b\r\n" % (response.status, reason), headers)
+            + (b"" if head_only else response.body)
+        )
+        if close:
+            transport.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
