@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib
 import json
 import os
 import sys
@@ -112,6 +113,12 @@ class _NotImplemented(Exception):
         self.operation = operation
 
 
+def _botocore_errors() -> tuple[type[Exception], type[Exception]]:
+    """(ClientError, BotoCoreError), imported on use: boto3 is optional (the `export` extra)."""
+    exceptions = importlib.import_module("botocore.exceptions")
+    return exceptions.ClientError, exceptions.BotoCoreError
+
+
 def _snake(operation: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")
 
@@ -182,8 +189,7 @@ class MeshExporter:
 
     def _names(self, operation: str, key: str, member: str, **parents: str) -> Iterator[str]:
         """Every name a List* operation returns, over all its pages."""
-        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
-
+        client_error, botocore_error = _botocore_errors()
         kwargs = self._scope(parents)
         pagination: dict[str, int] = {} if self.page_size is None else {"PageSize": self.page_size}
         try:
@@ -191,19 +197,18 @@ class MeshExporter:
             for page in paginator.paginate(**kwargs, PaginationConfig=pagination):
                 for reference in page.get(key, []):
                     yield str(reference[member])
-        except ClientError as exc:
+        except client_error as exc:
             raise self._translate(operation, exc) from None
-        except BotoCoreError as exc:
+        except botocore_error as exc:
             raise ExportError(f"{operation}: {exc}") from None
 
     def _call(self, operation: str, **parameters: str) -> dict[str, Any]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
+        client_error, botocore_error = _botocore_errors()
         try:
             response: dict[str, Any] = getattr(self.client, _snake(operation))(**self._scope(parameters))
-        except ClientError as exc:
+        except client_error as exc:
             raise self._translate(operation, exc) from None
-        except BotoCoreError as exc:
+        except botocore_error as exc:
             raise ExportError(f"{operation}: {exc}") from None
         return response
 
@@ -266,22 +271,23 @@ def _page_size(text: str) -> int:
 
 def _client(region: str | None, endpoint_url: str | None) -> Any:
     try:
-        import boto3  # type: ignore[import-untyped]
-        from botocore.config import Config  # type: ignore[import-untyped]
+        boto3 = importlib.import_module("boto3")
+        config_module = importlib.import_module("botocore.config")
     except ImportError:
         raise ExportError(
             "meshproxy export needs boto3, which is not installed: pip install 'meshproxy[export]'"
         ) from None
-    from botocore.exceptions import BotoCoreError
-
-    config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+    _, botocore_error = _botocore_errors()
+    config = config_module.Config(
+        retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30
+    )
     # AWS_REGION is the variable App Mesh task definitions set (spec §1.5); boto3 itself reads only
     # AWS_DEFAULT_REGION and the profile.
     region = region or os.environ.get("AWS_REGION", "").strip() or None
     try:
         session = boto3.session.Session(region_name=region)
         return session.client("appmesh", endpoint_url=endpoint_url, config=config)
-    except BotoCoreError as exc:  # e.g. NoRegionError
+    except botocore_error as exc:  # e.g. NoRegionError
         raise ExportError(f"{exc} (pass --region or set AWS_REGION)") from None
     except ValueError as exc:  # an invalid --endpoint-url
         raise ExportError(f"--endpoint-url: {exc}") from None

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import socket
 import time
 from collections.abc import Callable, Iterable
 
@@ -21,13 +20,17 @@ from meshproxy.config.snapshot import (
 )
 from meshproxy.http.codec import ClientCodec
 from meshproxy.telemetry.stats import ClusterStats, StatsStore
+
+# Discovery (DNS on the record's TTL, AWS Cloud Map) lives in upstream/discovery.py (issue 6); the names are
+# re-exported here for existing callers.
+from meshproxy.upstream.discovery import DNS_REFRESH_S as DNS_REFRESH_S
+from meshproxy.upstream.discovery import discover
+from meshproxy.upstream.discovery import order_addresses as order_addresses
 from meshproxy.upstream.h2_pool import H2HostPool
 from meshproxy.upstream.host import Host, HostHealth
 from meshproxy.upstream.pool import HostPool
 
 log = logging.getLogger("meshproxy.upstream")
-
-DNS_REFRESH_S = 5.0  # Envoy's dns_refresh_rate default
 
 
 def is_ip_literal(name: str) -> bool:
@@ -36,27 +39,6 @@ def is_ip_literal(name: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def order_addresses(infos: Iterable[tuple[int, str]], preference: str | None) -> list[str]:
-    """Resolved (family, address) pairs in the order App Mesh's ipPreference asks for (spec §4.1)."""
-    infos = list(infos)
-    v4 = [a for f, a in infos if f == socket.AF_INET]
-    v6 = [a for f, a in infos if f == socket.AF_INET6]
-    if preference == "IPv4_ONLY":
-        ordered = v4
-    elif preference == "IPv6_ONLY":
-        ordered = v6
-    elif preference in ("IPv6_PREFERRED", None):
-        # App Mesh's default resolves IPv6 first and falls back to IPv4; for loopback-only test setups
-        # we keep whatever the resolver returned first when both exist.
-        ordered = v6 + v4 if preference == "IPv6_PREFERRED" else [a for _, a in infos]
-    else:
-        ordered = v4 + v6
-    seen: dict[str, None] = {}
-    for address in ordered:
-        seen.setdefault(address, None)
-    return list(seen)
 
 
 class ClusterRuntime:
@@ -92,32 +74,22 @@ class ClusterRuntime:
             self.set_hosts(discovery.addresses)
         elif isinstance(discovery, DnsDiscovery) and is_ip_literal(discovery.hostname):
             self.set_hosts([(discovery.hostname, discovery.port)])
-        elif isinstance(discovery, DnsDiscovery):
-            self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_dns(discovery))
-        elif isinstance(discovery, CloudMapDiscovery):
-            self.resolve_error = "AWS Cloud Map discovery is not supported yet"
-            self._resolved.set()
+        elif isinstance(discovery, DnsDiscovery | CloudMapDiscovery):
+            # Hook into upstream/discovery.py: DNS refreshed on the record's TTL (LOADBALANCER / ENDPOINTS,
+            # ipPreference) and Cloud Map DiscoverInstances; it calls back with hosts or a failure.
+            self._refresh_task = asyncio.get_running_loop().create_task(
+                discover(discovery, self._discovered, self._discovery_failed)
+            )
 
-    async def _refresh_dns(self, discovery: DnsDiscovery) -> None:
-        loop = asyncio.get_running_loop()
-        while not self.closed:
-            try:
-                infos = await loop.getaddrinfo(
-                    discovery.hostname, discovery.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-                )
-                addresses = order_addresses(((i[0], str(i[4][0])) for i in infos), discovery.ip_preference)
-                if discovery.response_type != "ENDPOINTS":
-                    addresses = addresses[:1]  # LOADBALANCER: one address, like a LOGICAL_DNS cluster
-                if addresses:
-                    self.resolve_error = None
-                    self.set_hosts([(a, discovery.port) for a in addresses])
-                else:
-                    self.resolve_error = f"{discovery.hostname}: no usable address"
-            except OSError as exc:
-                self.resolve_error = f"{discovery.hostname}: {exc}"
-                log.warning("cluster %s: DNS resolution failed: %s", self.config.name, self.resolve_error)
-            self._resolved.set()
-            await asyncio.sleep(DNS_REFRESH_S)
+    def _discovered(self, addresses: list[tuple[str, int]]) -> None:
+        self.resolve_error = None
+        self.set_hosts(addresses)
+
+    def _discovery_failed(self, reason: str) -> None:
+        # the last hosts stay; requests waiting for a first answer stop waiting (and get no host: 503 UH)
+        self.resolve_error = reason
+        log.warning("cluster %s: discovery failed: %s", self.config.name, reason)
+        self._resolved.set()
 
     def set_hosts(self, addresses: Iterable[tuple[str, int]]) -> None:
         current = {(h.address, h.port): h for h in self.hosts}
