@@ -12,12 +12,14 @@ fields dropped, §8.2.3 cookies joined for HTTP/1.1, `:authority` <-> `Host`).
 
 from __future__ import annotations
 
+import functools
 import os
 import types
 from collections import deque
 from typing import Any, Protocol
 
 import hpack.hpack
+import hpack.huffman_table
 import hpack.table
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -62,6 +64,9 @@ class _PlainEncoder(Encoder):
 _SILENT_LOGGER = types.SimpleNamespace(debug="".format, trace="".format)
 hpack.hpack.log = _SILENT_LOGGER  # type: ignore[assignment]
 hpack.table.log = _SILENT_LOGGER  # type: ignore[assignment]
+# hpack decodes Huffman strings in pure Python, and servers (nginx, grpc) Huffman-code every literal of every
+# response (date, server, content-type...). The decoding is a pure function of the bytes: memoise it.
+hpack.hpack.decode_huffman = functools.lru_cache(maxsize=4096)(hpack.huffman_table.decode_huffman)  # type: ignore[attr-defined]
 
 
 def _configuration(client_side: bool) -> H2Configuration:
