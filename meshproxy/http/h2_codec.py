@@ -66,7 +66,8 @@ hpack.hpack.log = _SILENT_LOGGER  # type: ignore[assignment]
 hpack.table.log = _SILENT_LOGGER  # type: ignore[assignment]
 # hpack decodes Huffman strings in pure Python, and servers (nginx, grpc) Huffman-code every literal of every
 # response (date, server, content-type...). The decoding is a pure function of the bytes: memoise it.
-hpack.hpack.decode_huffman = functools.lru_cache(maxsize=4096)(hpack.huffman_table.decode_huffman)  # type: ignore[attr-defined]
+_decode_huffman = functools.lru_cache(maxsize=4096)(hpack.huffman_table.decode_huffman)
+hpack.hpack.decode_huffman = _decode_huffman  # type: ignore[attr-defined, assignment]
 
 
 def _configuration(client_side: bool) -> H2Configuration:
