@@ -354,6 +354,12 @@ def test_grpc_unary_and_server_streaming(grpc_client: EchoClient) -> None:
     assert grpc_client.stream("demo.Echo/Stream", b"4") == [b"alpha:0", b"alpha:1", b"alpha:2", b"alpha:3"]
 
 
+def test_grpc_client_streaming_and_bidirectional(grpc_client: EchoClient) -> None:
+    parts = [b"x" * 70_000, b"y", b"z" * 3]  # larger than one HTTP/2 frame, and small ones
+    assert grpc_client.collect("demo.Echo/Collect", parts) == b"alpha:" + b",".join(parts)
+    assert grpc_client.chat("demo.Echo/Chat", [b"1", b"2", b"3"]) == [b"alpha>1", b"alpha>2", b"alpha>3"]
+
+
 def test_grpc_routes_by_service_method_and_metadata(grpc_client: EchoClient, h2mesh: Http2Mesh) -> None:
     assert grpc_client.unary("demo.Admin/Whoami", b"") == b"beta"
     assert grpc_client.unary("demo.Echo/Unary", b"c", metadata=(("x-canary", "yes"),)) == b"beta:c"

@@ -7,6 +7,8 @@
 - `Flaky`: fails the next `fail_first` calls with `fail_code` (trailers-only, as grpcio does when no
   message was sent), then answers like `Unary`.
 - `Sleep`: sleeps the number of milliseconds in the request, then answers `<name>:slept`.
+- `Collect`: client streaming; answers `<name>:` and the requests joined with commas.
+- `Chat`: bidirectional; answers each request `m` with `<name>>m` as it arrives.
 
 and service `demo.Admin` with `Whoami` (answers `<name>`), for routing by service name. Invocation metadata
 is recorded per call (`metadata`), so tests can check what the proxy forwarded.
@@ -43,6 +45,8 @@ class EchoServer:
                         "Stream": grpc.unary_stream_rpc_method_handler(self._stream),
                         "Flaky": grpc.unary_unary_rpc_method_handler(self._flaky),
                         "Sleep": grpc.unary_unary_rpc_method_handler(self._sleep),
+                        "Collect": grpc.stream_unary_rpc_method_handler(self._collect),
+                        "Chat": grpc.stream_stream_rpc_method_handler(self._chat),
                     },
                 ),
                 grpc.method_handlers_generic_handler(
@@ -98,6 +102,15 @@ class EchoServer:
         time.sleep(int(request) / 1000.0)
         return self.name.encode() + b":slept"
 
+    def _collect(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        self._record("demo.Echo/Collect", context)
+        return self.name.encode() + b":" + b",".join(requests)
+
+    def _chat(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        self._record("demo.Echo/Chat", context)
+        for request in requests:
+            yield self.name.encode() + b">" + request
+
     def _whoami(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         self._record("demo.Admin/Whoami", context)
         return self.name.encode()
@@ -127,6 +140,15 @@ class EchoClient:
         call = self.channel.unary_unary(f"/{method}")
         reply: bytes = call(request, timeout=timeout, metadata=metadata)
         return reply
+
+    def collect(self, method: str, requests: list[bytes], *, timeout: float = 10.0) -> bytes:
+        call = self.channel.stream_unary(f"/{method}")
+        reply: bytes = call(iter(requests), timeout=timeout)
+        return reply
+
+    def chat(self, method: str, requests: list[bytes], *, timeout: float = 10.0) -> list[bytes]:
+        call = self.channel.stream_stream(f"/{method}")
+        return list(call(iter(requests), timeout=timeout))
 
     def stream(self, method: str, request: bytes, *, timeout: float = 10.0) -> list[bytes]:
         call = self.channel.unary_stream(f"/{method}")
