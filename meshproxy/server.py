@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -88,6 +89,10 @@ class Server:
         return {"configs": [snapshot_to_dict(self.dataplane.snapshot)]}
 
     def drain(self, inbound_only: bool, exit_after: bool) -> None:
+        if exit_after and self.dataplane.state in (ServerState.PRE_INITIALIZING, ServerState.INITIALIZING):
+            # no listener is bound before the first configuration: nothing to drain, stop now
+            self._stop.set()
+            return
         if self.dataplane.state is not ServerState.DRAINING:
             log.info("draining listeners for %ss", self.settings.drain_wait_s)
             self.dataplane.set_state(ServerState.DRAINING)
@@ -125,7 +130,7 @@ class Server:
         await self.telemetry.start()
         try:
             if not await self._initial_config():
-                return 1
+                return self._exit_code if self._stop.is_set() else 1  # stopped while waiting: not a failure
             if not await self._start_listeners():
                 return 1
             self.dataplane.set_state(ServerState.LIVE)
@@ -190,10 +195,14 @@ class Server:
                         data = await source.fetch()
                     except SourceError as exc:
                         log.warning("configuration source unavailable: %s", exc)
-                        await asyncio.sleep(self.schedule.next_delay(failed=True))
-                        continue
+                        data = None
                     if data is None:
-                        await asyncio.sleep(self.schedule.next_delay(failed=True))
+                        # wait for the next poll, or for SIGTERM / quitquitquit, whichever comes first
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._stop.wait(), self.schedule.next_delay(failed=True))
+                        if self._stop.is_set():
+                            log.info("stopped before the first configuration arrived")
+                            return False
                         continue
                     try:
                         snapshot = self._compile(data)

@@ -15,6 +15,8 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
+import ssl
 import subprocess
 import threading
 import time
@@ -67,8 +69,9 @@ class ConfigServer:
     If-None-Match values it saw.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.port = 0
+        self.tls = tls
         self.body = b"[]"
         self.failing = False
         self.requests = 0
@@ -86,7 +89,8 @@ class ConfigServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mesh.json"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/mesh.json"
 
     @property
     def etag(self) -> str:
@@ -107,7 +111,7 @@ class ConfigServer:
         app.router.add_get("/mesh.json", self._get)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.tls)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
 
@@ -392,6 +396,26 @@ def test_initializing_until_the_http_source_first_answers(
     assert (served, live_connected) == ("green", 1)
 
 
+def test_sigterm_while_initializing_stops_without_a_drain_wait(
+    config_server: ConfigServer, tmp_path: Path
+) -> None:
+    config_server.failing = True
+    proxy = SourcedProxy(
+        [], node_arn("front"), tmp_path, source=config_server.url, extra_args=("--refresh-interval", "0.1")
+    )
+    proxy.drain_wait_s = 20  # a drain wait would show: the process must be gone well before it
+    proxy.spawn()
+    try:
+        assert wait_for(lambda: config_server.counts()[0] >= 2, 10.0), proxy.output_tail()
+        assert proxy.process is not None
+        proxy.process.send_signal(signal.SIGTERM)
+        rc = proxy.wait_exit(10.0)
+    finally:
+        proxy.stop()
+    assert rc == 0, proxy.output_tail()
+    assert "stopped before the first configuration arrived" in proxy.stderr_text()
+
+
 def test_initial_fetch_timeout_ends_start_up(config_server: ConfigServer, tmp_path: Path) -> None:
     config_server.failing = True
     proxy = SourcedProxy(
@@ -429,6 +453,43 @@ def test_bad_source_arguments_are_fatal_and_named(
     done = run_meshproxy(["run", *args], env=env, cwd=tmp_path, timeout=15.0)
     assert done.returncode not in (0, None), done
     assert expected in done.stderr, done
+
+
+def test_https_source_verifies_the_server_with_the_system_trust_store(
+    blue: ColourApp, green: ColourApp, app_loop: AppLoop, tmp_path: Path
+) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server = ConfigServer(tls=context)
+    app_loop.call(server.start())
+    try:
+        server.serve(colour_mesh(blue, green, (0, 100)))
+        # OpenSSL's default verify paths honour SSL_CERT_FILE: the proxy trusts the test CA through it
+        args = ("--refresh-interval", str(REFRESH_S))
+        with sourced_proxy(
+            tmp_path / "trusted", server.url, args=args, env={"SSL_CERT_FILE": str(ca_file)}
+        ) as proxy:
+            served = answered_by(proxy)
+        untrusted = SourcedProxy(
+            [], node_arn("front"), tmp_path / "untrusted", source=server.url, extra_args=args
+        )
+        untrusted.spawn()
+        try:
+            assert wait_for(lambda: "certificate verify failed" in untrusted.stderr_text(), 10.0), (
+                untrusted.output_tail()
+            )
+            state = untrusted.admin("/server_info").json()["state"]
+        finally:
+            untrusted.stop()
+    finally:
+        app_loop.call(server.stop())
+    assert served == "green"
+    assert state == "INITIALIZING"
 
 
 # ------------------------------------------------------------------------------------------ file source
