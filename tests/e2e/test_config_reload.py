@@ -72,6 +72,7 @@ class ConfigServer:
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.port = 0
         self.tls = tls
+        self.validators = True  # False: a server that sends no ETag (every poll is a plain 200)
         self.body = b"[]"
         self.failing = False
         self.requests = 0
@@ -133,7 +134,8 @@ class ConfigServer:
                 if seen == etag:
                     self.not_modified += 1
                     return web.Response(status=304, headers={"ETag": etag})
-            return web.Response(body=self.body, content_type="application/json", headers={"ETag": etag})
+            headers = {"ETag": etag} if self.validators else {}
+            return web.Response(body=self.body, content_type="application/json", headers=headers)
 
 
 @dataclass
@@ -317,6 +319,23 @@ def test_unchanged_http_source_answers_304_and_is_not_recompiled(
     assert requests - conditional <= 1, config_server
     assert grew(before, after, CDS_SUCCESS) == 0, "a 304 must not recompile or reapply"
     assert info["state"] == "LIVE"
+
+
+def test_a_server_without_etags_gets_plain_polls_and_an_unchanged_body_is_not_reapplied(
+    blue: ColourApp, green: ColourApp, config_server: ConfigServer, tmp_path: Path
+) -> None:
+    config_server.validators = False
+    config_server.serve(colour_mesh(blue, green, (100, 0)))
+    with sourced_proxy(tmp_path, config_server.url, args=("--refresh-interval", str(REFRESH_S))) as proxy:
+        before = proxy.stats()
+        start = config_server.counts()[0]
+        assert wait_for(lambda: config_server.counts()[0] - start >= 5, 10.0), config_server
+        unchanged = proxy.stats()
+        config_server.serve(colour_mesh(blue, green, (0, 100)))
+        assert wait_for_app(proxy, "green"), proxy.output_tail()
+    assert config_server.counts()[1] == 0, "no validator was ever sent, so none may come back"
+    assert grew(before, unchanged, CDS_SUCCESS) == 0
+    assert grew(before, unchanged, CDS_REJECTED) == 0
 
 
 def test_broken_http_update_is_rejected_and_the_last_good_keeps_serving(
