@@ -37,9 +37,9 @@ from meshproxy.upstream.discovery import (
 )
 
 from .apps import APP_NAME_HEADER, AppLoop, ColourApp
+from .aws import REGION, aws_environ, moto_server
 from .harness import MeshProxy, free_ports, running_proxy, wait_for
 from .resources import Resource, mesh, node_arn, service_via_node, virtual_node
-from .test_export import REGION, aws_environ, moto_server
 
 # ------------------------------------------------------------------------------------------ DNS TTLs
 
