@@ -165,7 +165,11 @@ def test_dogstatsd_and_access_log_reach_their_receivers(two_hops: TwoHops) -> No
 
     def counted() -> bool:
         lines = b"\n".join(two_hops.statsd.datagrams).decode().splitlines()
-        return any(line.startswith("envoy.cluster.upstream_rq_total:") and "|c|#" in line for line in lines)
+        return any(
+            line.startswith("envoy.cluster.upstream_rq_total:")
+            and "cluster_name:cds_egress_demo_blue_http" in line
+            for line in lines
+        )
 
     assert wait_for(counted, 10.0), two_hops.statsd.datagrams[-3:]
     lines = b"\n".join(two_hops.statsd.datagrams).decode().splitlines()
