@@ -547,7 +547,9 @@ class UpstreamRequest:
                 if self.connection is not None:
                     self.body = []
         connection = self.connection
-        if connection is not None and self.state is StreamState.FORWARDING:
+        state = self.state
+        # HTTP/2 hook: the request keeps flowing after the response started (gRPC bidirectional streams)
+        if connection is not None and (state is StreamState.FORWARDING or state is StreamState.RESPONDING):
             connection.write(connection.codec.encode_data(data))
         elif (
             self.state is not StreamState.DONE
@@ -560,7 +562,8 @@ class UpstreamRequest:
     def on_request_end(self) -> None:
         self.request_complete = True
         connection = self.connection
-        if connection is not None and self.state is StreamState.FORWARDING:
+        state = self.state
+        if connection is not None and (state is StreamState.FORWARDING or state is StreamState.RESPONDING):
             connection.write(connection.codec.encode_end())
         if self.state is not StreamState.DONE:
             self._start_timers()

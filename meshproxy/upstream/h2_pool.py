@@ -474,6 +474,8 @@ class H2UpstreamConnection(asyncio.Protocol):
             if stream.stream_id == 0:
                 stream.lost(AttemptFailure.REFUSED_STREAM)
         self.dirty = [s for s in self.dirty if s.state is not H2StreamState.CLOSED]
+        if self.active == 0:
+            self.close()  # nothing left to finish on it
         self.loop.call_soon(self.pool.serve_pending)
 
     def _stream_error(self, stream: H2UpstreamStream, code: ErrorCodes) -> None:
@@ -560,7 +562,7 @@ class H2UpstreamConnection(asyncio.Protocol):
             self.close()
 
     def close(self) -> None:
-        if self.state is H2ConnectionState.CLOSED and self.transport is None:
+        if self.state is H2ConnectionState.CLOSED:
             return
         self.state = H2ConnectionState.CLOSED
         with contextlib.suppress(H2Error):

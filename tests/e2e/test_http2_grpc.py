@@ -29,7 +29,7 @@ from .apps import AppLoop, ColourApp
 from .grpc_apps.echo import EchoClient, EchoServer
 from .grpc_apps.h2_app import H2App
 from .grpc_apps.h2_client import H2Client
-from .harness import MeshProxy, free_ports, grew, http_request, proc_status_kib, running_proxy
+from .harness import MeshProxy, free_ports, grew, http_request, proc_status_kib, running_proxy, wait_for
 from .resources import (
     MESH,
     Resource,
@@ -289,6 +289,19 @@ def test_refused_stream_is_retried_as_a_stream_error(h2mesh: Http2Mesh) -> None:
     assert h2mesh.echo.requests == 2
     cluster = f"cluster.cds_egress_demo_echo_http2_{h2mesh.echo.port}"
     assert grew(before, h2mesh.proxy.stats(), f"{cluster}.upstream_rq_retry") == 1
+
+
+def test_upstream_goaway_moves_new_requests_to_a_new_connection(h2mesh: Http2Mesh, app_loop: AppLoop) -> None:
+    cluster = f"cluster.cds_egress_demo_echo_http2_{h2mesh.echo.port}"
+    with H2Client(h2mesh.proxy.egress_port) as client:
+        assert client.request("/first", ECHO).status == 200
+        before = h2mesh.proxy.stats()
+        app_loop.call(h2mesh.echo.goaway())
+        assert wait_for(lambda: h2mesh.proxy.stats().get(f"{cluster}.upstream_cx_active") == 0, 5.0)
+        assert client.request("/second", ECHO).status == 200
+    after = h2mesh.proxy.stats()
+    assert grew(before, after, f"{cluster}.upstream_cx_total") == 1
+    assert grew(before, after, f"{cluster}.upstream_rq_retry") == 0
 
 
 def test_extended_connect_is_refused_with_a_clear_501(h2mesh: Http2Mesh) -> None:
