@@ -10,6 +10,7 @@ One proxy for node `client` serves the module:
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import re
 import shutil
@@ -527,3 +528,35 @@ def test_gateway_grpc_listener_routes_by_service(tmp_path: Path) -> None:
             assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED  # no gateway route for the service
     finally:
         alpha.stop()
+
+
+def test_grpc_listener_max_requests_overflows_as_unavailable(tmp_path: Path) -> None:
+    """connectionPool.grpc.maxRequests on the ingress listener (spec §4.2, destination side): a second
+    concurrent call overflows and the client gets UNAVAILABLE with Envoy's overflow message."""
+    local = EchoServer("local").start()
+    node_listener = {
+        "portMapping": {"port": local.port, "protocol": "grpc"},
+        "connectionPool": {"grpc": {"maxRequests": 1}},
+    }
+    resources = [mesh(), virtual_node("front", [node_listener])]
+    try:
+        with (
+            running_proxy(resources, node_arn("front"), tmp_path) as proxy,
+            EchoClient(proxy.ingress_port, "front.demo.local") as client,
+            concurrent.futures.ThreadPoolExecutor(1) as pool,
+        ):
+            slow = pool.submit(client.unary, "demo.Echo/Sleep", b"1500")
+            assert wait_for(lambda: len(local.calls) == 1, 5.0)
+            with pytest.raises(grpc.RpcError) as raised:
+                client.unary("demo.Echo/Unary", b"second")
+            assert slow.result(timeout=10) == b"local:slept"
+            assert client.unary("demo.Echo/Unary", b"third") == b"local:third"
+            stats = proxy.stats()
+        assert raised.value.code() is grpc.StatusCode.UNAVAILABLE, raised.value
+        assert "overflow" in (raised.value.details() or "")
+        overflow = [
+            v for k, v in stats.items() if k.endswith("upstream_rq_pending_overflow") and "ingress" in k
+        ]
+        assert overflow == [1], stats
+    finally:
+        local.stop()
