@@ -172,6 +172,8 @@ class LeanH2Connection:
         self.encoder = StaticEncoder()
         self.decoder = Decoder()
         self.decoder.max_header_list_size = max_header_list_size
+        if client_side:
+            self.decoder.max_allowed_table_size = 0  # see _settings_payload
         self.remote_settings = PeerSettings()
         self.stream_window = stream_window  # what we advertise per stream
         self.connection_window = connection_window  # what we open the connection to
@@ -205,6 +207,10 @@ class LeanH2Connection:
             (SettingCodes.MAX_HEADER_LIST_SIZE, self.decoder.max_header_list_size or 65536),
         ]
         if self.client_side:
+            # Upstream servers (nginx, grpc) index every response field, so the dynamic table churns on
+            # every response and no decoded block can be reused. Without a table, a block decodes the same
+            # way whatever came before, and the decode cache answers repeated responses.
+            settings.append((SettingCodes.HEADER_TABLE_SIZE, 0))
             settings.append((SettingCodes.ENABLE_PUSH, 0))
         else:
             settings.append((SettingCodes.MAX_CONCURRENT_STREAMS, self.max_concurrent_streams))
@@ -504,7 +510,9 @@ class LeanH2Connection:
             self.decode_table_size = len(entries)
             self.decode_table_newest = newest
             self.decode_cache.clear()  # the table changed: cached results may refer to other entries now
-        elif len(self.decode_cache) < _DECODE_CACHE_LIMIT:
+        else:
+            if len(self.decode_cache) >= _DECODE_CACHE_LIMIT:
+                self.decode_cache.clear()  # bounded: start again rather than keep only old blocks
             self.decode_cache[block] = headers
         return headers
 

@@ -286,3 +286,22 @@ def test_decode_cache_follows_the_dynamic_table() -> None:
         request = next(e for e in move(client, server) if isinstance(e, RequestReceived))
         seen.append(dict(request.headers)[b"x-v"])
     assert seen == [b"a", b"a", b"b", b"a", b"b"]
+
+
+def test_lean_client_asks_upstreams_for_no_dynamic_table() -> None:
+    """Responses then decode independently of each other, so repeated ones come from the decode cache."""
+    client = h2_codec.new_connection(True, "lean")
+    assert isinstance(client, LeanH2Connection)
+    client.initiate_connection()
+    server = peer(False)
+    settle(client, server)
+    for sid in (1, 3, 5):
+        client.send_headers(sid, REQUEST, end_stream=True)
+        move(client, server)
+        server.send_headers(
+            sid, [(b":status", b"200"), (b"server", b"nginx"), (b"x-id", b"same")], end_stream=True
+        )
+        response = next(e for e in move(server, client) if isinstance(e, ResponseReceived))
+        assert dict(response.headers)[b"x-id"] == b"same"
+    assert len(client.decoder.header_table.dynamic_entries) == 0
+    assert client.decode_cache  # the repeated response block was cached
