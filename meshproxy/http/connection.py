@@ -32,6 +32,7 @@ from meshproxy.http.h1_httptools import reason_phrase
 from meshproxy.http.h2_connection import h2c_upgrade_settings, upgrade_to_h2c
 from meshproxy.http.headers import HOP_BY_HOP, HTTP_DATE
 from meshproxy.http.local_reply import LocalReply
+from meshproxy.net.original_dst import Redirect
 from meshproxy.router.forwarder import StreamState, UpstreamRequest
 
 if TYPE_CHECKING:
@@ -59,12 +60,11 @@ class DownstreamConnection(asyncio.Protocol):
         "last_activity",
         "listener",
         "opened",
-        "original_destination",
-        "original_port",
         "paused",
         "peer",
         "peer_ip",
         "receiving",
+        "redirect",
         "requests",
         "responding",
         "snapshot",
@@ -73,7 +73,7 @@ class DownstreamConnection(asyncio.Protocol):
         "tunnel_bytes",
     )  # fmt: skip
 
-    def __init__(self, listener: HttpListener, original: tuple[str, int] | None = None) -> None:
+    def __init__(self, listener: HttpListener, redirect: Redirect | None = None) -> None:
         self.listener = listener
         self.codec: ServerCodec = listener.server_codec_factory()
         self.transport: asyncio.Transport | None = None
@@ -84,14 +84,21 @@ class DownstreamConnection(asyncio.Protocol):
         self.paused = False
         self.peer_ip = b"-"
         self.peer = "-"
-        self.original_destination = original  # set by the dispatcher that read SO_ORIGINAL_DST
-        self.original_port: int | None = original[1] if original is not None else None
+        self.redirect = redirect  # the dispatcher's: SO_ORIGINAL_DST, read only if a request needs it
         self.snapshot: Snapshot = listener.dataplane.snapshot
         self.last_activity = time.monotonic()
         self.opened = self.last_activity
         self.close_after_response = False
         self.tunnel_bytes = b""
         self.requests = 0
+
+    @property
+    def original_destination(self) -> tuple[str, int] | None:
+        return self.redirect.destination if self.redirect is not None else None
+
+    @property
+    def original_port(self) -> int | None:
+        return self.redirect.port if self.redirect is not None else None
 
     def __repr__(self) -> str:
         return f"<DownstreamConnection {self.peer} {self.state.value} requests={self.requests}>"

@@ -51,6 +51,7 @@ from meshproxy.http.grpc import is_grpc, trailers_only_headers
 from meshproxy.http.h2_codec import OutboundBody
 from meshproxy.http.headers import HTTP_DATE
 from meshproxy.http.local_reply import LocalReply, ResponseFlag
+from meshproxy.net.original_dst import Redirect
 from meshproxy.router.forwarder import UpstreamRequest
 
 if TYPE_CHECKING:
@@ -94,8 +95,6 @@ class H2DownstreamStream:
         "grpc",
         "head_out",
         "listener",
-        "original_destination",
-        "original_port",
         "peer_ip",
         "producer_paused",
         "read_paused",
@@ -113,8 +112,6 @@ class H2DownstreamStream:
         self.stream_id = stream_id
         self.listener: HttpListener = connection.listener
         self.snapshot: Snapshot = connection.listener.dataplane.snapshot  # one snapshot per request
-        self.original_destination = connection.original_destination
-        self.original_port = connection.original_port
         self.peer_ip = connection.peer_ip
         self.codec = self
         self.grpc = grpc
@@ -127,6 +124,14 @@ class H2DownstreamStream:
         self.unacked = 0  # flow-controlled bytes received while paused
         self.write_blocked = False  # response DATA waits for a WINDOW_UPDATE
         self.producer_paused = False  # we asked the router to pause the upstream
+
+    @property
+    def original_destination(self) -> tuple[str, int] | None:
+        return self.connection.original_destination
+
+    @property
+    def original_port(self) -> int | None:
+        return self.connection.original_port
 
     def __repr__(self) -> str:
         return (
@@ -310,10 +315,9 @@ class H2DownstreamConnection(asyncio.Protocol):
         "listener",
         "loop",
         "opened",
-        "original_destination",
-        "original_port",
         "peer",
         "peer_ip",
+        "redirect",
         "requests",
         "state",
         "streams",
@@ -321,15 +325,14 @@ class H2DownstreamConnection(asyncio.Protocol):
         "write_paused",
     )  # fmt: skip
 
-    def __init__(self, listener: HttpListener, original: tuple[str, int] | None = None) -> None:
+    def __init__(self, listener: HttpListener, redirect: Redirect | None = None) -> None:
         self.listener = listener
         self.h2 = h2_codec.new_connection(client_side=False)
         self.transport: asyncio.Transport | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.state = H2ConnectionState.OPEN
         self.streams: dict[int, H2DownstreamStream] = {}
-        self.original_destination = original  # set by the dispatcher that read SO_ORIGINAL_DST
-        self.original_port: int | None = original[1] if original is not None else None
+        self.redirect = redirect  # the dispatcher's: SO_ORIGINAL_DST, read only if a request needs it
         self.peer_ip = b"-"
         self.peer = "-"
         self.last_activity = time.monotonic()
@@ -340,6 +343,14 @@ class H2DownstreamConnection(asyncio.Protocol):
         self.in_batch = False  # inside data_received: one write at its end
         self.flush_scheduled = False
         self.write_paused = False  # the client socket's buffer is full (asyncio pause_writing)
+
+    @property
+    def original_destination(self) -> tuple[str, int] | None:
+        return self.redirect.destination if self.redirect is not None else None
+
+    @property
+    def original_port(self) -> int | None:
+        return self.redirect.port if self.redirect is not None else None
 
     def __repr__(self) -> str:
         return (
@@ -668,7 +679,7 @@ def upgrade_to_h2c(h1: DownstreamConnection, head: RequestHead, settings: bytes,
     if transport is None:
         return False
     listener = h1.listener
-    manager = H2DownstreamConnection(listener, h1.original_destination)
+    manager = H2DownstreamConnection(listener, h1.redirect)
     try:
         manager.h2.initiate_upgrade_connection(settings)
     except (H2Error, ValueError, binascii.Error) as exc:

@@ -23,6 +23,9 @@ def connection_tokens(headers: Headers) -> frozenset[bytes]:
     tokens: set[bytes] = set()
     for name, value in headers:
         if name == b"connection":
+            lowered = value.lower()
+            if lowered == b"close" or lowered == b"keep-alive":  # the common case: nothing extra
+                continue
             tokens.update(t.strip().lower() for t in value.split(b","))
     tokens.discard(b"")
     tokens.discard(b"close")

@@ -18,7 +18,7 @@ from meshproxy.config.snapshot import EgressFilter, ListenerProtocol, RetryPolic
 from meshproxy.http.connection import DownstreamConnection
 from meshproxy.http.h2_connection import H2DownstreamConnection
 from meshproxy.listeners.detect import Detected, detect
-from meshproxy.net.original_dst import original_destination
+from meshproxy.net.original_dst import Redirect
 from meshproxy.net.tls import CertificateStore, TlsTerminator
 from meshproxy.router.match import pick_weighted
 from meshproxy.tcp.proxy import TcpProxySession
@@ -42,27 +42,28 @@ class DispatchState(enum.Enum):
 
 
 class ConnectionDispatcher(asyncio.Protocol):
-    __slots__ = ("buffer", "listener", "original", "state", "timer", "transport")
+    __slots__ = ("buffer", "listener", "redirect", "state", "timer", "transport")
 
     def __init__(self, listener: HttpListener) -> None:
         self.listener = listener
         self.transport: asyncio.Transport | None = None
-        self.original: tuple[str, int] | None = None
+        self.redirect: Redirect | None = None
         self.buffer = b""
         self.state = DispatchState.SNIFFING
         self.timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
-        return f"<ConnectionDispatcher {self.listener.name} {self.state.value} original={self.original}>"
+        return f"<ConnectionDispatcher {self.listener.name} {self.state.value} {self.redirect!r}>"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            self.original = original_destination(sock)
+        self.redirect = Redirect(transport, self.listener.port)
         listener = self.listener
         if listener.ingress:
-            ingress = listener.ingress_listener(listener.dataplane.snapshot, self._original_port())
+            snapshot = listener.dataplane.snapshot
+            # With one listener the original port changes nothing: don't pay for reading it.
+            port = self._original_port() if len(snapshot.ingress) > 1 else None
+            ingress = listener.ingress_listener(snapshot, port)
             if ingress is not None and ingress.protocol is ListenerProtocol.TCP:
                 cluster = listener.clusters.get(ingress.cluster)
                 if cluster is not None:
@@ -77,8 +78,12 @@ class ConnectionDispatcher(asyncio.Protocol):
             return
         self.timer = asyncio.get_running_loop().call_later(SNIFF_TIMEOUT_S, self._sniff_timeout)
 
+    @property
+    def original(self) -> tuple[str, int] | None:
+        return self.redirect.destination if self.redirect is not None else None
+
     def _original_port(self) -> int | None:
-        return self.original[1] if self.original is not None else None
+        return self.redirect.port if self.redirect is not None else None
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -134,7 +139,7 @@ class ConnectionDispatcher(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         self.state = DispatchState.HANDED_OVER
-        connection = DownstreamConnection(self.listener, self.original)
+        connection = DownstreamConnection(self.listener, self.redirect)
         transport.set_protocol(connection)
         connection.connection_made(transport)
         if self.buffer:
@@ -146,7 +151,7 @@ class ConnectionDispatcher(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         self.state = DispatchState.HANDED_OVER
-        connection = H2DownstreamConnection(self.listener, self.original)
+        connection = H2DownstreamConnection(self.listener, self.redirect)
         transport.set_protocol(connection)
         connection.connection_made(transport)
         data, self.buffer = self.buffer, b""

@@ -21,6 +21,7 @@ from meshproxy.config.snapshot import (
     RetryPolicy,
     RouteEntry,
     RouteTable,
+    VirtualHost,
 )
 from meshproxy.http import local_reply
 from meshproxy.http.codec import (
@@ -178,7 +179,10 @@ class UpstreamRequest:
         self.authority = authority
         self.path = path
         if listener.ingress:
-            ingress = listener.ingress_listener(snapshot, down.original_port)
+            port = (
+                down.original_port if len(snapshot.ingress) > 1 else None
+            )  # one listener: no need to read it
+            ingress = listener.ingress_listener(snapshot, port)
             if ingress is None:
                 self.local_reply(local_reply.NO_ROUTE)
                 return
@@ -225,7 +229,8 @@ class UpstreamRequest:
                     self.local_reply(local_reply.NO_ROUTE)
                     return
             else:
-                route = select_route(vhost, head.method, path, head.headers, self._request_port(authority))
+                port = self._request_port(authority) if _matches_port(vhost) else None
+                route = select_route(vhost, head.method, path, head.headers, port)
                 if route is None:
                     listener.http_stats.no_route += 1
                     self.local_reply(local_reply.NO_ROUTE)
@@ -777,6 +782,11 @@ class UpstreamRequest:
         self._cancel_timers()
         self.state = StreamState.DONE
         self.down.stream_done(self)
+
+
+def _matches_port(vhost: VirtualHost) -> bool:
+    """Whether any route of `vhost` matches on the port (then the original destination must be read)."""
+    return any(route.match.port is not None for route in vhost.routes)
 
 
 def _gateway_capacity(gateway: GatewayListener) -> int:

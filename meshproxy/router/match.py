@@ -76,10 +76,11 @@ def value_matches(match: ValueMatch, value: str | None) -> bool:
 def header_value(headers: Headers, name: str) -> str | None:
     """All values of a header joined with ',' (as Envoy matches multi-valued headers), or None."""
     key = name.encode()
-    found: list[bytes] = [v for n, v in headers if n == key]
-    if not found:
-        return None
-    return b",".join(found).decode("latin-1")
+    found: bytes | None = None
+    for n, v in headers:
+        if n == key:
+            found = v if found is None else found + b"," + v
+    return None if found is None else found.decode("latin-1")
 
 
 def _query_params(query: str) -> dict[str, str]:
