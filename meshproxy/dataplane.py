@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from meshproxy.config.snapshot import EgressFilter, Identity, RouteTable, Snapshot
+from meshproxy.http import h2_codec
 from meshproxy.http.codec import ClientCodec, ServerCodec
 from meshproxy.settings import Settings
 from meshproxy.telemetry.record import RequestRecord
@@ -76,6 +77,7 @@ class Dataplane:
         self.store = store
         self.telemetry = telemetry
         self.server_codec_factory, self.client_codec_factory = codec_factories(settings.http1_parser)
+        h2_codec.select(settings.http2_codec)
         self.clusters = ClusterManager(store, self.client_codec_factory)
         self.snapshot: Snapshot = empty_snapshot(settings.identity)
         self.state = ServerState.PRE_INITIALIZING

@@ -53,6 +53,7 @@ class Settings:
     concurrency: int = 1  # ENVOY_CONCURRENCY (worker processes)
     drain_wait_s: int = 20  # LISTENER_DRAIN_WAIT_TIME_S, 5..110
     http1_parser: str = "httptools"  # MESHPROXY_HTTP1_PARSER: httptools | h11
+    http2_codec: str = "lean"  # MESHPROXY_HTTP2_CODEC: lean | h2 (the h2 library, the reference)
     ignored_uid: int = 1337  # APPMESH_IGNORE_UID: the UID the interception rules skip
     # stats
     stats_tags: bool = False  # ENABLE_ENVOY_STATS_TAGS
@@ -80,6 +81,7 @@ _INT = re.compile(r"[+-]?[0-9]+")
 # Envoy's `-l` levels the agent accepts (spec §1.3, [SCA-cfg] validateEnvoyLogLevel).
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical", "off")
 HTTP1_PARSERS = ("httptools", "h11")
+HTTP2_CODECS = ("lean", "h2")
 DRAIN_WAIT_MIN_S, DRAIN_WAIT_MAX_S, DRAIN_WAIT_DEFAULT_S = 5, 110, 20
 # Go time.ParseDuration units, in seconds.
 _GO_UNITS = {
@@ -404,6 +406,7 @@ def load_settings(env: Mapping[str, str], *, config_source: str | None = None) -
         concurrency=concurrency if concurrency > 0 else 1,
         drain_wait_s=_drain_wait(reader),
         http1_parser=_choice(reader, "MESHPROXY_HTTP1_PARSER", HTTP1_PARSERS, "httptools"),
+        http2_codec=_choice(reader, "MESHPROXY_HTTP2_CODEC", HTTP2_CODECS, "lean"),
         ignored_uid=ignored_uid,
         stats_tags=reader.flag("ENABLE_ENVOY_STATS_TAGS"),
         stats_flush_interval_s=_stats_flush_interval(reader),

@@ -13,7 +13,6 @@ fields dropped, §8.2.3 cookies joined for HTTP/1.1, `:authority` <-> `Host`).
 from __future__ import annotations
 
 import functools
-import os
 import types
 from collections import deque
 from typing import Any, Protocol
@@ -134,12 +133,18 @@ class _PeerLimits(Protocol):
     def max_concurrent_streams(self) -> int: ...
 
 
-# MESHPROXY_HTTP2_CODEC: "lean" (default, the hot path) or "h2" (the h2 library, the reference).
-# Read once here; the lead may move it into Settings next to MESHPROXY_HTTP1_PARSER.
+# The HTTP/2 codec of this process: "lean" (default, the hot path) or "h2" (the h2 library, the reference).
+# Settings.http2_codec (MESHPROXY_HTTP2_CODEC) picks it once, at start-up, through `select`.
 HTTP2_CODECS = ("lean", "h2")
-HTTP2_CODEC = os.environ.get("MESHPROXY_HTTP2_CODEC", "lean")
-if HTTP2_CODEC not in HTTP2_CODECS:
-    raise SystemExit(f"meshproxy: MESHPROXY_HTTP2_CODEC must be one of {', '.join(HTTP2_CODECS)}")
+HTTP2_CODEC = "lean"
+
+
+def select(codec: str) -> None:
+    """Choose the process's HTTP/2 codec (called once by the data plane from Settings)."""
+    global HTTP2_CODEC
+    if codec not in HTTP2_CODECS:
+        raise ValueError(f"unknown HTTP/2 codec {codec!r}")
+    HTTP2_CODEC = codec
 
 
 def new_connection(client_side: bool, codec: str | None = None) -> H2Codec:

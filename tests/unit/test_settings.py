@@ -422,3 +422,14 @@ def test_http1_parser_invalid() -> None:
     error = fatal(MESHPROXY_HTTP1_PARSER="llhttp")
     assert error.variable == "MESHPROXY_HTTP1_PARSER"
     assert "httptools, h11" in error.message
+
+
+def test_http2_codec_is_a_named_choice() -> None:
+    from meshproxy.settings import SettingsError, load_settings
+
+    env = {"APPMESH_RESOURCE_ARN": "mesh/m/virtualNode/n"}
+    assert load_settings(env).http2_codec == "lean"
+    assert load_settings({**env, "MESHPROXY_HTTP2_CODEC": "h2"}).http2_codec == "h2"
+    with pytest.raises(SettingsError) as raised:
+        load_settings({**env, "MESHPROXY_HTTP2_CODEC": "nghttp2"})
+    assert raised.value.variable == "MESHPROXY_HTTP2_CODEC"
