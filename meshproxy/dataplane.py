@@ -21,8 +21,7 @@ from meshproxy.telemetry.tracing import TraceStart
 from meshproxy.upstream.cluster import ClusterManager
 
 if TYPE_CHECKING:
-    from meshproxy.http.connection import DownstreamConnection
-    from meshproxy.listeners.listener import HttpListener
+    from meshproxy.listeners.listener import ClientConnection, HttpListener
     from meshproxy.router.forwarder import UpstreamRequest
 
 
@@ -104,7 +103,7 @@ class Dataplane:
         server.listener_manager_lds_update_success += 1
 
     def request_done(
-        self, listener: HttpListener, connection: DownstreamConnection, stream: UpstreamRequest
+        self, listener: HttpListener, connection: ClientConnection, stream: UpstreamRequest
     ) -> None:
         telemetry = self.telemetry
         if telemetry is None:
@@ -121,7 +120,7 @@ class Dataplane:
 
 
 def build_record(
-    listener: HttpListener, connection: DownstreamConnection, stream: UpstreamRequest
+    listener: HttpListener, connection: ClientConnection, stream: UpstreamRequest
 ) -> RequestRecord:
     head = stream.head
     now = time.monotonic()

@@ -358,18 +358,10 @@ class H2DownstreamConnection(asyncio.Protocol):
             f"requests={self.requests}>"
         )
 
-    def _as_listener_connection(self) -> DownstreamConnection:
-        # The listener's bookkeeping is typed for HTTP/1.1 connections; it only reads `peer`,
-        # `last_activity`, `opened` and calls `close_if_idle()`, which this class has too.
-        return cast("DownstreamConnection", self)
-
     # ---------------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._adopt(transport)
-        self.listener.on_connection_open(self._as_listener_connection())
-        stats = self.listener.http_stats
-        stats.downstream_cx_http1_total -= 1  # the listener counts every connection as HTTP/1.1
-        stats.downstream_cx_http2_total += 1
+        self.listener.on_connection_open(self, http2=True)
         self.h2.initiate_connection()
         h2_codec.open_connection_window(self.h2)
         self.flush()
@@ -428,7 +420,7 @@ class H2DownstreamConnection(asyncio.Protocol):
         for stream in streams:
             stream.on_connection_lost()
         self.transport = None
-        self.listener.on_connection_closed(self._as_listener_connection())
+        self.listener.on_connection_closed(self)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -527,7 +519,7 @@ class H2DownstreamConnection(asyncio.Protocol):
         self.schedule_flush()
 
     def on_request_done(self, stream: H2DownstreamStream, request: UpstreamRequest) -> None:
-        self.listener.on_request_done(self._as_listener_connection(), request)
+        self.listener.on_request_done(self, request)
         if self.listener.dataplane.draining:
             self._send_goaway()
 
@@ -686,11 +678,7 @@ def upgrade_to_h2c(h1: DownstreamConnection, head: RequestHead, settings: bytes,
         log.debug("downstream %s: bad HTTP2-Settings: %s", h1.peer, exc)
         return False
     h2_codec.open_connection_window(manager.h2)
-    listener.connections.discard(h1)
-    listener.connections.add(manager._as_listener_connection())
-    stats = listener.http_stats
-    stats.downstream_cx_http2_total += 1
-    stats.downstream_cx_upgrades_total += 1
+    listener.on_connection_upgraded(h1, manager)
     manager._adopt(transport)
     manager.opened = h1.opened
     transport.set_protocol(manager)

@@ -11,7 +11,7 @@ import enum
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from meshproxy.config.snapshot import (
     GatewayListener,
@@ -33,6 +33,21 @@ _HTTP2_PROTOCOLS = (ListenerProtocol.HTTP2, ListenerProtocol.GRPC)
 
 if TYPE_CHECKING:
     from meshproxy.dataplane import Dataplane
+
+
+class ClientConnection(Protocol):
+    """What a listener tracks of a client connection, whatever its protocol (HTTP/1.1 or HTTP/2)."""
+
+    @property
+    def peer(self) -> str: ...
+
+    @property
+    def last_activity(self) -> float: ...
+
+    @property
+    def opened(self) -> float: ...
+
+    def close_if_idle(self) -> bool: ...
 
 
 class ListenerState(enum.Enum):
@@ -81,7 +96,7 @@ class HttpListener:
         self.http_stats = dataplane.store.http_conn_manager(self.stat_prefix)
         self.tcp_stats = dataplane.store.tcp_proxy(self.stat_prefix)
         self.requests_active = 0  # this listener's own count (http stats may be shared by several listeners)
-        self.connections: set[DownstreamConnection] = set()
+        self.connections: set[ClientConnection] = set()
         self.state = ListenerState.CREATED
         self.server: asyncio.Server | None = None
         self._certificates: CertificateStore | None = None
@@ -149,9 +164,9 @@ class HttpListener:
         return None
 
     # connection bookkeeping (stats are plain integer updates)
-    def on_connection_open(self, connection: DownstreamConnection) -> None:
+    def on_connection_open(self, connection: ClientConnection, http2: bool = False) -> None:
         # TCP sessions are counted by the tcp_proxy stats; listener totals count every accepted connection
-        # that reached the HTTP connection manager.
+        # that reached an HTTP connection manager.
         self.connections.add(connection)
         stats = self.stats
         stats.downstream_cx_total += 1
@@ -159,9 +174,19 @@ class HttpListener:
         http = self.http_stats
         http.downstream_cx_total += 1
         http.downstream_cx_active += 1
-        http.downstream_cx_http1_total += 1
+        if http2:
+            http.downstream_cx_http2_total += 1
+        else:
+            http.downstream_cx_http1_total += 1
 
-    def on_connection_closed(self, connection: DownstreamConnection) -> None:
+    def on_connection_upgraded(self, old: ClientConnection, new: ClientConnection) -> None:
+        """HTTP/1.1 `Upgrade: h2c`: the same client connection, now served by the HTTP/2 manager."""
+        self.connections.discard(old)
+        self.connections.add(new)
+        self.http_stats.downstream_cx_http2_total += 1
+        self.http_stats.downstream_cx_upgrades_total += 1
+
+    def on_connection_closed(self, connection: ClientConnection) -> None:
         if connection in self.connections:
             self.connections.discard(connection)
             self.stats.downstream_cx_active -= 1
@@ -170,7 +195,7 @@ class HttpListener:
             http.downstream_cx_active -= 1
             http.downstream_cx_length_ms.record((time.monotonic() - connection.opened) * 1000.0)
 
-    def on_request_done(self, connection: DownstreamConnection, stream: UpstreamRequest) -> None:
+    def on_request_done(self, connection: ClientConnection, stream: UpstreamRequest) -> None:
         self.requests_active -= 1
         http = self.http_stats
         http.downstream_rq_active -= 1
