@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Sequence
 
 from meshproxy.admin.server import AdminServer, cluster_status
@@ -298,14 +299,17 @@ class Server:
         return True
 
     async def _sweep_idle(self) -> None:
-        # One periodic sweep closes idle downstream connections (listener idle timeout), instead of a timer
-        # per connection on the hot path.
+        # One periodic sweep enforces idle timeouts (idle keep-alive connections, and streams with no bytes
+        # either way for their route's `idle`), instead of a timer per connection or request on the hot path.
         while True:
             await asyncio.sleep(1.0)
             snapshot = self.dataplane.snapshot
             idle = next((i.idle_timeout for i in snapshot.ingress), 300.0)
+            now = time.monotonic()
             for listener in self.http_listeners:
-                listener.close_idle_connections(idle if idle is not None else None)
+                if idle is not None:  # None: App Mesh's 0, the timeout is disabled
+                    listener.close_idle_connections(idle)
+                listener.expire_idle_streams(now)
 
     async def _shutdown(self) -> None:
         for listener in self.http_listeners:

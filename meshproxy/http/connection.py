@@ -380,6 +380,9 @@ class DownstreamConnection(asyncio.Protocol):
             self.paused = False
             self.transport.resume_reading()
 
+    def active_requests(self) -> list[UpstreamRequest]:
+        return [self.responding] if self.responding is not None else []
+
     def idle(self) -> bool:
         return self.responding is None and self.receiving is None and self.state is DownstreamState.OPEN
 

@@ -587,6 +587,9 @@ class H2DownstreamConnection(asyncio.Protocol):
     def idle(self) -> bool:
         return not self.streams and self.state is not H2ConnectionState.CLOSED
 
+    def active_requests(self) -> list[UpstreamRequest]:
+        return [s.request for s in self.streams.values() if s.request is not None]
+
     def close_if_idle(self) -> bool:
         if self.idle():
             self._close()

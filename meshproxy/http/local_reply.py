@@ -45,4 +45,5 @@ CONNECTION_TERMINATION = LocalReply(
     503, _RESET + b"connection termination", ResponseFlag.UPSTREAM_CONNECTION_TERMINATION, 14
 )
 UPSTREAM_TIMEOUT = LocalReply(504, b"upstream request timeout", ResponseFlag.UPSTREAM_REQUEST_TIMEOUT, 4)
+STREAM_IDLE_TIMEOUT = LocalReply(408, b"stream timeout", ResponseFlag.STREAM_IDLE_TIMEOUT, 4)
 BAD_REQUEST = LocalReply(400, b"Bad Request", ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR, 13)

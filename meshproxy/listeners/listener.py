@@ -10,7 +10,7 @@ import asyncio
 import enum
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from meshproxy.config.snapshot import (
@@ -48,6 +48,10 @@ class ClientConnection(Protocol):
     def opened(self) -> float: ...
 
     def close_if_idle(self) -> bool: ...
+
+    def active_requests(self) -> Iterable[UpstreamRequest]:
+        """Requests in flight on this connection (for the stream idle timeout sweep)."""
+        ...
 
 
 class ListenerState(enum.Enum):
@@ -214,6 +218,16 @@ class HttpListener:
             if expired and connection.close_if_idle():
                 closed += 1
         return closed
+
+    def expire_idle_streams(self, now: float) -> int:
+        """Time out requests that moved no bytes for their idle timeout (Envoy's stream idle timeout)."""
+        expired = 0
+        for connection in list(self.connections):
+            for request in list(connection.active_requests()):
+                if request.idle_expired(now):
+                    request.on_idle_timeout()
+                    expired += 1
+        return expired
 
     async def stop_accepting(self) -> None:
         if self.server is not None:

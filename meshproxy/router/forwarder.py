@@ -96,6 +96,8 @@ class UpstreamRequest:
         "head",
         "host",
         "host_rewrite",
+        "idle_timeout",
+        "last_activity",
         "original_path",
         "path",
         "pool",
@@ -159,6 +161,8 @@ class UpstreamRequest:
         self.switch_head: ResponseHead | None = None
         self.tunnel_eofs = 0
         self.original_path: str | None = None  # before a gateway rewrite (x-envoy-original-path)
+        self.idle_timeout: float | None = None  # the route's (or ingress listener's) `idle`; None = disabled
+        self.last_activity = self.start
         self.host_rewrite: str | None = None
 
     def __repr__(self) -> str:
@@ -188,6 +192,7 @@ class UpstreamRequest:
                 return
             self.cluster = listener.clusters.get(ingress.cluster)
             self.timeout = ingress.timeout
+            self.idle_timeout = ingress.idle_timeout
             self.route_name = ingress.cluster
         else:
             if listener.direction is ListenerDirection.GATEWAY:
@@ -242,6 +247,7 @@ class UpstreamRequest:
                 self.cluster = listener.clusters.get(target.cluster)
                 self.retry = route.retry
                 self.timeout = route.timeout
+                self.idle_timeout = route.idle_timeout
                 self.route_name = route.name
                 self.virtual_service = vhost.name
                 self.target_node = target.virtual_node
@@ -544,6 +550,7 @@ class UpstreamRequest:
     # ---------------------------------------------------------------- downstream -> upstream
     def on_request_data(self, data: bytes) -> None:
         self.bytes_received += len(data)
+        self.last_activity = time.monotonic()
         if self.replayable:
             self.body.append(data)
             self.body_size += len(data)
@@ -606,7 +613,29 @@ class UpstreamRequest:
         self._finish()
 
     # ---------------------------------------------------------------- upstream -> downstream
+    def idle_expired(self, now: float) -> bool:
+        idle = self.idle_timeout
+        return (
+            idle is not None
+            and now - self.last_activity >= idle
+            and self.state is not StreamState.DONE
+            and self.state is not StreamState.TUNNEL
+        )
+
+    def on_idle_timeout(self) -> None:
+        """Envoy's stream idle timeout: 408 before the response started, a reset after (flag SI)."""
+        if self.pool is not None:
+            self.pool.cancel(self)
+            self.pool = None
+        self._end_attempt(reuse=False)
+        if self.response_started:
+            self.flags.append(ResponseFlag.STREAM_IDLE_TIMEOUT.value)
+            self.abort_downstream()
+        else:
+            self.local_reply(local_reply.STREAM_IDLE_TIMEOUT)
+
     def on_response_events(self, events: list[Event]) -> None:
+        self.last_activity = time.monotonic()
         down = self.down
         codec = down.codec
         out: list[bytes] = []
