@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from meshproxy.admin.server import AdminServer, cluster_status
+from meshproxy.admin.server import AdminServer, cluster_status, worker_entry
 from meshproxy.config.errors import ConfigError, Issue
 from meshproxy.config.load import snapshot_from_bytes
 from meshproxy.config.snapshot import ResourceKind, Snapshot
@@ -111,6 +111,9 @@ class Server:
 
     def reset_counters(self) -> None:
         self.store.reset_counters()
+
+    async def worker_status(self) -> list[dict[str, object]]:
+        return [worker_entry(0, os.getpid(), self.dataplane.state.name, self.store)]
 
     async def _drain_then_stop(self) -> None:
         await asyncio.sleep(self.settings.drain_wait_s)

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
-from meshproxy.admin.server import AdminServer
+from meshproxy.admin.server import AdminServer, worker_entry
 from meshproxy.dataplane import Dataplane, ServerState
 from meshproxy.settings import Settings
 from meshproxy.telemetry.aggregate import merge_stores, retire
@@ -182,6 +182,13 @@ class Supervisor:
             if data is not None:
                 return cast(dict[str, object], json.loads(data)) if as_json else data.decode()
         return {"cluster_statuses": []} if as_json else ""
+
+    async def worker_status(self) -> list[dict[str, object]]:
+        await self.refresh_stats()
+        return [
+            worker_entry(w.index, w.process.pid if w.process else None, w.state.name, w.last_store)
+            for w in self.workers
+        ]
 
     def reset_counters(self) -> None:
         self.retired.clear()

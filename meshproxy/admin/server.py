@@ -26,6 +26,7 @@ from meshproxy.http.h1_httptools import HttptoolsServerCodec, encode_headers, re
 from meshproxy.http.headers import HTTP_DATE
 from meshproxy.telemetry.errors import StatsFilterError
 from meshproxy.telemetry.hub import PROMETHEUS_CONTENT_TYPE
+from meshproxy.telemetry.stats import StatsStore
 from meshproxy.upstream.cluster import ClusterManager
 
 if TYPE_CHECKING:
@@ -83,6 +84,10 @@ class Lifecycle(Protocol):
 
     def reset_counters(self) -> None: ...
 
+    async def worker_status(self) -> list[dict[str, object]]:
+        """One entry per worker process (the process itself when ENVOY_CONCURRENCY is 1)."""
+        ...
+
 
 def cluster_status(clusters: ClusterManager, as_json: bool) -> str | dict[str, object]:
     """Envoy's /clusters: `<cluster>::<host>::<stat>::<value>` lines, or `?format=json`."""
@@ -123,6 +128,14 @@ def cluster_status(clusters: ClusterManager, as_json: bool) -> str | dict[str, o
     return "\n".join(lines) + "\n"
 
 
+def worker_entry(index: int, pid: int | None, state: str, store: StatsStore | None) -> dict[str, object]:
+    """A /workers entry: its identity and how many connections and requests it has taken."""
+    connections = sum(s.downstream_cx_total for s in store.listeners.values()) if store is not None else 0
+    requests = sum(s.downstream_rq_total for s in store.http.values()) if store is not None else 0
+    return {"index": index, "pid": pid, "state": state, "downstream_cx_total": connections,
+            "downstream_rq_total": requests}  # fmt: skip
+
+
 def _format_uptime(seconds: float) -> str:
     return f"{int(seconds)}s"
 
@@ -150,6 +163,7 @@ class AdminServer:
             "/listeners": self.listeners,
             "/runtime": self.runtime,
             "/memory": self.memory,
+            "/workers": self.workers,
         }
         self.post: dict[str, Handler] = {
             "/healthcheck/fail": self.healthcheck_fail,
@@ -275,6 +289,10 @@ class AdminServer:
                 }
             )
         return AdminResponse.text("".join(f"{lst.name}::{lst.address}:{lst.port}\n" for lst in listeners))
+
+    async def workers(self, query: Query) -> AdminResponse:
+        """meshproxy's own: the worker processes, to see how SO_REUSEPORT spreads connections."""
+        return AdminResponse.json({"workers": await self.lifecycle.worker_status()}, indent=2)
 
     async def runtime(self, query: Query) -> AdminResponse:
         return AdminResponse.json({"layers": ["static_layer_0", "admin_layer"], "entries": {}})

@@ -4,6 +4,7 @@ worker before the supervisor exits 0."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -52,6 +53,10 @@ def test_two_workers_share_the_port_and_the_admin_reports_totals(
     assert stats["http.egress.downstream_rq_total"] == 60
     assert stats[f"listener.127.0.0.1_{proxy.egress_port}.downstream_cx_total"] == 60
     assert blue.requests == 60
+    workers = json.loads(proxy.admin("/workers").body)["workers"]
+    assert [w["state"] for w in workers] == ["LIVE", "LIVE"]
+    assert sum(w["downstream_cx_total"] for w in workers) == 60
+    assert all(w["downstream_cx_total"] > 0 for w in workers), workers  # SO_REUSEPORT spread them
     assert b"envoy_http_downstream_rq_total" in proxy.admin("/stats/prometheus").body
     assert '"state": "LIVE"' in proxy.admin("/server_info").body.decode()
     clusters = proxy.admin("/clusters").body.decode()
