@@ -576,7 +576,9 @@ class UpstreamRequest:
         connection = self.connection
         state = self.state
         if connection is not None and (state is StreamState.FORWARDING or state is StreamState.RESPONDING):
-            connection.write(connection.codec.encode_end())
+            end = connection.codec.encode_end()
+            if end:  # a Content-Length body has no end marker: no write at all
+                connection.write(end)
         if self.state is not StreamState.DONE:
             self._start_timers()
 
