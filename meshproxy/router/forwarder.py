@@ -576,9 +576,9 @@ class UpstreamRequest:
         connection = self.connection
         state = self.state
         if connection is not None and (state is StreamState.FORWARDING or state is StreamState.RESPONDING):
-            end = connection.codec.encode_end()
-            if end:  # a Content-Length body has no end marker: no write at all
-                connection.write(end)
+            # Always call write: an HTTP/2 upstream's codec queues frames and write() is what flushes them
+            # (an HTTP/1.1 connection ignores the empty end marker of a Content-Length body).
+            connection.write(connection.codec.encode_end())
         if self.state is not StreamState.DONE:
             self._start_timers()
 
