@@ -128,6 +128,12 @@ DEFAULT_RETRY_POLICY: Final = RetryPolicy(
     grpc_statuses=frozenset({14}),
     is_default=True,
 )
+# TCP routes have no retryPolicy in the API. They get the connect-failure part of App Mesh's default policy
+# (2 retries, each on a host not yet tried), and only before any byte has flowed: decided for meshproxy, so a
+# refused connection to one endpoint is not an outage for the client.
+DEFAULT_TCP_RETRY_POLICY: Final = RetryPolicy(
+    max_retries=2, per_try_timeout=None, retry_on_connect_failure=True, is_default=True
+)
 
 _LOOPBACK_V4, _LOOPBACK_V6 = "127.0.0.1", "::1"
 _IPV6_FIRST = frozenset({"IPv6_PREFERRED", "IPv6_ONLY"})
@@ -535,7 +541,7 @@ class _Compiler:
                     match=RouteMatch(port=port),
                     targets=target,
                     total_weight=100,
-                    retry=None,
+                    retry=DEFAULT_TCP_RETRY_POLICY,
                     timeout=None,
                     idle_timeout=DEFAULT_IDLE_S,
                     protocol=protocol,
@@ -643,7 +649,7 @@ class _Compiler:
             )
         else:
             assert spec.tcp_route is not None
-            retry, timeout, idle = None, None, _tcp_idle(spec.tcp_route.timeout)
+            retry, timeout, idle = DEFAULT_TCP_RETRY_POLICY, None, _tcp_idle(spec.tcp_route.timeout)
             route_match = RouteMatch(port=spec.tcp_route.match_port)
         return RouteEntry(
             name=f"{route.virtual_router_name}/{route.route_name}",

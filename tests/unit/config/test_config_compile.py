@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from meshproxy.config.compile import DEFAULT_RETRY_POLICY, compile_snapshot
+from meshproxy.config.compile import DEFAULT_RETRY_POLICY, DEFAULT_TCP_RETRY_POLICY, compile_snapshot
 from meshproxy.config.demo_mesh import colour_mesh
 from meshproxy.config.dialects import read_document
 from meshproxy.config.errors import ConfigError, Severity
@@ -410,7 +410,7 @@ def test_node_provider_with_several_listeners_routes_by_port() -> None:
     ]
     tcp = snapshot.tcp_routes[9006]
     assert tcp.targets == (WeightedCluster("cds_egress_demo_blue_tcp_9006", 100, "blue"),)
-    assert (tcp.retry, tcp.timeout, tcp.protocol) == (None, None, ListenerProtocol.TCP)
+    assert (tcp.retry, tcp.timeout, tcp.protocol) == (DEFAULT_TCP_RETRY_POLICY, None, ListenerProtocol.TCP)
 
 
 def test_tcp_routes_and_unrouted_services() -> None:

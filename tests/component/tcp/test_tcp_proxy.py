@@ -1,0 +1,95 @@
+"""The TCP proxy over real loopback sockets: a connection-error retry moves to another host before any byte
+flows (issue 5), bytes cross unchanged both ways, and half-close is forwarded."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+
+import pytest
+import uvloop
+
+from meshproxy.config.compile import DEFAULT_TCP_RETRY_POLICY
+from meshproxy.config.snapshot import Cluster, ListenerProtocol, StaticDiscovery
+from meshproxy.http.h1_httptools import HttptoolsClientCodec
+from meshproxy.tcp.proxy import TcpProxySession
+from meshproxy.telemetry.stats import ClusterStats, TcpProxyStats
+from meshproxy.upstream.cluster import ClusterRuntime
+
+
+def refused_port() -> int:
+    """A loopback port with nothing listening (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def runner() -> Iterator[asyncio.Runner]:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as run:
+        yield run
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    data = await reader.read()  # until the client's half-close
+    writer.write(data.upper())
+    await writer.drain()
+    writer.close()
+
+
+async def _through_proxy(hosts: tuple[tuple[str, int], ...], payload: bytes) -> tuple[bytes, ClusterStats]:
+    config = Cluster(
+        name="cds_egress_m_db_tcp_7100",
+        discovery=StaticDiscovery(hosts),
+        protocol=ListenerProtocol.TCP,
+        virtual_node="db",
+        connect_timeout=1.0,
+    )
+    stats = ClusterStats()
+    cluster = ClusterRuntime(config, stats, HttptoolsClientCodec)
+    cluster.start()
+    tcp_stats = TcpProxyStats()
+
+    def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        transport = writer.transport
+        session = TcpProxySession(transport, b"", cluster, tcp_stats, DEFAULT_TCP_RETRY_POLICY, 30.0)  # type: ignore[arg-type]
+        transport.set_protocol(session.protocol)
+        session.start()
+
+    proxy = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(payload)
+        writer.write_eof()  # half-close: the upstream reads to EOF, then answers
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return answer, stats
+    finally:
+        proxy.close()
+        cluster.shutdown()
+
+
+def test_connect_failure_is_retried_on_another_host_before_any_byte_flows(runner: asyncio.Runner) -> None:
+    async def scenario() -> tuple[bytes, ClusterStats]:
+        echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        try:
+            live = echo.sockets[0].getsockname()[1]
+            return await _through_proxy(
+                (("127.0.0.1", refused_port()), ("127.0.0.1", live)), b"select 1;" * 1000
+            )
+        finally:
+            echo.close()
+
+    answer, stats = runner.run(scenario())
+    assert answer == b"SELECT 1;" * 1000
+    assert stats.upstream_cx_connect_fail == 1
+    assert stats.upstream_rq_retry == 1
+    assert stats.upstream_cx_total == 2
+
+
+def test_all_hosts_refusing_closes_the_client(runner: asyncio.Runner) -> None:
+    answer, stats = runner.run(_through_proxy((("127.0.0.1", refused_port()),), b"hello"))
+    assert answer == b""
+    assert stats.upstream_cx_connect_fail == 1 + DEFAULT_TCP_RETRY_POLICY.max_retries
