@@ -30,12 +30,14 @@ class Versions:
     nginx: str
     wrk: str
     meshproxy: str
+    h2load: str | None = None
 
     def describe(self) -> str:
         envoy = self.envoy if self.envoy is not None else "not installed"
+        h2load = f", h2load {self.h2load}" if self.h2load is not None else ""
         return (
             f"Python {self.python}, meshproxy {self.meshproxy}, Envoy {envoy}, "
-            f"nginx {self.nginx}, wrk {self.wrk}"
+            f"nginx {self.nginx}, wrk {self.wrk}{h2load}"
         )
 
 
@@ -57,6 +59,12 @@ def parse_envoy_version(text: str) -> str | None:
 
 def parse_nginx_version(text: str) -> str | None:
     match = re.search(r"nginx/(\S+)", text)
+    return match.group(1) if match else None
+
+
+def parse_h2load_version(text: str) -> str | None:
+    """`h2load --version` prints `h2load nghttp2/1.52.0`."""
+    match = re.search(r"nghttp2/(\S+)", text)
     return match.group(1) if match else None
 
 
@@ -94,11 +102,12 @@ def meshproxy_version() -> str:
     return f"{version} (git {sha}{'-dirty' if dirty else ''})"
 
 
-def versions(*, envoy: str | None, nginx: str, wrk: str) -> Versions:
+def versions(*, envoy: str | None, nginx: str, wrk: str, h2load: str | None = None) -> Versions:
     return Versions(
         python=platform.python_version(),
         envoy=parse_envoy_version(_output([envoy, "--version"])) if envoy is not None else None,
         nginx=parse_nginx_version(_output([nginx, "-v"])) or "?",
         wrk=parse_wrk_version(_output([wrk, "-v"])) or "?",
         meshproxy=meshproxy_version(),
+        h2load=parse_h2load_version(_output([h2load, "--version"])) if h2load is not None else None,
     )

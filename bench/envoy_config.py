@@ -9,7 +9,13 @@ two builders fill it from App Mesh values:
   can be driven by the very same compiled routes once `meshproxy.config.compile` exists.
 
 `render_bootstrap` turns the model into the bootstrap dict; `bootstrap_yaml` into the file Envoy loads.
-Access logging and tracing are left off; stats are Envoy's defaults plus App Mesh's always-on tag regexes.
+Stats are Envoy's defaults plus App Mesh's always-on tag regexes. Access logging and X-Ray tracing are off
+unless an `EnvoyTelemetry` asks for them (then as App Mesh renders them: spec §5.4, §5.5).
+
+The HTTP protocols of the bench mesh (bench/mesh.py) differ only where App Mesh's rendering does: an http2 or
+grpc upstream node makes its cluster speak HTTP/2 (`http2_protocol_options`), and a grpc route's default retry
+policy adds `unavailable` (spec §4.5). The `tcp` variant is an ingress tcp_proxy listener instead
+(`tcp_bootstrap`), to the local app's cluster.
 """
 
 from __future__ import annotations
@@ -79,6 +85,39 @@ APPMESH_DEFAULT_RETRY = EnvoyRetryPolicy(
     retry_on=("connect-failure", "refused-stream", "reset", "retriable-status-codes"),
     retriable_status_codes=(503,),
 )
+# ... and on gRPC routes also the UNAVAILABLE status (Envoy's `unavailable`).
+APPMESH_DEFAULT_GRPC_RETRY = EnvoyRetryPolicy(
+    num_retries=2,
+    retry_on=(*APPMESH_DEFAULT_RETRY.retry_on, GRPC_RETRY_ON[14]),
+    retriable_status_codes=(503,),
+)
+
+HTTP_PROTOCOL_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+XRAY_CONFIG_TYPE = "type.googleapis.com/envoy.config.trace.v3.XRayConfig"
+FILE_ACCESS_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+XRAY_ORIGIN = "AWS::AppMesh::Proxy"
+
+
+@dataclass(frozen=True, slots=True)
+class EnvoyTelemetry:
+    """Access log and X-Ray tracing as App Mesh renders them for `ENABLE_ENVOY_XRAY_TRACING=1` and a virtual
+    node's `logging.accessLog.file` (spec §5.4, §5.5). `sampling_rules` is the manifest file the agent
+    writes when XRAY_SAMPLING_RATE is not 0.05; `xray_port` is the daemon's UDP port on 127.0.0.1."""
+
+    access_log_path: str | None = None
+    xray_port: int | None = None
+    xray_segment_name: str = f"{mesh.MESH}/{mesh.CLIENT_NODE}"
+    sampling_rules: str | None = None
+    mesh_name: str = mesh.MESH
+    virtual_node_name: str = mesh.CLIENT_NODE
+
+
+def sampling_rules_manifest(rate: float) -> dict[str, Any]:
+    """The manifest the App Mesh agent writes for XRAY_SAMPLING_RATE (spec §1.7): fixed_target 1, `rate`."""
+    if not 0 <= rate <= 1:
+        raise EnvoyConfigError(f"sampling rate {rate} outside 0..1")
+    return {"version": 2, "default": {"fixed_target": 1, "rate": round(rate, 2)}, "rules": []}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +173,7 @@ class EnvoyCluster:
     max_pending_requests: int = UNLIMITED
     max_requests: int = UNLIMITED
     max_retries: int = UNLIMITED
+    http2: bool = False  # an http2/grpc listener on the target node: Envoy speaks HTTP/2 (h2c) to it
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +187,7 @@ class EgressBootstrap:
     clusters: tuple[EnvoyCluster, ...]
     listen_address: str = "127.0.0.1"
     node_cluster: str = ""  # empty = node_id (spec §1.2)
+    telemetry: EnvoyTelemetry | None = None
 
     @property
     def route_config_name(self) -> str:
@@ -157,18 +198,44 @@ class EgressBootstrap:
         return f"lds_egress_{self.listen_address}_{self.egress_port}"
 
 
+@dataclass(frozen=True, slots=True)
+class TcpBootstrap:
+    """An Envoy with one ingress tcp_proxy listener (a virtual node's tcp listener) to its local app."""
+
+    node_id: str
+    admin_port: int
+    ingress_port: int
+    cluster: EnvoyCluster
+    idle_timeout: float | None = 300.0  # seconds; None = disabled
+    listen_address: str = "127.0.0.1"
+    node_cluster: str = ""
+
+    @property
+    def listener_name(self) -> str:
+        return f"lds_ingress_{self.listen_address}_{self.ingress_port}"
+
+
 def bench_bootstrap(
-    *, upstream_port: int, egress_port: int, admin_port: int, upstream_host: str = "127.0.0.1"
+    *,
+    upstream_port: int,
+    egress_port: int,
+    admin_port: int,
+    upstream_host: str = "127.0.0.1",
+    protocol: mesh.MeshProtocol = mesh.MeshProtocol.HTTP,
+    telemetry: EnvoyTelemetry | None = None,
 ) -> EgressBootstrap:
     """The bench mesh's client node as App Mesh would have configured its Envoy (see bench/mesh.py)."""
-    bench_mesh = mesh.BenchMesh(upstream_port=upstream_port, upstream_host=upstream_host)
+    if protocol is mesh.MeshProtocol.TCP:
+        raise EnvoyConfigError("the tcp variant has no egress routes: use tcp_bootstrap")
+    bench_mesh = mesh.BenchMesh(upstream_port=upstream_port, upstream_host=upstream_host, protocol=protocol)
+    grpc = protocol is mesh.MeshProtocol.GRPC
     route = EnvoyRoute(
         name=f"{mesh.VIRTUAL_ROUTER}/{mesh.ROUTE}",
         targets=(EnvoyWeightedCluster(bench_mesh.upstream_cluster, 100),),
-        prefix="/",
+        prefix="/",  # a grpcRoute without service or method matches every path
         timeout=15.0,  # route perRequest and idle defaults (spec §4.5)
         idle_timeout=300.0,
-        retry=APPMESH_DEFAULT_RETRY,
+        retry=APPMESH_DEFAULT_GRPC_RETRY if grpc else APPMESH_DEFAULT_RETRY,
     )
     virtual_host = EnvoyVirtualHost(
         name=mesh.VIRTUAL_SERVICE,
@@ -179,6 +246,7 @@ def bench_bootstrap(
         name=bench_mesh.upstream_cluster,
         endpoints=((upstream_host, upstream_port),),
         discovery="LOGICAL_DNS",  # DNS service discovery, LOADBALANCER response type (spec §4.2)
+        http2=protocol is not mesh.MeshProtocol.HTTP,
     )
     return EgressBootstrap(
         node_id=mesh.CLIENT_RESOURCE_ARN,
@@ -186,6 +254,25 @@ def bench_bootstrap(
         egress_port=egress_port,
         virtual_hosts=(virtual_host,),
         clusters=(cluster,),
+        telemetry=telemetry,
+    )
+
+
+def tcp_bootstrap(
+    *, app_port: int, ingress_port: int, admin_port: int, app_host: str = "127.0.0.1"
+) -> TcpBootstrap:
+    """The client node with one tcp listener on `app_port` (bench/mesh.py `tcp`): ingress tcp_proxy to the
+    local app, a static cluster with App Mesh's 1 s connect timeout and unlimited circuit breakers."""
+    bench_mesh = mesh.BenchMesh(
+        upstream_port=app_port, upstream_host=app_host, protocol=mesh.MeshProtocol.TCP
+    )
+    return TcpBootstrap(
+        node_id=mesh.CLIENT_RESOURCE_ARN,
+        admin_port=admin_port,
+        ingress_port=ingress_port,
+        cluster=EnvoyCluster(
+            name=bench_mesh.upstream_cluster, endpoints=((app_host, app_port),), discovery="STATIC"
+        ),
     )
 
 
@@ -283,6 +370,7 @@ def cluster_from_snapshot(cluster: Cluster) -> EnvoyCluster:
         max_connections=cluster.limits.max_connections,
         max_pending_requests=cluster.limits.max_pending_requests,
         max_requests=cluster.limits.max_requests,
+        http2=cluster.protocol.value in ("http2", "grpc"),
     )
 
 
@@ -316,10 +404,30 @@ def bootstrap_from_snapshot(
     )
 
 
-def bootstrap_from_config_file(
-    path: str, resource_arn: str, *, egress_port: int, admin_port: int, listen_address: str = "127.0.0.1"
-) -> EgressBootstrap:
-    """Read, validate and compile an App Mesh config file with meshproxy's own config code, then render it.
+def tcp_bootstrap_from_snapshot(
+    snapshot: Snapshot, *, ingress_port: int, admin_port: int, listen_address: str = "127.0.0.1"
+) -> TcpBootstrap:
+    """The snapshot's one tcp ingress listener as an Envoy tcp_proxy listener to its local-app cluster."""
+    tcp = [listener for listener in snapshot.ingress if listener.protocol.value == "tcp"]
+    if len(tcp) != 1 or len(snapshot.ingress) != 1:
+        raise EnvoyConfigError(f"expected exactly one (tcp) ingress listener, found {len(snapshot.ingress)}")
+    (listener,) = tcp
+    cluster = snapshot.clusters.get(listener.cluster)
+    if cluster is None:
+        raise EnvoyConfigError(f"ingress listener {listener.port} has no cluster {listener.cluster}")
+    return TcpBootstrap(
+        node_id=snapshot.identity.node_id,
+        node_cluster=snapshot.identity.node_cluster,
+        admin_port=admin_port,
+        ingress_port=ingress_port,
+        cluster=cluster_from_snapshot(cluster),
+        idle_timeout=listener.idle_timeout,
+        listen_address=listen_address,
+    )
+
+
+def compile_config_file(path: str, resource_arn: str, *, egress_port: int) -> Snapshot:
+    """Read, validate and compile an App Mesh config file with meshproxy's own config code.
 
     Raises `EnvoyConfigError` when meshproxy's config code is missing or rejects the file.
     """
@@ -343,6 +451,14 @@ def bootstrap_from_config_file(
         raise EnvoyConfigError(f"{path}: {exc}") from None
     except Exception as exc:  # a compiler bug must not end the bench run: report it as Envoy's failure
         raise EnvoyConfigError(f"meshproxy's compiler failed on {path}: {exc!r}") from exc
+    return snapshot
+
+
+def bootstrap_from_config_file(
+    path: str, resource_arn: str, *, egress_port: int, admin_port: int, listen_address: str = "127.0.0.1"
+) -> EgressBootstrap:
+    """An App Mesh config file compiled by meshproxy (`compile_config_file`), rendered for Envoy's egress."""
+    snapshot = compile_config_file(path, resource_arn, egress_port=egress_port)
     return bootstrap_from_snapshot(
         snapshot, egress_port=egress_port, admin_port=admin_port, listen_address=listen_address
     )
@@ -461,7 +577,59 @@ def _cluster(cluster: EnvoyCluster) -> dict[str, Any]:
     }
     if cluster.discovery != "STATIC":
         rendered["dns_lookup_family"] = "V4_PREFERRED"
+    if cluster.http2:
+        rendered["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_PROTOCOL_OPTIONS_TYPE,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
     return rendered
+
+
+def _access_log(path: str) -> list[dict[str, Any]]:
+    """`envoy.access_loggers.file` with no format: Envoy's default format, as App Mesh renders it (§5.5)."""
+    return [
+        {"name": "envoy.access_loggers.file", "typed_config": {"@type": FILE_ACCESS_LOG_TYPE, "path": path}}
+    ]
+
+
+def _xray_tracing(telemetry: EnvoyTelemetry) -> dict[str, Any]:
+    """The HCM `tracing` block App Mesh renders for ENABLE_ENVOY_XRAY_TRACING=1 (spec §5.4)."""
+    assert telemetry.xray_port is not None
+    config: dict[str, Any] = {
+        "@type": XRAY_CONFIG_TYPE,
+        "daemon_endpoint": {"protocol": "UDP", "address": "127.0.0.1", "port_value": telemetry.xray_port},
+        "segment_name": telemetry.xray_segment_name,
+        "segment_fields": {
+            "origin": XRAY_ORIGIN,
+            "aws": {
+                "app_mesh": {
+                    "mesh_name": telemetry.mesh_name,
+                    "virtual_node_name": telemetry.virtual_node_name,
+                }
+            },
+        },
+    }
+    if telemetry.sampling_rules is not None:
+        config["sampling_rule_manifest"] = {"filename": telemetry.sampling_rules}
+    return {"provider": {"name": "envoy.tracers.xray", "typed_config": config}}
+
+
+def _admin_and_node(node_id: str, node_cluster: str, admin_port: int) -> dict[str, Any]:
+    return {
+        "node": {"id": node_id, "cluster": node_cluster or node_id},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "layered_runtime": {
+            "layers": [
+                {"name": "static_layer_0", "static_layer": dict(APPMESH_STATIC_RUNTIME)},
+                {"name": "admin_layer", "admin_layer": {}},
+            ]
+        },
+        "stats_config": {
+            "stats_tags": [{"tag_name": name, "regex": regex} for name, regex in APPMESH_TAG_REGEXES]
+        },
+    }
 
 
 def _unique(names: Iterable[str]) -> bool:
@@ -515,20 +683,13 @@ def render_bootstrap(bootstrap: EgressBootstrap) -> dict[str, Any]:
             }
         ],
     }
+    telemetry = bootstrap.telemetry
+    if telemetry is not None and telemetry.access_log_path is not None:
+        connection_manager["access_log"] = _access_log(telemetry.access_log_path)
+    if telemetry is not None and telemetry.xray_port is not None:
+        connection_manager["tracing"] = _xray_tracing(telemetry)
     return {
-        "node": {"id": bootstrap.node_id, "cluster": bootstrap.node_cluster or bootstrap.node_id},
-        "admin": {
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": bootstrap.admin_port}}
-        },
-        "layered_runtime": {
-            "layers": [
-                {"name": "static_layer_0", "static_layer": dict(APPMESH_STATIC_RUNTIME)},
-                {"name": "admin_layer", "admin_layer": {}},
-            ]
-        },
-        "stats_config": {
-            "stats_tags": [{"tag_name": name, "regex": regex} for name, regex in APPMESH_TAG_REGEXES]
-        },
+        **_admin_and_node(bootstrap.node_id, bootstrap.node_cluster, bootstrap.admin_port),
         "static_resources": {
             "listeners": [
                 {
@@ -557,6 +718,43 @@ def render_bootstrap(bootstrap: EgressBootstrap) -> dict[str, Any]:
     }
 
 
-def bootstrap_yaml(bootstrap: EgressBootstrap) -> str:
+def render_tcp_bootstrap(bootstrap: TcpBootstrap) -> dict[str, Any]:
+    """The Envoy v3 bootstrap as a dict: admin, one ingress tcp_proxy listener, the local app's cluster."""
+    tcp_proxy: dict[str, Any] = {
+        "@type": TCP_PROXY_TYPE,
+        "stat_prefix": "ingress",
+        "cluster": bootstrap.cluster.name,
+    }
+    if bootstrap.idle_timeout is not None:
+        tcp_proxy["idle_timeout"] = duration(bootstrap.idle_timeout)
+    return {
+        **_admin_and_node(bootstrap.node_id, bootstrap.node_cluster, bootstrap.admin_port),
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": bootstrap.listener_name,
+                    "address": {
+                        "socket_address": {
+                            "address": bootstrap.listen_address,
+                            "port_value": bootstrap.ingress_port,
+                        }
+                    },
+                    "traffic_direction": "INBOUND",
+                    "filter_chains": [
+                        {"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp_proxy}]}
+                    ],
+                }
+            ],
+            "clusters": [_cluster(bootstrap.cluster)],
+        },
+    }
+
+
+def bootstrap_yaml(bootstrap: EgressBootstrap | TcpBootstrap) -> str:
     """The bootstrap as the YAML file given to `envoy -c`."""
-    return yaml.safe_dump(render_bootstrap(bootstrap), sort_keys=False, default_flow_style=False)
+    rendered = (
+        render_tcp_bootstrap(bootstrap)
+        if isinstance(bootstrap, TcpBootstrap)
+        else render_bootstrap(bootstrap)
+    )
+    return yaml.safe_dump(rendered, sort_keys=False, default_flow_style=False)

@@ -60,6 +60,22 @@ class HttpProbe:
     host: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TcpProbe:
+    """What `wait_ready` polls for a non-HTTP child: a TCP connect to 127.0.0.1:`port`."""
+
+    port: int
+
+
+def _probe(probe: HttpProbe | TcpProbe) -> str | None:
+    """None when the probe answers as expected, else what went wrong (`OSError`s included)."""
+    if isinstance(probe, TcpProbe):
+        with socket.create_connection(("127.0.0.1", probe.port), timeout=1.0):
+            return None
+    status, _ = http_get(probe.port, probe.path, host=probe.host, timeout_s=1.0)
+    return None if status == probe.status else f"GET {probe.path} answered {status}"
+
+
 class Child:
     """One started process and its log file (stdout and stderr together)."""
 
@@ -88,7 +104,7 @@ class Child:
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
 
-    def wait_ready(self, probe: HttpProbe, timeout_s: float) -> None:
+    def wait_ready(self, probe: HttpProbe | TcpProbe, timeout_s: float) -> None:
         """Poll `probe` until it answers as expected; `ChildError` if the child exits or time runs out."""
         deadline = time.monotonic() + timeout_s
         last = "no answer yet"
@@ -96,12 +112,12 @@ class Child:
             if not self.alive():
                 raise ChildError(self.name, f"exited with status {self.popen.returncode}", self.log_tail())
             try:
-                status, _ = http_get(probe.port, probe.path, host=probe.host, timeout_s=1.0)
-                if status == probe.status:
+                problem = _probe(probe)
+                if problem is None:
                     return
-                last = f"GET {probe.path} answered {status}"
+                last = problem
             except OSError as exc:
-                last = f"GET {probe.path}: {exc}"
+                last = f"{probe}: {exc}"
             if time.monotonic() > deadline:
                 raise ChildError(self.name, f"not ready after {timeout_s:.0f} s ({last})", self.log_tail())
             time.sleep(0.1)
@@ -143,7 +159,9 @@ class Supervisor:
     ) -> None:
         self.close()
 
-    def spawn(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Child:
+    def spawn(
+        self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> Child:
         """Start `argv` with stdout+stderr to `<log_dir>/<name>.log`; `ChildError` if it cannot be started."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
@@ -155,6 +173,7 @@ class Supervisor:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=dict(env) if env is not None else None,
+                    cwd=cwd,
                     start_new_session=True,
                     preexec_fn=_die_with_parent,  # only a prctl call, looked up before the fork
                 )

