@@ -393,9 +393,10 @@ RESULTS_HEADER = """\
 # meshproxy benchmark results
 
 Written by `python -m bench.run` (see bench/README.md): meshproxy and Envoy behind the same App Mesh config
-(bench/mesh.json), nginx upstream, all on 127.0.0.1. CPU µs/req is the proxy's own user+system CPU time
-(all its processes) divided by completed requests; it is the steadiest figure on a shared machine. Each
-section is replaced when its scenario and worker count are run again.
+(the bench mesh, bench/mesh.py), nginx (HTTP/1.1, h2c, gRPC) or a small TCP echo/sink app upstream, all on
+127.0.0.1. CPU µs/req (µs/msg, s/GB) is the proxy's own user+system CPU time (all its processes) divided by
+completed requests (messages, GB); it is the steadiest figure on a shared machine. Each section is replaced
+when its scenario, telemetry setting and worker count are run again.
 """
 
 _SECTION = re.compile(r"<!-- bench:begin (?P<key>\S+) -->\n.*?<!-- bench:end (?P=key) -->", re.DOTALL)
