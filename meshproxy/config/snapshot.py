@@ -146,6 +146,11 @@ class VirtualHost:
     domains: tuple[str, ...]  # `<vs>` and `<vs>:<port>` for each provider listener port
     routes: tuple[RouteEntry, ...]
     protocol: ListenerProtocol = ListenerProtocol.HTTP
+    # Derived once: whether any route matches on the port (then the request's port must be looked up).
+    matches_port: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "matches_port", any(r.match.port is not None for r in self.routes))
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from meshproxy.config.snapshot import (
     RetryPolicy,
     RouteEntry,
     RouteTable,
-    VirtualHost,
 )
 from meshproxy.http import local_reply
 from meshproxy.http.codec import (
@@ -234,7 +233,7 @@ class UpstreamRequest:
                     self.local_reply(local_reply.NO_ROUTE)
                     return
             else:
-                port = self._request_port(authority) if _matches_port(vhost) else None
+                port = self._request_port(authority) if vhost.matches_port else None
                 route = select_route(vhost, head.method, path, head.headers, port)
                 if route is None:
                     listener.http_stats.no_route += 1
@@ -813,11 +812,6 @@ class UpstreamRequest:
         self._cancel_timers()
         self.state = StreamState.DONE
         self.down.stream_done(self)
-
-
-def _matches_port(vhost: VirtualHost) -> bool:
-    """Whether any route of `vhost` matches on the port (then the original destination must be read)."""
-    return any(route.match.port is not None for route in vhost.routes)
 
 
 def _gateway_capacity(gateway: GatewayListener) -> int:
