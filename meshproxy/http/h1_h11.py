@@ -14,7 +14,6 @@ from meshproxy.http.codec import (
     END,
     BodyKind,
     Data,
-    EndOfMessage,
     Event,
     Headers,
     ProtocolError,
@@ -230,7 +229,3 @@ def _reject_ambiguous_framing(headers: Headers) -> None:
 
 def _is_head(conn: h11.Connection) -> bool:
     return bool(getattr(conn, "_request_method", None) == b"HEAD")
-
-
-def end_of_message() -> EndOfMessage:
-    return END

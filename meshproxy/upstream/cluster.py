@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import time
@@ -264,8 +263,3 @@ class ClusterManager:
             self._janitor = None
         for runtime in list(self.clusters.values()) + list(self._passthrough.values()):
             runtime.shutdown()
-
-    def close_all_idle(self) -> None:
-        with contextlib.suppress(Exception):
-            for runtime in self.clusters.values():
-                runtime.close_idle(older_than=0.0)
