@@ -20,7 +20,6 @@ import contextlib
 import enum
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -44,7 +43,7 @@ from meshproxy.http.h2_codec import OutboundBody
 from meshproxy.router.retry import AttemptFailure
 from meshproxy.telemetry.stats import ClusterStats
 from meshproxy.upstream.host import Host
-from meshproxy.upstream.pool import Acquire, PoolWaiter
+from meshproxy.upstream.pool import Acquire, PendingRequests, PoolWaiter
 
 if TYPE_CHECKING:
     from meshproxy.upstream.cluster import ClusterRuntime
@@ -583,7 +582,7 @@ class H2HostPool:
         self.cluster = cluster
         self.cluster_stats: ClusterStats = cluster.stats
         self.connections: list[H2UpstreamConnection] = []
-        self.pending: deque[PoolWaiter] = deque()
+        self.pending = PendingRequests(cluster, cluster.stats)
         self.connecting = 0
         self.closed = False
 
@@ -603,26 +602,13 @@ class H2HostPool:
         for connection in self.connections:
             if connection.has_capacity():
                 return Acquire.READY, connection.new_stream()
-        if cluster.pending_requests >= limits.max_pending_requests:
-            self.cluster_stats.upstream_rq_pending_overflow += 1
+        if not self.pending.admit(waiter):
             return Acquire.OVERFLOW, None
-        self.pending.append(waiter)
-        cluster.pending_requests += 1
-        self.cluster_stats.upstream_rq_pending_total += 1
-        self.cluster_stats.upstream_rq_pending_active += 1
         self._connect_if_needed()
         return Acquire.PENDING, None
 
     def cancel(self, waiter: PoolWaiter) -> None:
-        try:
-            self.pending.remove(waiter)
-        except ValueError:
-            return
-        self._unpend()
-
-    def _unpend(self) -> None:
-        self.cluster.pending_requests -= 1
-        self.cluster_stats.upstream_rq_pending_active -= 1
+        self.pending.cancel(waiter)
 
     def _connect_if_needed(self) -> None:
         # Each connection being opened will take (at least) the assumed stream limit of waiters.
@@ -675,15 +661,10 @@ class H2HostPool:
             if connection is None:
                 self._connect_if_needed()
                 return
-            waiter = pending.popleft()
-            self._unpend()
-            waiter.on_pool_ready(connection.new_stream())
+            pending.next().on_pool_ready(connection.new_stream())
 
     def _fail_pending(self, failure: AttemptFailure) -> None:
-        while self.pending:
-            waiter = self.pending.popleft()
-            self._unpend()
-            waiter.on_pool_failure(failure)
+        self.pending.fail_all(failure)
 
     def on_connection_closed(self, connection: H2UpstreamConnection, previous: H2ConnectionState) -> None:
         if connection in self.connections:

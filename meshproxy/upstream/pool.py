@@ -32,6 +32,59 @@ class PoolWaiter(Protocol):
     def on_pool_failure(self, failure: AttemptFailure) -> None: ...
 
 
+class PendingRequests:
+    """Requests waiting for a connection (or a stream) of one host, in arrival order, under the cluster's
+    pending-requests circuit breaker (connectionPool maxPendingRequests). Both pools use it."""
+
+    __slots__ = ("cluster", "stats", "waiters")
+
+    def __init__(self, cluster: ClusterRuntime, stats: ClusterStats) -> None:
+        self.cluster = cluster
+        self.stats = stats
+        self.waiters: deque[PoolWaiter] = deque()
+
+    def __len__(self) -> int:
+        return len(self.waiters)
+
+    def __bool__(self) -> bool:
+        return bool(self.waiters)
+
+    def __repr__(self) -> str:
+        return f"<PendingRequests {len(self.waiters)}>"
+
+    def admit(self, waiter: PoolWaiter) -> bool:
+        """Queue `waiter`; False (and counted as upstream_rq_pending_overflow) when the breaker is open."""
+        if self.cluster.pending_requests >= self.cluster.config.limits.max_pending_requests:
+            self.stats.upstream_rq_pending_overflow += 1
+            return False
+        self.waiters.append(waiter)
+        self.cluster.pending_requests += 1
+        self.stats.upstream_rq_pending_total += 1
+        self.stats.upstream_rq_pending_active += 1
+        return True
+
+    def next(self) -> PoolWaiter:
+        """The longest-waiting request, no longer pending."""
+        waiter = self.waiters.popleft()
+        self._left()
+        return waiter
+
+    def cancel(self, waiter: PoolWaiter) -> None:
+        try:
+            self.waiters.remove(waiter)
+        except ValueError:
+            return
+        self._left()
+
+    def fail_all(self, failure: AttemptFailure) -> None:
+        while self.waiters:
+            self.next().on_pool_failure(failure)
+
+    def _left(self) -> None:
+        self.cluster.pending_requests -= 1
+        self.stats.upstream_rq_pending_active -= 1
+
+
 class Acquire(enum.Enum):
     READY = "ready"  # an idle connection was handed over synchronously
     PENDING = "pending"  # the waiter will be called back
@@ -57,7 +110,7 @@ class HostPool:
         self.cluster_stats: ClusterStats = cluster.stats
         self.codec_factory = codec_factory
         self.idle: list[UpstreamConnection] = []
-        self.pending: deque[PoolWaiter] = deque()
+        self.pending = PendingRequests(cluster, cluster.stats)
         self.connecting = 0
         self.connections: set[UpstreamConnection] = set()
         self.closed = False
@@ -81,25 +134,12 @@ class HostPool:
                 self._connect()
             else:
                 self.cluster_stats.upstream_cx_overflow += 1
-        if cluster.pending_requests >= limits.max_pending_requests:
-            self.cluster_stats.upstream_rq_pending_overflow += 1
+        if not self.pending.admit(waiter):
             return Acquire.OVERFLOW, None
-        self.pending.append(waiter)
-        cluster.pending_requests += 1
-        self.cluster_stats.upstream_rq_pending_total += 1
-        self.cluster_stats.upstream_rq_pending_active += 1
         return Acquire.PENDING, None
 
     def cancel(self, waiter: PoolWaiter) -> None:
-        try:
-            self.pending.remove(waiter)
-        except ValueError:
-            return
-        self._unpend()
-
-    def _unpend(self) -> None:
-        self.cluster.pending_requests -= 1
-        self.cluster_stats.upstream_rq_pending_active -= 1
+        self.pending.cancel(waiter)
 
     def _connect(self) -> None:
         self.connecting += 1
@@ -124,9 +164,7 @@ class HostPool:
                 stats.upstream_cx_connect_timeout += 1
             host.cx_connect_fail += 1
             if self.pending:
-                waiter = self.pending.popleft()
-                self._unpend()
-                waiter.on_pool_failure(AttemptFailure.CONNECT_FAILURE)
+                self.pending.next().on_pool_failure(AttemptFailure.CONNECT_FAILURE)
             return
         self.connecting -= 1
         stats.upstream_cx_active += 1
@@ -141,9 +179,7 @@ class HostPool:
     def on_connection_idle(self, connection: UpstreamConnection) -> None:
         connection.state = ConnectionState.IDLE
         if self.pending:
-            waiter = self.pending.popleft()
-            self._unpend()
-            waiter.on_pool_ready(connection)
+            self.pending.next().on_pool_ready(connection)
             return
         if self.closed:
             connection.close()
@@ -184,7 +220,4 @@ class HostPool:
         """Stop pooling: idle connections close now, busy ones when their request ends."""
         self.closed = True
         self.close_idle()
-        while self.pending:
-            waiter = self.pending.popleft()
-            self._unpend()
-            waiter.on_pool_failure(AttemptFailure.CONNECT_FAILURE)
+        self.pending.fail_all(AttemptFailure.CONNECT_FAILURE)
