@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, TextIO, cast
 from urllib.parse import parse_qsl
 
 from meshproxy import __version__
@@ -151,6 +151,7 @@ class AdminServer:
         self.port = port
         self._server: asyncio.Server | None = None
         self.connections: set[AdminConnection] = set()
+        self.access_log = AdminAccessLog(dataplane.settings.admin_access_log)
         self.get: dict[str, Handler] = {
             "/": self.help,
             "/help": self.help,
@@ -191,6 +192,7 @@ class AdminServer:
             for connection in list(self.connections):
                 connection.close()
             self._server = None
+        self.access_log.close()
 
     async def respond(self, method: str, target: str) -> AdminResponse:
         """Dispatch one admin request. Mutations are POST-only (a GET changes nothing and gets 400)."""
@@ -342,6 +344,49 @@ class AdminServer:
         return AdminResponse.text(f"active loggers:\n  meshproxy: {current}\n")
 
 
+class AdminAccessLog:
+    """ENVOY_ADMIN_ACCESS_LOG_FILE (spec §1.4): one line per admin request, in Envoy's default format's
+    leading fields. Admin traffic is a few health checks and scrapes, so the line is written directly; a file
+    that cannot be opened is reported once and admin requests go on without it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file: TextIO | None = None
+        self._broken = not path
+
+    def __repr__(self) -> str:
+        return f"<AdminAccessLog {self.path}>"
+
+    def log(self, head: RequestHead, status: int, size: int) -> None:
+        if self._broken:
+            return
+        if self._file is None:
+            try:
+                self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open for the process
+            except OSError as exc:
+                self._broken = True
+                log.warning("admin access log %s cannot be opened: %s", self.path, exc)
+                return
+        started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        fields = {n.decode("latin-1"): v.decode("latin-1") for n, v in head.headers}
+        request = f"{head.method} {head.target} HTTP/{head.http_version}"
+        xff, agent = fields.get("x-forwarded-for", "-"), fields.get("user-agent", "-")
+        authority = fields.get("host", "-")
+        # Envoy's default format; an admin request has no response flags, upstream time or upstream host.
+        line = (
+            f'[{started}.000Z] "{request}" {status} - 0 {size} 0 - "{xff}" "{agent}" "-" "{authority}" "-"\n'
+        )
+        try:
+            self._file.write(line)
+        except OSError:
+            self._broken = True
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class AdminConnection(asyncio.Protocol):
     """One admin client: requests are answered one at a time, in order (reading pauses meanwhile)."""
 
@@ -402,6 +447,7 @@ class AdminConnection(asyncio.Protocol):
             log.exception("admin %s %s failed", head.method, head.target)
             response = AdminResponse.text(f"internal error: {exc}\n", 500)
         self.busy = False
+        self.server.access_log.log(head, response.status, len(response.body))
         self._send(response, close=not head.keep_alive, head_only=head.method == "HEAD")
         if self.transport is not None:
             self.transport.resume_reading()

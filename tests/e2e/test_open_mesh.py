@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from .apps import AppLoop, ColourApp
-from .harness import MeshProxy, http_request, running_proxy
+from .harness import MeshProxy, http_request, running_proxy, wait_for
 from .resources import egress_cluster, listener, mesh, service_via_node, virtual_node
 
 MESH = "open"
@@ -131,3 +131,13 @@ def test_healthcheck_fail_and_ok(open_mesh: OpenMesh) -> None:
         assert proxy.admin("/healthcheck/ok", method="POST").status == 200
     ready = proxy.admin("/ready")
     assert (ready.status, ready.body) == (200, b"LIVE\n"), ready
+
+
+def test_admin_requests_are_written_to_the_admin_access_log(open_mesh: OpenMesh) -> None:
+    """ENVOY_ADMIN_ACCESS_LOG_FILE (the harness points it into the proxy's work dir)."""
+    proxy = open_mesh.proxy
+    assert proxy.admin("/server_info").status == 200
+    assert proxy.admin("/nowhere").status == 404
+    log = proxy.workdir / "admin_access.log"
+    assert wait_for(lambda: log.exists() and '"GET /nowhere HTTP/1.1" 404' in log.read_text(), 5.0)
+    assert '"GET /server_info HTTP/1.1" 200' in log.read_text()
