@@ -51,6 +51,32 @@ GRPC_TE = (b"te", b"trailers")
 SERVER_HEADER = (b"server", b"envoy")
 
 
+class _Acknowledger(Protocol):
+    def acknowledge(self, sid: int, length: int) -> None: ...
+
+
+class StreamReadPause:
+    """Backpressure for one HTTP/2 stream, shared by the downstream and upstream stream classes: while the
+    router has reading paused, received DATA is not acknowledged (`unacked` counts it), so the peer's
+    flow-control window closes; resuming acknowledges it and the peer may send again."""
+
+    __slots__ = ("read_paused", "unacked")
+    connection: _Acknowledger
+    stream_id: int
+    read_paused: bool
+    unacked: int
+
+    def pause_reading(self) -> None:
+        self.read_paused = True
+
+    def resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            if self.unacked:
+                unacked, self.unacked = self.unacked, 0
+                self.connection.acknowledge(self.stream_id, unacked)
+
+
 class _PlainEncoder(Encoder):
     """HPACK encoding with the dynamic table but without Huffman coding (see module docstring)."""
 

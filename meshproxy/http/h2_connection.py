@@ -85,8 +85,10 @@ class H2StreamState(enum.Enum):
     CLOSED = "closed"  # ended or reset, forgotten by the connection
 
 
-class H2DownstreamStream:
+class H2DownstreamStream(h2_codec.StreamReadPause):
     """One request on an HTTP/2 connection: the router's `Downstream` and its own `ResponseEncoder`."""
+
+    connection: H2DownstreamConnection
 
     __slots__ = (
         "body",
@@ -97,13 +99,11 @@ class H2DownstreamStream:
         "listener",
         "peer_ip",
         "producer_paused",
-        "read_paused",
         "request",
         "request_ended",
         "snapshot",
         "state",
         "stream_id",
-        "unacked",
         "write_blocked",
     )  # fmt: skip
 
@@ -215,16 +215,6 @@ class H2DownstreamStream:
 
     def end_tunnel(self) -> None:
         pass
-
-    def pause_reading(self) -> None:
-        self.read_paused = True
-
-    def resume_reading(self) -> None:
-        if self.read_paused:
-            self.read_paused = False
-            if self.unacked:
-                unacked, self.unacked = self.unacked, 0
-                self.connection.acknowledge(self.stream_id, unacked)
 
     # ---------------------------------------------------------------- sending, flow control, endings
     def _send(self) -> None:

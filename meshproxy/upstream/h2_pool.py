@@ -75,8 +75,10 @@ class H2StreamState(enum.Enum):
     CLOSED = "closed"  # released, reset or lost: no longer counted against the connection
 
 
-class H2UpstreamStream:
+class H2UpstreamStream(h2_codec.StreamReadPause):
     """One attempt's stream on a pooled HTTP/2 connection."""
+
+    connection: H2UpstreamConnection
 
     __slots__ = (
         "body",
@@ -86,14 +88,12 @@ class H2UpstreamStream:
         "head_out",
         "head_request",
         "producer_paused",
-        "read_paused",
         "response_ended",
         "rx",
         "rx_length",
         "state",
         "stream",
         "stream_id",
-        "unacked",
         "upgrade",
         "write_blocked",
     )  # fmt: skip
@@ -151,16 +151,6 @@ class H2UpstreamStream:
             self.connection.call_soon(self._refuse_upgrade)
             return
         self.connection.mark_dirty(self)
-
-    def pause_reading(self) -> None:
-        self.read_paused = True
-
-    def resume_reading(self) -> None:
-        if self.read_paused:
-            self.read_paused = False
-            if self.unacked:
-                unacked, self.unacked = self.unacked, 0
-                self.connection.acknowledge(self.stream_id, unacked)
 
     def start_tunnel(self) -> None:
         self.close()  # never reached: Upgrade requests are answered 501 (see _refuse_upgrade)
