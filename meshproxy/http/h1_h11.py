@@ -30,12 +30,11 @@ def _headers_of(event: Any) -> Headers:
     return [(name, value) for name, value in event.headers]
 
 
-class H11ServerCodec:
-    __slots__ = ("_conn", "_pending_upgrade")
+class _H11Codec:
+    """What both h11 sides share: the event loop with h11's errors translated, bodies and `feed`."""
 
-    def __init__(self) -> None:
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
-        self._pending_upgrade = False
+    __slots__ = ("_conn",)
+    _conn: h11.Connection
 
     def _drain(self) -> list[Event]:
         conn = self._conn
@@ -46,47 +45,66 @@ class H11ServerCodec:
             except h11.RemoteProtocolError as exc:
                 raise ProtocolError(str(exc)) from exc
             if event is h11.NEED_DATA or event is h11.PAUSED:
+                self._on_pause(events)
                 return events
-            if isinstance(event, h11.Request):
-                headers = _headers_of(event)
-                _reject_ambiguous_framing(headers)
-                if event.http_version not in (b"1.0", b"1.1"):
-                    raise ProtocolError(f"unsupported HTTP version {event.http_version.decode()}")
-                try:
-                    kind, length = body_kind_of(headers)
-                except ValueError as exc:
-                    raise ProtocolError("invalid content-length") from exc
-                upgrade = any(n == b"upgrade" for n, _ in headers) and any(
-                    n == b"connection" and b"upgrade" in v.lower() for n, v in headers
-                )
-                expect = any(n == b"expect" and v.lower() == b"100-continue" for n, v in headers)
-                version = event.http_version.decode()
-                keep_alive = h11._connection._keep_alive(event) if version == "1.1" else False
-                events.append(
-                    RequestHead(
-                        event.method.decode("ascii"),
-                        event.target.decode("latin-1"),
-                        headers,
-                        version,
-                        keep_alive,
-                        kind,
-                        length,
-                        upgrade,
-                        expect,
-                    )
-                )
-            elif isinstance(event, h11.Data):
+            if isinstance(event, h11.Data):
                 events.append(Data(bytes(event.data)))
             elif isinstance(event, h11.EndOfMessage):
                 events.append(END)
             elif isinstance(event, h11.ConnectionClosed):
                 return events
+            else:
+                self._on_head(event, events)
+
+    def _on_head(self, event: Any, events: list[Event]) -> None:
+        raise NotImplementedError
+
+    def _on_pause(self, events: list[Event]) -> None:
+        return None
 
     def feed(self, data: bytes) -> list[Event]:
         if self._conn.their_state is h11.SWITCHED_PROTOCOL:
             return [Upgraded(data)]
         self._conn.receive_data(data)
         return self._drain()
+
+
+class H11ServerCodec(_H11Codec):
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+
+    def _on_head(self, event: Any, events: list[Event]) -> None:
+        if not isinstance(event, h11.Request):
+            return
+        headers = _headers_of(event)
+        _reject_ambiguous_framing(headers)
+        if event.http_version not in (b"1.0", b"1.1"):
+            raise ProtocolError(f"unsupported HTTP version {event.http_version.decode()}")
+        try:
+            kind, length = body_kind_of(headers)
+        except ValueError as exc:
+            raise ProtocolError("invalid content-length") from exc
+        upgrade = any(n == b"upgrade" for n, _ in headers) and any(
+            n == b"connection" and b"upgrade" in v.lower() for n, v in headers
+        )
+        expect = any(n == b"expect" and v.lower() == b"100-continue" for n, v in headers)
+        version = event.http_version.decode()
+        keep_alive = h11._connection._keep_alive(event) if version == "1.1" else False
+        events.append(
+            RequestHead(
+                event.method.decode("ascii"),
+                event.target.decode("latin-1"),
+                headers,
+                version,
+                keep_alive,
+                kind,
+                length,
+                upgrade,
+                expect,
+            )
+        )
 
     def next_cycle(self) -> list[Event]:
         conn = self._conn
@@ -112,11 +130,7 @@ class H11ServerCodec:
         return self._conn.send(h11.EndOfMessage())
 
     def encode_informational(self, status: int, headers: Headers) -> bytes:
-        out = self._conn.send(h11.InformationalResponse(status_code=status, headers=headers))
-        if status == 101:
-            trailing, _closed = self._conn.trailing_data
-            self._pending_upgrade = bool(trailing)
-        return out
+        return self._conn.send(h11.InformationalResponse(status_code=status, headers=headers))
 
     def upgrade_trailing(self) -> bytes:
         """Bytes received after an accepted Upgrade request, already part of the tunnel."""
@@ -124,8 +138,8 @@ class H11ServerCodec:
         return bytes(trailing)
 
 
-class H11ClientCodec:
-    __slots__ = ("_conn",)
+class H11ClientCodec(_H11Codec):
+    __slots__ = ()
 
     def __init__(self) -> None:
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
@@ -145,75 +159,51 @@ class H11ClientCodec:
     def encode_end(self) -> bytes:
         return self._conn.send(h11.EndOfMessage())
 
-    def _drain(self) -> list[Event]:
+    def _on_pause(self, events: list[Event]) -> None:
         conn = self._conn
-        events: list[Event] = []
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise ProtocolError(str(exc)) from exc
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                if conn.their_state is h11.SWITCHED_PROTOCOL:
-                    trailing, _ = conn.trailing_data
-                    events.append(Upgraded(bytes(trailing)))
-                return events
-            if isinstance(event, h11.InformationalResponse):
-                if event.status_code == 101:
-                    events.append(
-                        ResponseHead(
-                            101, b"Switching Protocols", _headers_of(event), "1.1", False, BodyKind.NONE
-                        )
-                    )
-                continue
-            if isinstance(event, h11.Response):
-                headers = _headers_of(event)
-                _reject_ambiguous_framing(headers)
-                kind, length = body_kind_of(headers)
-                if event.status_code in (204, 304) or (conn.our_role is h11.CLIENT and _is_head(conn)):
-                    kind, length = BodyKind.NONE, -1
-                elif kind is BodyKind.NONE:
-                    kind = BodyKind.UNTIL_CLOSE
-                keep_alive = (
-                    kind is not BodyKind.UNTIL_CLOSE
-                    and event.http_version == b"1.1"
-                    and not any(n == b"connection" and b"close" in v.lower() for n, v in headers)
-                )
-                events.append(
-                    ResponseHead(
-                        event.status_code,
-                        bytes(event.reason),
-                        headers,
-                        event.http_version.decode(),
-                        keep_alive,
-                        kind,
-                        length,
-                    )
-                )
-            elif isinstance(event, h11.Data):
-                events.append(Data(bytes(event.data)))
-            elif isinstance(event, h11.EndOfMessage):
-                events.append(END)
-            elif isinstance(event, h11.ConnectionClosed):
-                return events
+        if conn.their_state is h11.SWITCHED_PROTOCOL:
+            trailing, _ = conn.trailing_data
+            events.append(Upgraded(bytes(trailing)))
 
-    def feed(self, data: bytes) -> list[Event]:
-        if self._conn.their_state is h11.SWITCHED_PROTOCOL:
-            return [Upgraded(data)]
-        self._conn.receive_data(data)
-        return self._drain()
+    def _on_head(self, event: Any, events: list[Event]) -> None:
+        conn = self._conn
+        if isinstance(event, h11.InformationalResponse):
+            if event.status_code == 101:
+                events.append(
+                    ResponseHead(101, b"Switching Protocols", _headers_of(event), "1.1", False, BodyKind.NONE)
+                )
+            return
+        if isinstance(event, h11.Response):
+            headers = _headers_of(event)
+            _reject_ambiguous_framing(headers)
+            kind, length = body_kind_of(headers)
+            if event.status_code in (204, 304) or _is_head(conn):
+                kind, length = BodyKind.NONE, -1
+            elif kind is BodyKind.NONE:
+                kind = BodyKind.UNTIL_CLOSE
+            keep_alive = (
+                kind is not BodyKind.UNTIL_CLOSE
+                and event.http_version == b"1.1"
+                and not any(n == b"connection" and b"close" in v.lower() for n, v in headers)
+            )
+            events.append(
+                ResponseHead(
+                    event.status_code,
+                    bytes(event.reason),
+                    headers,
+                    event.http_version.decode(),
+                    keep_alive,
+                    kind,
+                    length,
+                )
+            )
 
     def feed_eof(self) -> list[Event]:
         conn = self._conn
         if conn.their_state is h11.SWITCHED_PROTOCOL:
             return []
         conn.receive_data(b"")
-        try:
-            return self._drain()
-        except ProtocolError:
-            raise
-        except h11.RemoteProtocolError as exc:  # pragma: no cover
-            raise ProtocolError(str(exc)) from exc
+        return self._drain()
 
     def reusable(self) -> bool:
         conn = self._conn
