@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from meshproxy.codec import h2 as h2_codec
+from meshproxy.codec.h1 import ClientCodec, ServerCodec
 from meshproxy.config.snapshot import EgressFilter, Identity, RouteTable, Snapshot
-from meshproxy.http import h2_codec
-from meshproxy.http.codec import ClientCodec, ServerCodec
 from meshproxy.settings import Settings
 from meshproxy.telemetry.record import RequestRecord
 from meshproxy.telemetry.stats import StatsStore, TargetStats
@@ -22,7 +22,7 @@ from meshproxy.upstream.cluster import ClusterManager
 
 if TYPE_CHECKING:
     from meshproxy.listeners.listener import ClientConnection, HttpListener
-    from meshproxy.router.forwarder import UpstreamRequest
+    from meshproxy.router.request import UpstreamRequest
 
 
 class ServerState(enum.IntEnum):
@@ -50,10 +50,10 @@ class RequestSink(Protocol):
 
 def codec_factories(parser: str) -> tuple[Callable[[], ServerCodec], Callable[[], ClientCodec]]:
     if parser == "h11":
-        from meshproxy.http.h1_h11 import H11ClientCodec, H11ServerCodec
+        from meshproxy.codec.h1_h11 import H11ClientCodec, H11ServerCodec
 
         return H11ServerCodec, H11ClientCodec
-    from meshproxy.http.h1_httptools import HttptoolsClientCodec, HttptoolsServerCodec
+    from meshproxy.codec.h1_httptools import HttptoolsClientCodec, HttptoolsServerCodec
 
     return HttptoolsServerCodec, HttptoolsClientCodec
 

@@ -26,8 +26,8 @@ from meshproxy.config.errors import ConfigError, Issue
 from meshproxy.config.load import snapshot_from_bytes
 from meshproxy.config.snapshot import ResourceKind, Snapshot
 from meshproxy.config.sources import PollSchedule, SourceError, open_source, source_problem
+from meshproxy.core.direction import ListenerDirection
 from meshproxy.dataplane import Dataplane, ServerState
-from meshproxy.listeners.direction import ListenerDirection
 from meshproxy.listeners.listener import HttpListener
 from meshproxy.settings import Settings, SettingsError, load_settings
 from meshproxy.telemetry.accesslog import compile_format

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Protocol, TextIO, cast
 from urllib.parse import parse_qsl
 
 from meshproxy import __version__
+from meshproxy.codec.h1 import ProtocolError
+from meshproxy.codec.h1_httptools import HttptoolsServerCodec, encode_headers, reason_phrase
+from meshproxy.codec.headers import HTTP_DATE
+from meshproxy.core.events import Data, EndOfMessage, RequestHead
 from meshproxy.dataplane import Dataplane, ServerState
-from meshproxy.http.codec import Data, EndOfMessage, ProtocolError, RequestHead
-from meshproxy.http.h1_httptools import HttptoolsServerCodec, encode_headers, reason_phrase
-from meshproxy.http.headers import HTTP_DATE
 from meshproxy.telemetry.errors import StatsFilterError
 from meshproxy.telemetry.hub import PROMETHEUS_CONTENT_TYPE
 from meshproxy.telemetry.stats import StatsStore

@@ -15,8 +15,8 @@ import logging
 from typing import TYPE_CHECKING, cast
 
 from meshproxy.config.snapshot import EgressFilter, ListenerProtocol, RetryPolicy
-from meshproxy.http.connection import DownstreamConnection
-from meshproxy.http.h2_connection import H2DownstreamConnection
+from meshproxy.downstream.h1 import DownstreamConnection
+from meshproxy.downstream.h2 import H2DownstreamConnection
 from meshproxy.listeners.detect import Detected, detect
 from meshproxy.net.original_dst import Redirect
 from meshproxy.net.tls import CertificateStore, TlsTerminator

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from meshproxy.codec.h1 import ServerCodec
 from meshproxy.config.snapshot import (
     GatewayListener,
     IngressListener,
@@ -20,13 +21,12 @@ from meshproxy.config.snapshot import (
     Snapshot,
     TlsTermination,
 )
-from meshproxy.http.codec import ServerCodec
-from meshproxy.http.connection import DownstreamConnection
-from meshproxy.http.h2_connection import PrefaceSniffer
-from meshproxy.listeners.direction import ListenerDirection
+from meshproxy.core.direction import ListenerDirection
+from meshproxy.downstream.h1 import DownstreamConnection
+from meshproxy.downstream.h2 import PrefaceSniffer
 from meshproxy.listeners.dispatch import ConnectionDispatcher, PermissiveTlsDispatcher
 from meshproxy.net.tls import CertificateStore, TlsMode, TlsTerminator
-from meshproxy.router.forwarder import UpstreamRequest
+from meshproxy.router.request import UpstreamRequest
 from meshproxy.upstream.cluster import ClusterManager
 
 _HTTP2_PROTOCOLS = (ListenerProtocol.HTTP2, ListenerProtocol.GRPC)

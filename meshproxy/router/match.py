@@ -15,7 +15,7 @@ from meshproxy.config.snapshot import (
     VirtualHost,
     WeightedCluster,
 )
-from meshproxy.http.codec import Headers
+from meshproxy.core.events import Headers
 
 
 def find_virtual_host(table: RouteTable, authority: str) -> VirtualHost | None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import enum
 import random
 
 from meshproxy.config.snapshot import RetryPolicy
+from meshproxy.core.outcomes import AttemptFailure
 
 # Envoy's default retry back-off: 25 ms base interval, exponential with full jitter, capped at 10x base.
 BACKOFF_BASE_S = 0.025
@@ -13,15 +13,6 @@ BACKOFF_MAX_S = 0.250
 # Request bodies up to this size are kept for replay; a larger body makes the request non-retriable
 # (Envoy's per_connection_buffer_limit_bytes default is 1 MiB).
 RETRY_BUFFER_LIMIT = 1024 * 1024
-
-
-class AttemptFailure(enum.Enum):
-    CONNECT_FAILURE = "connect-failure"  # could not connect (UF)
-    RESET = "reset"  # connection reset / closed before a complete response head (UC)
-    REFUSED_STREAM = "refused-stream"  # HTTP/2 REFUSED_STREAM
-    PER_TRY_TIMEOUT = "per-try-timeout"
-    OVERFLOW = "overflow"  # circuit breaker: never retried (UO)
-    NO_HEALTHY_UPSTREAM = "no-healthy-upstream"
 
 
 def should_retry_status(policy: RetryPolicy | None, status: int, grpc_status: int | None = None) -> bool:

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from meshproxy.codec.h1 import ClientCodec
 from meshproxy.config.snapshot import (
     CloudMapDiscovery,
     Cluster,
@@ -17,7 +18,6 @@ from meshproxy.config.snapshot import (
     Snapshot,
     StaticDiscovery,
 )
-from meshproxy.http.codec import ClientCodec
 from meshproxy.telemetry.stats import ClusterStats, StatsStore
 
 # Discovery (DNS on the record's TTL, AWS Cloud Map) lives in upstream/discovery.py (issue 6); the names are
@@ -25,7 +25,7 @@ from meshproxy.telemetry.stats import ClusterStats, StatsStore
 from meshproxy.upstream.discovery import DNS_REFRESH_S as DNS_REFRESH_S
 from meshproxy.upstream.discovery import discover
 from meshproxy.upstream.discovery import order_addresses as order_addresses
-from meshproxy.upstream.h2_pool import H2HostPool
+from meshproxy.upstream.h2_connection import H2HostPool
 from meshproxy.upstream.host import Host, HostHealth
 from meshproxy.upstream.pool import HostPool
 

@@ -15,14 +15,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from meshproxy.http.codec import ClientCodec
-from meshproxy.router.retry import AttemptFailure
+from meshproxy.codec.h1 import ClientCodec
+from meshproxy.core.outcomes import AttemptFailure
 from meshproxy.telemetry.stats import ClusterStats
-from meshproxy.upstream.connection import ConnectionState, UpstreamConnection
+from meshproxy.upstream.h1_connection import ConnectionState, UpstreamConnection
 from meshproxy.upstream.host import Host
 
 if TYPE_CHECKING:
-    from meshproxy.router.stream import Upstream
+    from meshproxy.router.ports import Upstream
     from meshproxy.upstream.cluster import ClusterRuntime
 
 

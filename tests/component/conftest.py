@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import pytest
 
+from meshproxy.codec.h1 import ClientCodec, ServerCodec
 from meshproxy.dataplane import codec_factories
-from meshproxy.http.codec import ClientCodec, ServerCodec
 from meshproxy.settings import HTTP1_PARSERS
 
 CodecPair = tuple[Callable[[], ServerCodec], Callable[[], ClientCodec]]

@@ -21,13 +21,13 @@ from meshproxy.config.compile import compile_snapshot
 from meshproxy.config.demo_mesh import colour_mesh
 from meshproxy.config.dialects import read_document
 from meshproxy.config.load import check_resources
+from meshproxy.core.direction import ListenerDirection
 from meshproxy.dataplane import Dataplane
-from meshproxy.http.connection import DownstreamConnection
-from meshproxy.listeners.direction import ListenerDirection
+from meshproxy.downstream.h1 import DownstreamConnection
 from meshproxy.listeners.listener import HttpListener
 from meshproxy.settings import load_settings
 from meshproxy.telemetry.stats import StatsStore
-from meshproxy.upstream.connection import UpstreamConnection
+from meshproxy.upstream.h1_connection import UpstreamConnection
 
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nblue"
 REQUEST = b"GET /color HTTP/1.1\r\nHost: color.demo.local\r\n\r\n"

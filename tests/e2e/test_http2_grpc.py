@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 import pytest
 
-from meshproxy.http.h2_codec import HTTP2_CODECS
+from meshproxy.codec.h2 import HTTP2_CODECS
 
 from .apps import AppLoop, ColourApp
 from .grpc_apps.echo import EchoClient, EchoServer

@@ -16,17 +16,15 @@ from collections.abc import Callable, Iterable, Sequence
 
 import pytest
 
-from meshproxy.http.codec import (
+from meshproxy.codec.h1 import ClientCodec, ProtocolError, ServerCodec
+from meshproxy.core.events import (
     BodyKind,
-    ClientCodec,
     Data,
     EndOfMessage,
     Event,
     Headers,
-    ProtocolError,
     RequestHead,
     ResponseHead,
-    ServerCodec,
     Upgraded,
 )
 

@@ -20,9 +20,8 @@ from h2.events import (
 )
 from h2.settings import SettingCodes
 
-from meshproxy.http import h2_codec
-from meshproxy.http.codec import BodyKind, RequestHead, ResponseHead
-from meshproxy.http.grpc import (
+from meshproxy.codec import h2 as h2_codec
+from meshproxy.codec.grpc import (
     grpc_status_of,
     grpc_timeout_of,
     is_grpc,
@@ -30,6 +29,7 @@ from meshproxy.http.grpc import (
     percent_encode_message,
     trailers_only_headers,
 )
+from meshproxy.core.events import BodyKind, RequestHead, ResponseHead
 
 
 def exchange(a: H2Connection, b: H2Connection) -> list[Event]:

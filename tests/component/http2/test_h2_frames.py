@@ -30,9 +30,9 @@ from h2.exceptions import H2Error, ProtocolError
 from h2.settings import SettingCodes
 from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame
 
-from meshproxy.http import h2_codec
-from meshproxy.http.h2_codec import H2Codec
-from meshproxy.http.h2_lean import LeanH2Connection
+from meshproxy.codec import h2 as h2_codec
+from meshproxy.codec.h2 import H2Codec
+from meshproxy.codec.h2_lean import LeanH2Connection
 
 REQUEST = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"svc"), (b":path", b"/")]
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 import uvloop
 
+from meshproxy.codec.h1_httptools import HttptoolsClientCodec
 from meshproxy.config.compile import DEFAULT_TCP_RETRY_POLICY
 from meshproxy.config.snapshot import Cluster, ListenerProtocol, StaticDiscovery
-from meshproxy.http.h1_httptools import HttptoolsClientCodec
 from meshproxy.tcp.proxy import TcpProxySession
 from meshproxy.telemetry.stats import ClusterStats, TcpProxyStats
 from meshproxy.upstream.cluster import ClusterRuntime

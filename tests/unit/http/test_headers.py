@@ -10,8 +10,8 @@ from email.utils import formatdate, parsedate_to_datetime
 
 import pytest
 
-from meshproxy.http.codec import Headers
-from meshproxy.http.headers import HOP_BY_HOP, HTTP_DATE, HttpDate, connection_tokens, new_request_id
+from meshproxy.codec.headers import HOP_BY_HOP, HTTP_DATE, HttpDate, connection_tokens, new_request_id
+from meshproxy.core.events import Headers
 
 # ------------------------------------------------------------------------------------------- x-request-id
 

@@ -18,7 +18,7 @@ from meshproxy.config.snapshot import (
     VirtualHost,
     WeightedCluster,
 )
-from meshproxy.http.codec import Headers
+from meshproxy.core.events import Headers
 from meshproxy.router.match import (
     find_virtual_host,
     header_value,

@@ -7,10 +7,10 @@ import random
 import pytest
 
 from meshproxy.config.snapshot import RetryPolicy
+from meshproxy.core.outcomes import AttemptFailure
 from meshproxy.router.retry import (
     BACKOFF_BASE_S,
     BACKOFF_MAX_S,
-    AttemptFailure,
     backoff_delay,
     should_retry_failure,
     should_retry_status,

@@ -13,8 +13,8 @@ from collections import Counter
 
 import pytest
 
+from meshproxy.codec.h1_httptools import HttptoolsClientCodec
 from meshproxy.config.snapshot import Cluster, ListenerProtocol, OutlierDetection, StaticDiscovery
-from meshproxy.http.h1_httptools import HttptoolsClientCodec
 from meshproxy.telemetry.stats import ClusterStats
 from meshproxy.upstream.cluster import ClusterRuntime, order_addresses
 from meshproxy.upstream.host import Host, HostHealth

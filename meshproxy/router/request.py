@@ -14,6 +14,8 @@ import enum
 import time
 from typing import TYPE_CHECKING
 
+from meshproxy.codec.grpc import grpc_status_of, grpc_timeout_of
+from meshproxy.codec.headers import ENVOY_CONTROL_PREFIX, HOP_BY_HOP, connection_tokens, new_request_id
 from meshproxy.config.snapshot import (
     EgressFilter,
     GatewayListener,
@@ -22,8 +24,9 @@ from meshproxy.config.snapshot import (
     RouteEntry,
     RouteTable,
 )
-from meshproxy.http import local_reply
-from meshproxy.http.codec import (
+from meshproxy.core import outcomes as local_reply
+from meshproxy.core.direction import ListenerDirection
+from meshproxy.core.events import (
     BodyKind,
     Data,
     EndOfMessage,
@@ -33,14 +36,10 @@ from meshproxy.http.codec import (
     ResponseHead,
     Upgraded,
 )
-from meshproxy.http.grpc import grpc_status_of, grpc_timeout_of
-from meshproxy.http.headers import ENVOY_CONTROL_PREFIX, HOP_BY_HOP, connection_tokens, new_request_id
-from meshproxy.http.local_reply import LocalReply, ResponseFlag
-from meshproxy.listeners.direction import ListenerDirection
+from meshproxy.core.outcomes import AttemptFailure, LocalReply, ResponseFlag
 from meshproxy.router.match import find_virtual_host, header_value, pick_weighted, select_route, split_target
 from meshproxy.router.retry import (
     RETRY_BUFFER_LIMIT,
-    AttemptFailure,
     backoff_delay,
     should_retry_failure,
     should_retry_status,
@@ -50,7 +49,7 @@ from meshproxy.upstream.host import Host
 from meshproxy.upstream.pool import Acquire
 
 if TYPE_CHECKING:
-    from meshproxy.router.stream import ConnectionPool, Downstream, Upstream
+    from meshproxy.router.ports import ConnectionPool, Downstream, Upstream
     from meshproxy.telemetry.stats import ClusterStats
     from meshproxy.telemetry.tracing import TraceStart
 

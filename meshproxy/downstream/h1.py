@@ -14,26 +14,25 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
+from meshproxy.codec.h1 import ProtocolError, ServerCodec
+from meshproxy.codec.h1_httptools import reason_phrase
+from meshproxy.codec.headers import HOP_BY_HOP, HTTP_DATE
 from meshproxy.config.snapshot import Snapshot
-from meshproxy.http import local_reply
-from meshproxy.http.codec import (
+from meshproxy.core import outcomes as local_reply
+from meshproxy.core.events import (
     BodyKind,
     Data,
     EndOfMessage,
     Event,
     Headers,
-    ProtocolError,
     RequestHead,
     ResponseHead,
-    ServerCodec,
     Upgraded,
 )
-from meshproxy.http.h1_httptools import reason_phrase
-from meshproxy.http.h2_connection import h2c_upgrade_settings, upgrade_to_h2c
-from meshproxy.http.headers import HOP_BY_HOP, HTTP_DATE
-from meshproxy.http.local_reply import LocalReply
+from meshproxy.core.outcomes import LocalReply
+from meshproxy.downstream.h2 import h2c_upgrade_settings, upgrade_to_h2c
 from meshproxy.net.original_dst import Redirect
-from meshproxy.router.forwarder import StreamState, UpstreamRequest
+from meshproxy.router.request import StreamState, UpstreamRequest
 
 if TYPE_CHECKING:
     from meshproxy.listeners.listener import HttpListener

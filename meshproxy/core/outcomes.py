@@ -1,4 +1,5 @@
-"""Envoy's local replies: the status, body and response flag for each way a request can fail in the proxy.
+"""How a request or an attempt can end badly: Envoy's local replies (status, body, response flag) and the
+ways an upstream attempt fails.
 
 Runbooks and dashboards grep for these exact bodies and flags (spec §5.5, user-expectations §5.7).
 """
@@ -47,3 +48,15 @@ CONNECTION_TERMINATION = LocalReply(
 UPSTREAM_TIMEOUT = LocalReply(504, b"upstream request timeout", ResponseFlag.UPSTREAM_REQUEST_TIMEOUT, 4)
 STREAM_IDLE_TIMEOUT = LocalReply(408, b"stream timeout", ResponseFlag.STREAM_IDLE_TIMEOUT, 4)
 BAD_REQUEST = LocalReply(400, b"Bad Request", ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR, 13)
+
+
+class AttemptFailure(enum.Enum):
+    """Why one upstream attempt ended without a response; the router maps each to a retry decision and,
+    when no attempt is left, to one local reply."""
+
+    CONNECT_FAILURE = "connect-failure"  # could not connect (UF)
+    RESET = "reset"  # connection reset / closed before a complete response head (UC)
+    REFUSED_STREAM = "refused-stream"  # HTTP/2 REFUSED_STREAM
+    PER_TRY_TIMEOUT = "per-try-timeout"
+    OVERFLOW = "overflow"  # circuit breaker: never retried (UO)
+    NO_HEALTHY_UPSTREAM = "no-healthy-upstream"

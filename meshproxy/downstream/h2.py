@@ -44,18 +44,18 @@ from h2.events import (
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes
 
+from meshproxy.codec import h2 as h2_codec
+from meshproxy.codec.grpc import is_grpc, trailers_only_headers
+from meshproxy.codec.h2 import OutboundBody
+from meshproxy.codec.headers import HTTP_DATE
 from meshproxy.config.snapshot import Snapshot
-from meshproxy.http import h2_codec
-from meshproxy.http.codec import BodyKind, Event, Headers, RequestHead, ResponseHead, Upgraded
-from meshproxy.http.grpc import is_grpc, trailers_only_headers
-from meshproxy.http.h2_codec import OutboundBody
-from meshproxy.http.headers import HTTP_DATE
-from meshproxy.http.local_reply import LocalReply, ResponseFlag
+from meshproxy.core.events import BodyKind, Event, Headers, RequestHead, ResponseHead, Upgraded
+from meshproxy.core.outcomes import LocalReply, ResponseFlag
 from meshproxy.net.original_dst import Redirect
-from meshproxy.router.forwarder import UpstreamRequest
+from meshproxy.router.request import UpstreamRequest
 
 if TYPE_CHECKING:
-    from meshproxy.http.connection import DownstreamConnection
+    from meshproxy.downstream.h1 import DownstreamConnection
     from meshproxy.listeners.listener import HttpListener
 
 log = logging.getLogger("meshproxy.http2")
@@ -617,7 +617,7 @@ class PrefaceSniffer(asyncio.Protocol):
         buffer = self.buffer = self.buffer + data
         if len(buffer) < len(H2_PREFACE) and H2_PREFACE.startswith(buffer):
             return
-        from meshproxy.http.connection import DownstreamConnection  # imports this module
+        from meshproxy.downstream.h1 import DownstreamConnection  # imports this module
 
         transport = self.transport
         assert transport is not None

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from meshproxy.config.snapshot import Snapshot
-from meshproxy.http.codec import Headers, RequestHead, ResponseHead
-from meshproxy.http.local_reply import LocalReply
+from meshproxy.core.events import Headers, RequestHead, ResponseHead
+from meshproxy.core.outcomes import LocalReply
 
 if TYPE_CHECKING:
     from meshproxy.listeners.listener import HttpListener
-    from meshproxy.router.forwarder import UpstreamRequest
-    from meshproxy.upstream.connection import UpstreamStream
+    from meshproxy.router.request import UpstreamRequest
+    from meshproxy.upstream.h1_connection import UpstreamStream
     from meshproxy.upstream.pool import Acquire, PoolWaiter
 
 

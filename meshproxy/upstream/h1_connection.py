@@ -10,7 +10,8 @@ import asyncio
 import enum
 from typing import TYPE_CHECKING, Protocol, cast
 
-from meshproxy.http.codec import ClientCodec, Event, ProtocolError
+from meshproxy.codec.h1 import ClientCodec, ProtocolError
+from meshproxy.core.events import Event
 
 if TYPE_CHECKING:
     from meshproxy.upstream.pool import HostPool

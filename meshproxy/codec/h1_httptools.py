@@ -11,18 +11,17 @@ from collections import deque
 
 import httptools
 
-from meshproxy.http.codec import (
+from meshproxy.codec.h1 import ProtocolError, body_kind_of
+from meshproxy.core.events import (
     END,
     BodyKind,
     Data,
     EndOfMessage,
     Event,
     Headers,
-    ProtocolError,
     RequestHead,
     ResponseHead,
     Upgraded,
-    body_kind_of,
 )
 
 _CRLF = b"\r\n"

@@ -28,9 +28,9 @@ from h2.settings import SettingCodes
 from hpack import Encoder
 from hyperframe.frame import GoAwayFrame
 
-from meshproxy.http.codec import BodyKind, Headers, RequestHead, ResponseHead
-from meshproxy.http.h2_lean import LeanH2Connection
-from meshproxy.http.headers import HOP_BY_HOP
+from meshproxy.codec.h2_lean import LeanH2Connection
+from meshproxy.codec.headers import HOP_BY_HOP
+from meshproxy.core.events import BodyKind, Headers, RequestHead, ResponseHead
 
 # RFC 9113 §6.5.2 / §6.9.2. The stream window bounds what one stalled stream can make the proxy hold; the
 # connection window bounds a whole connection (a slow reader slows the writer: acks are withheld).

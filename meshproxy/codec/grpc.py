@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 
-from meshproxy.http.codec import Headers
+from meshproxy.core.events import Headers
 
 
 class GrpcStatus(enum.IntEnum):

@@ -10,18 +10,8 @@ from typing import Any
 
 import h11
 
-from meshproxy.http.codec import (
-    END,
-    BodyKind,
-    Data,
-    Event,
-    Headers,
-    ProtocolError,
-    RequestHead,
-    ResponseHead,
-    Upgraded,
-    body_kind_of,
-)
+from meshproxy.codec.h1 import ProtocolError, body_kind_of
+from meshproxy.core.events import END, BodyKind, Data, Event, Headers, RequestHead, ResponseHead, Upgraded
 
 _MAX_HEAD = 64 * 1024
 

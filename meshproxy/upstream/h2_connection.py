@@ -37,17 +37,17 @@ from h2.events import (
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes
 
-from meshproxy.http import h2_codec
-from meshproxy.http.codec import END, BodyKind, Data, EndOfMessage, Event, RequestHead, ResponseHead
-from meshproxy.http.h2_codec import OutboundBody
-from meshproxy.router.retry import AttemptFailure
+from meshproxy.codec import h2 as h2_codec
+from meshproxy.codec.h2 import OutboundBody
+from meshproxy.core.events import END, BodyKind, Data, EndOfMessage, Event, RequestHead, ResponseHead
+from meshproxy.core.outcomes import AttemptFailure
 from meshproxy.telemetry.stats import ClusterStats
 from meshproxy.upstream.host import Host
 from meshproxy.upstream.pool import Acquire, PendingRequests, PoolWaiter
 
 if TYPE_CHECKING:
     from meshproxy.upstream.cluster import ClusterRuntime
-    from meshproxy.upstream.connection import UpstreamStream
+    from meshproxy.upstream.h1_connection import UpstreamStream
 
 log = logging.getLogger("meshproxy.upstream")
 

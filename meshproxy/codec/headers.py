@@ -6,7 +6,7 @@ import random
 import time
 from email.utils import formatdate
 
-from meshproxy.http.codec import Headers
+from meshproxy.core.events import Headers
 
 # Hop-by-hop fields never forwarded as received (framing is rewritten by the codec that sends the message).
 HOP_BY_HOP: frozenset[bytes] = frozenset(
