@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable
 
 from meshproxy.config.snapshot import AccessLogConfig, Identity, ResourceKind
+from meshproxy.core.summary import RequestSummary
 from meshproxy.settings import Settings
 from meshproxy.telemetry.accesslog import compile_format
 from meshproxy.telemetry.datagram import DatagramSender
 from meshproxy.telemetry.hub import Telemetry
 from meshproxy.telemetry.names import StatNaming
 from meshproxy.telemetry.prometheus import render_prometheus
-from meshproxy.telemetry.record import RequestRecord
 from meshproxy.telemetry.stats import StatsStore
 from meshproxy.telemetry.statsd import MAX_UDP_PAYLOAD, DogStatsdFlusher, pack
 from meshproxy.telemetry.tracing import TraceContext
@@ -53,8 +53,8 @@ def per_call_us(fn: Callable[[], object], n: int, repeats: int = 5) -> float:
     return best / n * 1e6
 
 
-def record(trace: object = None) -> RequestRecord:
-    return RequestRecord(
+def record(trace: object = None) -> RequestSummary:
+    return RequestSummary(
         direction="egress",
         start_time=time.time(),
         method="GET",

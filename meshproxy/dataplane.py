@@ -1,28 +1,28 @@
 """The running proxy's shared state: the current snapshot, clusters, stats, telemetry and lifecycle phase.
 
-A new snapshot is applied whole (`apply`): listeners read `dataplane.snapshot` once per request, and the
-cluster manager keeps unchanged clusters' pools across the swap.
+A new snapshot is applied whole (`apply`): a request captures `dataplane.snapshot` once when it starts, and
+the cluster manager keeps unchanged clusters' pools across the swap. The data plane is the `ListenerHost`
+of every listener; the telemetry hub is the requests' tracer and observer.
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from meshproxy.codec import h2 as h2_codec
 from meshproxy.codec.h1 import ClientCodec, ServerCodec
+from meshproxy.codec.h1_h11 import H11ClientCodec, H11ServerCodec
+from meshproxy.codec.h1_httptools import HttptoolsClientCodec, HttptoolsServerCodec
 from meshproxy.config.snapshot import EgressFilter, Identity, RouteTable, Snapshot
+from meshproxy.core.clock import LOOP_CLOCK, Clock
+from meshproxy.net.connector import LOOP_CONNECTOR, Connector
+from meshproxy.router.context import RequestObserver, Tracer
 from meshproxy.settings import Settings
-from meshproxy.telemetry.record import RequestRecord
-from meshproxy.telemetry.stats import StatsStore, TargetStats
-from meshproxy.telemetry.tracing import TraceStart
+from meshproxy.telemetry.stats import StatsStore
 from meshproxy.upstream.cluster import ClusterManager
-
-if TYPE_CHECKING:
-    from meshproxy.listeners.listener import ClientConnection, HttpListener
-    from meshproxy.router.request import UpstreamRequest
 
 
 class ServerState(enum.IntEnum):
@@ -34,27 +34,14 @@ class ServerState(enum.IntEnum):
     INITIALIZING = 3
 
 
-class RequestSink(Protocol):
-    """The telemetry side the data plane reports to (meshproxy.telemetry.hub.Telemetry)."""
-
-    record_needed: bool
-
-    def request_done(self, record: RequestRecord) -> None: ...
-
-    def start_trace(
-        self, direction: str, headers: Sequence[tuple[bytes, bytes]], method: str, authority: str, path: str
-    ) -> TraceStart | None: ...
-
-    def target_stats(self, virtual_service: str, virtual_node: str) -> TargetStats | None: ...
+class Telemetry(RequestObserver, Tracer, Protocol):
+    """The telemetry hub (telemetry/hub.py) as the data plane uses it: tracer and request observer."""
 
 
 def codec_factories(parser: str) -> tuple[Callable[[], ServerCodec], Callable[[], ClientCodec]]:
+    """The HTTP/1.1 codec pair for `MESHPROXY_HTTP1_PARSER`."""
     if parser == "h11":
-        from meshproxy.codec.h1_h11 import H11ClientCodec, H11ServerCodec
-
         return H11ServerCodec, H11ClientCodec
-    from meshproxy.codec.h1_httptools import HttptoolsClientCodec, HttptoolsServerCodec
-
     return HttptoolsServerCodec, HttptoolsClientCodec
 
 
@@ -71,13 +58,22 @@ def empty_snapshot(identity: Identity) -> Snapshot:
 
 
 class Dataplane:
-    def __init__(self, settings: Settings, store: StatsStore, telemetry: RequestSink | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StatsStore,
+        telemetry: Telemetry | None = None,
+        *,
+        connector: Connector = LOOP_CONNECTOR,
+        clock: Clock = LOOP_CLOCK,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.telemetry = telemetry
+        self.clock = clock
         self.server_codec_factory, self.client_codec_factory = codec_factories(settings.http1_parser)
         h2_codec.select(settings.http2_codec)
-        self.clusters = ClusterManager(store, self.client_codec_factory)
+        self.clusters = ClusterManager(store, self.client_codec_factory, connector, clock)
         self.snapshot: Snapshot = empty_snapshot(settings.identity)
         self.state = ServerState.PRE_INITIALIZING
         self.started = time.time()
@@ -85,6 +81,14 @@ class Dataplane:
 
     def __repr__(self) -> str:
         return f"<Dataplane {self.state.name} version={self.snapshot.version!r} {self.clusters!r}>"
+
+    @property
+    def tracer(self) -> Tracer | None:
+        return self.telemetry
+
+    @property
+    def observer(self) -> RequestObserver | None:
+        return self.telemetry
 
     @property
     def draining(self) -> bool:
@@ -101,59 +105,3 @@ class Dataplane:
         server = self.store.server
         server.cluster_manager_cds_update_success += 1
         server.listener_manager_lds_update_success += 1
-
-    def request_done(
-        self, listener: HttpListener, connection: ClientConnection, stream: UpstreamRequest
-    ) -> None:
-        telemetry = self.telemetry
-        if telemetry is None:
-            return
-        if stream.target_node:
-            target = telemetry.target_stats(stream.virtual_service, stream.target_node)
-            if target is not None:  # App Mesh metrics extension (APPMESH_METRIC_EXTENSION_VERSION=1)
-                target.request_count_per_target += 1
-                target.count_response(stream.response_status)
-                target.target_processed_bytes += stream.bytes_received + stream.bytes_sent
-                target.target_response_time.record((time.monotonic() - stream.start) * 1000.0)
-        if telemetry.record_needed:
-            telemetry.request_done(build_record(listener, connection, stream))
-
-
-def build_record(
-    listener: HttpListener, connection: ClientConnection, stream: UpstreamRequest
-) -> RequestRecord:
-    head = stream.head
-    now = time.monotonic()
-    request_headers: dict[str, str] = {}
-    for name, value in head.headers:
-        request_headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-    upstream = stream.upstream_head
-    if upstream is not None:
-        for name, value in upstream.headers:
-            if name == b"x-request-id":
-                request_headers.setdefault("x-request-id", value.decode("latin-1"))
-    host = stream.host
-    return RequestRecord(
-        direction=listener.stat_prefix,
-        start_time=time.time() - (now - stream.start),
-        method=head.method,
-        path=stream.path or head.target,
-        authority=stream.authority or None,
-        protocol="HTTP/" + head.http_version,
-        request_headers=request_headers,
-        response_code=stream.response_status,
-        response_flags=",".join(stream.flags) if stream.flags else "-",
-        bytes_received=stream.bytes_received,
-        bytes_sent=stream.bytes_sent,
-        duration_ms=int((now - stream.start) * 1000),
-        upstream_service_time_ms=stream.service_time_ms if stream.service_time_ms >= 0 else None,
-        upstream_host=host.label if host is not None else None,
-        upstream_cluster=stream.cluster.config.name if stream.cluster is not None else None,
-        downstream_remote_address=connection.peer,
-        downstream_local_address=f"{listener.address}:{listener.port}",
-        route_name=stream.route_name or None,
-        virtual_service=stream.virtual_service or None,
-        target_virtual_node=stream.target_node or None,
-        attempts=stream.retries + 1,
-        trace=stream.trace,
-    )

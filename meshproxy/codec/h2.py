@@ -1,20 +1,19 @@
-"""HTTP/2 pieces shared by the downstream connection manager and the upstream pool. No I/O, no asyncio.
+"""The HTTP/2 codec seam: one interface (`H2Codec`) over the lean frame layer and the h2 library, the
+proxy's settings, and the codec choice. No I/O, no asyncio.
 
 Both sides use the h2 library's sans-I/O state machine with its checks switched off where the proxy already
 does the work (hot-path notes: h2's header validation and normalisation cost ~15% of a request), a large
 initial window and frame size (fewer WINDOW_UPDATE / DATA frames per byte), and HPACK without Huffman coding
 on output (the pure-Python Huffman encoder costs more than the bytes it saves on loopback and in a pod).
 
-Converting between HTTP/2 header blocks and the router's `RequestHead` / `ResponseHead` lives here too, so a
-request can cross from one protocol to the other in either direction (RFC 9113 §8.2.2 connection-specific
-fields dropped, §8.2.3 cookies joined for HTTP/1.1, `:authority` <-> `Host`).
+Flow-controlled bodies are in `h2_flow.py`; converting header blocks to and from the router's heads is in
+`h2_messages.py`.
 """
 
 from __future__ import annotations
 
 import functools
 import types
-from collections import deque
 from typing import Any, Protocol
 
 import hpack.hpack
@@ -29,8 +28,6 @@ from hpack import Encoder
 from hyperframe.frame import GoAwayFrame
 
 from meshproxy.codec.h2_lean import LeanH2Connection
-from meshproxy.codec.headers import HOP_BY_HOP
-from meshproxy.core.events import BodyKind, Headers, RequestHead, ResponseHead
 
 # RFC 9113 §6.5.2 / §6.9.2. The stream window bounds what one stalled stream can make the proxy hold; the
 # connection window bounds a whole connection (a slow reader slows the writer: acks are withheld).
@@ -42,39 +39,6 @@ MAX_HEADER_LIST_SIZE = 64 * 1024  # Envoy's max_request_headers_kb default is 60
 # Before the server's SETTINGS arrive, a client may not know its stream limit; RFC 9113 §6.5.2 recommends
 # servers allow at least 100, so that is what an upstream connection assumes until told.
 ASSUMED_PEER_MAX_STREAMS = 100
-
-# Header fields that never cross into an HTTP/2 message (RFC 9113 §8.2.2) or are rewritten by the proxy.
-_NOT_FORWARDED_TO_H2: frozenset[bytes] = HOP_BY_HOP | {b"host", b"http2-settings", b"server"}
-_PSEUDO = 0x3A  # ord(":")
-
-GRPC_TE = (b"te", b"trailers")
-SERVER_HEADER = (b"server", b"envoy")
-
-
-class _Acknowledger(Protocol):
-    def acknowledge(self, sid: int, length: int) -> None: ...
-
-
-class StreamReadPause:
-    """Backpressure for one HTTP/2 stream, shared by the downstream and upstream stream classes: while the
-    router has reading paused, received DATA is not acknowledged (`unacked` counts it), so the peer's
-    flow-control window closes; resuming acknowledges it and the peer may send again."""
-
-    __slots__ = ("read_paused", "unacked")
-    connection: _Acknowledger
-    stream_id: int
-    read_paused: bool
-    unacked: int
-
-    def pause_reading(self) -> None:
-        self.read_paused = True
-
-    def resume_reading(self) -> None:
-        if self.read_paused:
-            self.read_paused = False
-            if self.unacked:
-                unacked, self.unacked = self.unacked, 0
-                self.connection.acknowledge(self.stream_id, unacked)
 
 
 class _PlainEncoder(Encoder):
@@ -216,202 +180,3 @@ def goaway_frame(last_stream_id: int, error_code: int = 0) -> bytes:
     frame.last_stream_id = last_stream_id
     frame.error_code = error_code
     return bytes(frame.serialize())
-
-
-class OutboundBody:
-    """A message body waiting to go out on one stream as flow control allows (RFC 9113 §5.2).
-
-    `push` queues data, `finish` marks the end (with optional trailers); `drain` sends what the stream and
-    connection windows allow and says whether data is left waiting for a WINDOW_UPDATE.
-    """
-
-    __slots__ = ("chunks", "ended", "finished", "offset", "size", "trailers")
-
-    def __init__(self) -> None:
-        self.chunks: deque[bytes] = deque()
-        self.offset = 0  # bytes of chunks[0] already sent
-        self.size = 0
-        self.finished = False  # the end (and trailers) were requested
-        self.ended = False  # END_STREAM was sent
-        self.trailers: Headers | None = None
-
-    def __repr__(self) -> str:
-        return f"<OutboundBody queued={self.size} finished={self.finished} ended={self.ended}>"
-
-    def push(self, data: bytes) -> None:
-        if data:
-            self.chunks.append(data)
-            self.size += len(data)
-
-    def finish(self, trailers: Headers | None = None) -> None:
-        self.finished = True
-        self.trailers = trailers
-
-    def drain(self, conn: H2Codec, stream_id: int) -> bool:
-        """Send queued DATA (END_STREAM on the last frame), then trailers. True if blocked by flow control."""
-        chunks = self.chunks
-        while chunks:
-            window = conn.local_flow_control_window(stream_id)
-            if window <= 0:
-                return True
-            limit = conn.max_outbound_frame_size
-            if window > limit:
-                window = limit
-            chunk = chunks[0]
-            offset = self.offset
-            remaining = len(chunk) - offset
-            if remaining > window:
-                # a memoryview slice: a large chunk is cut into frames without copying its tail each time
-                conn.send_data(stream_id, memoryview(chunk)[offset : offset + window])
-                self.offset = offset + window
-                self.size -= window
-                continue
-            chunks.popleft()
-            self.offset = 0
-            self.size -= remaining
-            last = not chunks and self.finished and self.trailers is None
-            conn.send_data(stream_id, chunk if offset == 0 else memoryview(chunk)[offset:], end_stream=last)
-            if last:
-                self.ended = True
-                return False
-        if self.finished and not self.ended:
-            self.ended = True
-            if self.trailers is not None:
-                conn.send_headers(stream_id, self.trailers, end_stream=True)
-            else:
-                conn.end_stream(stream_id)
-        return False
-
-
-def request_head_from_h2(raw: list[Any], stream_ended: bool) -> RequestHead | None:
-    """An HTTP/2 request header block as the router's RequestHead (`:authority` becomes `Host`, cookies are
-    joined); None if it is malformed (no :method or :path), a stream error (RFC 9113 §8.1.1)."""
-    method = path = authority = None
-    headers: Headers = []
-    cookies: list[bytes] | None = None
-    length = -1
-    host: bytes | None = None
-    for name, value in raw:
-        if name[0] == _PSEUDO:
-            if name == b":method":
-                method = value
-            elif name == b":path":
-                path = value
-            elif name == b":authority":
-                authority = value
-            continue
-        if name == b"cookie":
-            if cookies is None:
-                cookies = [value]
-            else:
-                cookies.append(value)
-            continue
-        if name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                return None
-        elif name == b"host":
-            host = value
-            continue
-        headers.append((name, value))
-    if method is None or (path is None and method != b"CONNECT"):
-        return None
-    authority = authority or host
-    if authority is not None:
-        headers.insert(0, (b"host", authority))
-    if cookies is not None:
-        headers.append((b"cookie", b"; ".join(cookies)))
-    if stream_ended:
-        body = BodyKind.NONE
-    elif length >= 0:
-        body = BodyKind.LENGTH
-    else:
-        body = BodyKind.CHUNKED
-    return RequestHead(
-        method.decode("ascii", "replace"),
-        (path or b"").decode("latin-1"),
-        headers,
-        "2",
-        True,
-        body,
-        length,
-    )
-
-
-def h2_request_headers(head: RequestHead, authority: bytes | None = None) -> list[tuple[bytes, bytes]]:
-    """The router's upstream RequestHead as an HTTP/2 header block (`Host` becomes `:authority`)."""
-    host = authority
-    rest: list[tuple[bytes, bytes]] = []
-    grpc = False
-    for name, value in head.headers:
-        if name in _NOT_FORWARDED_TO_H2:
-            if name == b"host":
-                host = value
-            continue
-        if name == b"content-type" and value.startswith(b"application/grpc"):
-            grpc = True
-        rest.append((name, value))
-    headers = [
-        (b":method", head.method.encode("ascii")),
-        (b":scheme", b"http"),
-        (b":authority", host or b"localhost"),
-        (b":path", head.target.encode("latin-1")),
-    ]
-    headers += rest
-    if grpc:
-        headers.append(GRPC_TE)  # gRPC servers require `te: trailers` (the router drops TE as hop-by-hop)
-    return headers
-
-
-def response_head_from_h2(raw: list[Any], stream_ended: bool, head_request: bool) -> ResponseHead | None:
-    """An HTTP/2 response header block as a ResponseHead; a body that ends with the headers gets
-    `content-length: 0` so an HTTP/1.1 client sees it framed. None if `:status` is missing or invalid."""
-    status = 0
-    headers: Headers = []
-    length = -1
-    for name, value in raw:
-        if name[0] == _PSEUDO:
-            if name == b":status":
-                try:
-                    status = int(value)
-                except ValueError:
-                    return None
-            continue
-        if name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                return None
-        headers.append((name, value))
-    if status < 100:
-        return None
-    if head_request or status in (204, 304):
-        body = BodyKind.NONE
-    elif length >= 0:
-        body = BodyKind.LENGTH
-    elif stream_ended:
-        body = BodyKind.LENGTH
-        length = 0
-        headers.append((b"content-length", b"0"))
-    else:
-        body = BodyKind.CHUNKED
-    return ResponseHead(status, b"", headers, "2", True, body, length)
-
-
-def h2_response_headers(head: ResponseHead, service_time_ms: int) -> list[tuple[bytes, bytes]]:
-    """A ResponseHead as an HTTP/2 header block, with Envoy's `x-envoy-upstream-service-time` and `server`."""
-    headers = [(b":status", b"%d" % head.status)]
-    for name, value in head.headers:
-        if name in _NOT_FORWARDED_TO_H2:
-            continue
-        headers.append((name, value))
-    if service_time_ms >= 0:
-        headers.append((b"x-envoy-upstream-service-time", b"%d" % service_time_ms))
-    headers.append(SERVER_HEADER)
-    return headers
-
-
-def h2_trailers(trailers: Headers) -> list[tuple[bytes, bytes]]:
-    """Trailers as relayed: pseudo-headers and connection-specific fields never appear in them."""
-    return [(n, v) for n, v in trailers if n[0] != _PSEUDO and n not in _NOT_FORWARDED_TO_H2]

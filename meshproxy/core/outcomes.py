@@ -60,3 +60,14 @@ class AttemptFailure(enum.Enum):
     PER_TRY_TIMEOUT = "per-try-timeout"
     OVERFLOW = "overflow"  # circuit breaker: never retried (UO)
     NO_HEALTHY_UPSTREAM = "no-healthy-upstream"
+
+
+# The local reply when no attempt is left, by how the last one failed (Envoy's router: UF, UC, UT, UO, UH).
+FAILURE_REPLY: dict[AttemptFailure, LocalReply] = {
+    AttemptFailure.CONNECT_FAILURE: CONNECT_FAILURE,
+    AttemptFailure.RESET: CONNECTION_TERMINATION,
+    AttemptFailure.REFUSED_STREAM: CONNECTION_TERMINATION,
+    AttemptFailure.PER_TRY_TIMEOUT: UPSTREAM_TIMEOUT,
+    AttemptFailure.OVERFLOW: OVERFLOW,
+    AttemptFailure.NO_HEALTHY_UPSTREAM: NO_HEALTHY_UPSTREAM,
+}

@@ -1,8 +1,10 @@
-"""The HTTP/1.1 connection manager: one codec per downstream connection, one `UpstreamRequest` per request.
+"""The HTTP/1.1 connection manager: one codec per client connection, one `RouterRequest` per request.
 
 Requests on a connection are answered in order. A pipelined request that arrives while a response is still
-being sent is held (with reading paused) until that response is complete. Output to the client is one
-`transport.write` per batch of events (hot-path notes: each extra write is an extra syscall).
+being sent is held (with reading paused) until that response is complete. The router's sends queue encoded
+bytes and `flush` writes them with one `transport.write` (hot-path notes: each extra write is a syscall).
+An `Upgrade: h2c` request is handed to the listener layer (`ConnectionContext.h2c_upgrade`), which switches
+the connection to the HTTP/2 manager; this module never imports that one.
 """
 
 from __future__ import annotations
@@ -10,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import time
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from meshproxy.codec.h1 import ProtocolError, ServerCodec
 from meshproxy.codec.h1_httptools import reason_phrase
+from meshproxy.codec.h2_messages import h2c_upgrade_settings
 from meshproxy.codec.headers import HOP_BY_HOP, HTTP_DATE
-from meshproxy.config.snapshot import Snapshot
-from meshproxy.core import outcomes as local_reply
+from meshproxy.core import outcomes
 from meshproxy.core.events import (
     BodyKind,
     Data,
@@ -30,12 +31,10 @@ from meshproxy.core.events import (
     Upgraded,
 )
 from meshproxy.core.outcomes import LocalReply
-from meshproxy.downstream.h2 import h2c_upgrade_settings, upgrade_to_h2c
+from meshproxy.downstream.context import ConnectionContext
+from meshproxy.net.batch import WriteBatch
 from meshproxy.net.original_dst import Redirect
-from meshproxy.router.request import StreamState, UpstreamRequest
-
-if TYPE_CHECKING:
-    from meshproxy.listeners.listener import HttpListener
+from meshproxy.router.request import RequestState, RouterRequest
 
 log = logging.getLogger("meshproxy.http")
 
@@ -51,45 +50,53 @@ _SERVER = (b"server", b"envoy")
 _CONNECTION_CLOSE = (b"connection", b"close")
 
 
-class DownstreamConnection(asyncio.Protocol):
+class Http1ConnectionManager(asyncio.Protocol):
+    """Implements the router's `Downstream` for the request being answered, and `ClientConnection`."""
+
     __slots__ = (
         "close_after_response",
         "codec",
+        "ctx",
         "held",
         "last_activity",
-        "listener",
         "opened",
+        "out",
         "paused",
         "peer",
         "peer_ip",
         "receiving",
         "redirect",
+        "request_start",
         "requests",
         "responding",
-        "snapshot",
         "state",
+        "status_sent",
         "transport",
         "tunnel_bytes",
     )  # fmt: skip
 
-    def __init__(self, listener: HttpListener, redirect: Redirect | None = None) -> None:
-        self.listener = listener
-        self.codec: ServerCodec = listener.server_codec_factory()
+    def __init__(self, ctx: ConnectionContext, redirect: Redirect | None = None) -> None:
+        self.ctx = ctx
+        self.codec: ServerCodec = ctx.new_server_codec()
         self.transport: asyncio.Transport | None = None
         self.state = DownstreamState.OPEN
-        self.receiving: UpstreamRequest | None = None  # request whose body is still arriving
-        self.responding: UpstreamRequest | None = None  # request whose response is not complete
+        self.receiving: RouterRequest | None = None  # request whose body is still arriving
+        self.responding: RouterRequest | None = None  # request whose response is not complete
         self.held: deque[Event] = deque()  # pipelined events waiting for the current response
+        self.out = WriteBatch()
         self.paused = False
         self.peer_ip = b"-"
         self.peer = "-"
         self.redirect = redirect  # the dispatcher's: SO_ORIGINAL_DST, read only if a request needs it
-        self.snapshot: Snapshot = listener.dataplane.snapshot
-        self.last_activity = time.monotonic()
-        self.opened = self.last_activity
+        self.last_activity = self.opened = ctx.clock.now()
         self.close_after_response = False
         self.tunnel_bytes = b""
         self.requests = 0
+        self.request_start = 0.0
+        self.status_sent = 0
+
+    def __repr__(self) -> str:
+        return f"<Http1ConnectionManager {self.peer} {self.state.value} requests={self.requests}>"
 
     @property
     def original_destination(self) -> tuple[str, int] | None:
@@ -99,26 +106,21 @@ class DownstreamConnection(asyncio.Protocol):
     def original_port(self) -> int | None:
         return self.redirect.port if self.redirect is not None else None
 
-    def __repr__(self) -> str:
-        return f"<DownstreamConnection {self.peer} {self.state.value} requests={self.requests}>"
-
     # ---------------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        listener = self.listener
-        listener.on_connection_open(self)
+        self.ctx.connection_opened(self, http2=False)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer_ip = str(peer[0]).encode()
             self.peer = f"{peer[0]}:{peer[1]}"
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = time.monotonic()
-        self.listener.http_stats.downstream_cx_rx_bytes_total += len(data)
+        self.last_activity = self.ctx.clock.now()
+        self.ctx.http_stats.downstream_cx_rx_bytes_total += len(data)
         if self.state is DownstreamState.TUNNEL:
-            stream = self.responding
-            if stream is not None:
-                stream.tunnel_send(data)
+            if self.responding is not None:
+                self.responding.tunnel_send(data)
             return
         if self.held:
             self.held.append(Data(data))  # cannot happen while paused; kept for safety
@@ -140,25 +142,22 @@ class DownstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         previous = self.state
         self.state = DownstreamState.CLOSED
-        stream = self.responding or self.receiving
-        self.responding = self.receiving = None
-        if stream is not None and stream.state is not StreamState.DONE:
-            self.listener.http_stats.downstream_cx_destroy_remote_active_rq += 1
-            stream.on_downstream_lost()
-            self.listener.on_request_done(self, stream)
-        elif stream is not None and previous is DownstreamState.TUNNEL:
-            stream.on_downstream_lost()
-        self.listener.on_connection_closed(self)
+        self.transport = None
+        request = self.responding or self.receiving
+        if request is not None and request.state is not RequestState.DONE:
+            self.ctx.http_stats.downstream_cx_destroy_remote_active_rq += 1
+            request.on_downstream_lost()
+        elif request is not None and previous is DownstreamState.TUNNEL:
+            request.on_downstream_lost()
+        self.ctx.connection_closed(self)
 
     def pause_writing(self) -> None:
-        stream = self.responding
-        if stream is not None:
-            stream.on_downstream_write_paused()
+        if self.responding is not None:
+            self.responding.on_downstream_write_paused()
 
     def resume_writing(self) -> None:
-        stream = self.responding
-        if stream is not None:
-            stream.on_downstream_write_resumed()
+        if self.responding is not None:
+            self.responding.on_downstream_write_resumed()
 
     # ---------------------------------------------------------------- request events
     def _dispatch(self, events: list[Event]) -> None:
@@ -170,80 +169,74 @@ class DownstreamConnection(asyncio.Protocol):
                     self.held.extend(events[index:])  # pipelined: answer in order
                     self.pause_reading()
                     return
-                # HTTP/2 hook: `Upgrade: h2c` hands this connection to http/h2_connection.py
                 if event.upgrade:
                     settings = h2c_upgrade_settings(event)
-                    if settings is not None and upgrade_to_h2c(self, event, settings, events[index + 1 :]):
-                        self.state = DownstreamState.CLOSED
+                    if settings is not None and self.ctx.h2c_upgrade(
+                        self, event, settings, events[index + 1 :]
+                    ):
+                        self.state = DownstreamState.CLOSED  # the HTTP/2 manager owns the transport now
                         return
                 self._start_request(event)
             elif isinstance(event, Data):
-                stream = self.receiving
-                if stream is not None:
-                    stream.on_request_data(event.data)
+                if self.receiving is not None:
+                    self.receiving.on_request_data(event.data)
             elif isinstance(event, EndOfMessage):
-                stream = self.receiving
-                self.receiving = None
-                if stream is not None:
-                    stream.on_request_end()
+                request, self.receiving = self.receiving, None
+                if request is not None:
+                    request.on_request_end()
             elif isinstance(event, Upgraded):
                 self.tunnel_bytes += event.trailing
                 self.pause_reading()  # nothing more is read until the upstream accepts or refuses
 
     def _start_request(self, head: RequestHead) -> None:
-        listener = self.listener
+        ctx = self.ctx
         self.requests += 1
-        self.snapshot = listener.dataplane.snapshot  # a request sees one snapshot from start to end
-        stats = listener.http_stats
-        stats.downstream_rq_total += 1
-        stats.downstream_rq_http1_total += 1
-        stats.downstream_rq_active += 1
-        listener.requests_active += 1
-        stream = UpstreamRequest(self, head)
-        self.receiving = self.responding = stream
-        stream.begin()
+        self.status_sent = 0
+        self.request_start = ctx.clock.now()
+        ctx.request_started(http2=False)
+        request = RouterRequest(ctx, self, head)
+        self.receiving = self.responding = request
+        request.begin()
 
     def _protocol_error(self, exc: ProtocolError) -> None:
-        """Malformed input: 400, close. The connection's in-flight request (if any) is abandoned."""
+        """Malformed input: 400 and close; a response already under way is cut off instead. The in-flight
+        request, if any, is abandoned."""
         log.debug("downstream %s: protocol error: %s", self.peer, exc)
-        self.listener.http_stats.downstream_cx_protocol_error += 1
-        stream = self.responding
-        if stream is not None and stream.response_started:
-            self.abort(stream)
+        self.ctx.http_stats.downstream_cx_protocol_error += 1
+        request = self.responding or self.receiving
+        if request is not None and request.response_started:
+            self.state = DownstreamState.CLOSING
+            request.on_downstream_lost()
+            self._abort_transport()
             return
-        if stream is not None:
-            stream.on_downstream_lost()
-        reply = local_reply.BAD_REQUEST
-        self._write_local_reply(reply, close=True)
+        self._write_local_reply(outcomes.BAD_REQUEST, close=True)
+        self.state = DownstreamState.CLOSING
+        if request is not None:
+            request.on_downstream_lost()
         self._close()
 
-    # ---------------------------------------------------------------- response side (called by the stream)
-    def write(self, data: bytes) -> None:
-        transport = self.transport
-        if transport is not None and self.state is not DownstreamState.CLOSED:
-            self.listener.http_stats.downstream_cx_tx_bytes_total += len(data)
-            transport.write(data)
+    # ---------------------------------------------------------------- Downstream (called by the router)
+    def send_informational(self, status: int, headers: Headers) -> None:
+        self.out.add(self.codec.encode_informational(status, headers))
 
-    def encode_response_head(self, head: ResponseHead, service_time_ms: int) -> bytes:
-        stream = self.responding
-        request = stream.head if stream is not None else None
+    def send_head(self, head: ResponseHead, service_time_ms: int) -> None:
+        self.status_sent = head.status
+        request = self.responding
+        codec = self.codec
         if head.status == 101:
             headers = [(n, v) for n, v in head.headers if n != b"server"]
             headers.append((b"x-envoy-upstream-service-time", b"%d" % service_time_ms))
             headers.append(_SERVER)
-            return self.codec.encode_informational(101, headers)
-        headers = []
-        for name, value in head.headers:
-            if name in HOP_BY_HOP or name == b"server":
-                continue
-            headers.append((name, value))
+            self.out.add(codec.encode_informational(101, headers))
+            return
+        headers = [(n, v) for n, v in head.headers if n not in HOP_BY_HOP and n != b"server"]
         if service_time_ms >= 0:
             headers.append((b"x-envoy-upstream-service-time", b"%d" % service_time_ms))
         headers.append(_SERVER)
         kind = head.body
-        close = self._must_close(request)
+        close = self._must_close(request.head if request is not None else None)
         if kind is BodyKind.CHUNKED or kind is BodyKind.UNTIL_CLOSE:
-            if request is not None and request.http_version == "1.0":
+            if request is not None and request.head.http_version == "1.0":
                 kind = BodyKind.UNTIL_CLOSE
                 close = True
             else:
@@ -252,29 +245,121 @@ class DownstreamConnection(asyncio.Protocol):
         if close:
             self.close_after_response = True
             headers.append(_CONNECTION_CLOSE)
-        return self.codec.encode_response_head(
-            ResponseHead(
-                head.status, reason_phrase(head.status), headers, "1.1", not close, kind, head.content_length
-            )
+        response = ResponseHead(
+            head.status, reason_phrase(head.status), headers, "1.1", not close, kind, head.content_length
         )
+        self.out.add(codec.encode_response_head(response))
 
-    def encode_trailers(self, trailers: Headers) -> bytes:
-        # HTTP/2 hook: trailers from an HTTP/2 upstream are not carried on HTTP/1.1 (as Envoy without
-        # enable_trailers); the body just ends
-        return self.codec.encode_end()
+    def send_data(self, data: bytes) -> None:
+        if self.state is DownstreamState.TUNNEL:
+            self.out.add(data)
+        elif data:
+            self.out.add(self.codec.encode_data(data))
 
+    def send_end(self, trailers: Headers | None) -> None:
+        # trailers from an HTTP/2 upstream are not carried on HTTP/1.1 (as Envoy without enable_trailers)
+        self.out.add(self.codec.encode_end())  # b"" for a Content-Length body: nothing to write
+
+    def flush(self) -> None:
+        if self.out:
+            transport = self.transport if self.state is not DownstreamState.CLOSED else None
+            self.ctx.http_stats.downstream_cx_tx_bytes_total += self.out.write_to(transport)
+
+    def send_local_reply(self, reply: LocalReply) -> None:
+        request = self.responding
+        head = request.head if request is not None else None
+        if (
+            request is not None
+            and self.receiving is request
+            and head is not None
+            and head.body is not BodyKind.NONE
+        ):
+            self.close_after_response = True  # the rest of the request body is not read
+        self.status_sent = reply.status
+        self._write_local_reply(
+            reply, close=self._must_close(head), head_only=head is not None and head.method == "HEAD"
+        )
+        self.request_done()
+
+    def request_done(self) -> None:
+        """The response is complete (or abandoned): next request, or close."""
+        request = self.responding
+        if request is None:
+            return
+        self.flush()
+        self.responding = None
+        if self.receiving is request and request.request_complete:
+            self.receiving = None
+        self.ctx.request_finished(self.status_sent, self.request_start)
+        if self.close_after_response or self.state is not DownstreamState.OPEN:
+            self._close()
+            return
+        if self.receiving is not None:
+            return  # the upstream answered early; the rest of the request body is still being consumed
+        events = self.codec.next_cycle()
+        if self.held or events:
+            held = [*self.held, *events]
+            self.held.clear()
+            self.ctx.clock.call_soon(lambda: self._resume_held(held))
+        else:
+            self.resume_reading()
+
+    def abort(self) -> None:
+        """Reset the connection mid-response (the response cannot be completed)."""
+        if self.responding is not None:
+            self.responding = None
+            self.ctx.request_finished(self.status_sent, self.request_start)
+        self.receiving = None
+        self._abort_transport()
+
+    def start_tunnel(self) -> None:
+        self.state = DownstreamState.TUNNEL
+        self.ctx.http_stats.downstream_cx_upgrades_total += 1
+        self.receiving = None
+        pending = self.tunnel_bytes + self.codec.upgrade_trailing()
+        self.tunnel_bytes = b""
+        if pending and self.responding is not None:
+            self.responding.tunnel_send(pending)
+        self.resume_reading()
+
+    def tunnel_eof(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
+
+    def end_tunnel(self) -> None:
+        self.flush()
+        if self.responding is not None:
+            self.responding = None
+            self.ctx.request_finished(self.status_sent, self.request_start)
+        self._close()
+
+    def pause_reading(self) -> None:
+        if not self.paused and self.transport is not None and self.state is not DownstreamState.CLOSED:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.paused and self.transport is not None and self.state is not DownstreamState.CLOSED:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def upgrade_trailing(self) -> bytes:
+        """Bytes the codec holds that arrived after an Upgrade request (they belong to the new protocol)."""
+        return self.codec.upgrade_trailing()
+
+    # ---------------------------------------------------------------- internals
     def _must_close(self, request: RequestHead | None) -> bool:
         if request is None or not request.keep_alive or request.upgrade:
             return True
-        return self.close_after_response or self.listener.dataplane.draining
+        return self.close_after_response or self.ctx.draining
 
-    def send_local_reply(self, stream: UpstreamRequest, reply: LocalReply) -> None:
-        if self.receiving is stream and stream.head.body is not BodyKind.NONE:
-            self.close_after_response = True  # the rest of the request body is not read
-        self._write_local_reply(
-            reply, close=self._must_close(stream.head), head_only=stream.head.method == "HEAD"
-        )
-        self.stream_done(stream)
+    def _resume_held(self, events: list[Event]) -> None:
+        if self.state is not DownstreamState.OPEN:
+            return
+        self._dispatch(events)
+        if self.responding is None and not self.held:
+            self.resume_reading()
 
     def _write_local_reply(self, reply: LocalReply, close: bool, head_only: bool = False) -> None:
         body = reply.body
@@ -288,102 +373,32 @@ class DownstreamConnection(asyncio.Protocol):
             self.close_after_response = True
             headers.append(_CONNECTION_CLOSE)
         codec = self.codec
+        response = ResponseHead(
+            reply.status, reason_phrase(reply.status), headers, "1.1", not close, BodyKind.LENGTH, len(body)
+        )
         try:
-            out = (
-                codec.encode_response_head(
-                    ResponseHead(
-                        reply.status,
-                        reason_phrase(reply.status),
-                        headers,
-                        "1.1",
-                        not close,
-                        BodyKind.LENGTH,
-                        len(body),
-                    )
-                )
-                + (b"" if head_only else codec.encode_data(body))
-                + codec.encode_end()
-            )
+            self.out.add(codec.encode_response_head(response))
+            if not head_only:
+                self.out.add(codec.encode_data(body))
+            self.out.add(codec.encode_end())
         except ProtocolError:
+            self.out.clear()
             self._close()
             return
-        self.write(out)
+        self.flush()
 
-    def stream_done(self, stream: UpstreamRequest) -> None:
-        """The response to `stream` is complete (or abandoned): next request, or close."""
-        if self.responding is not stream:
-            return
-        self.responding = None
-        if self.receiving is stream and stream.request_complete:
-            self.receiving = None
-        self.listener.on_request_done(self, stream)
-        if self.close_after_response or self.state is not DownstreamState.OPEN:
-            self._close()
-            return
-        if self.receiving is not None:
-            return  # the upstream answered early; the rest of the request body is still being consumed
-        events = self.codec.next_cycle()
-        if self.held or events:
-            held = list(self.held) + events
-            self.held.clear()
-            asyncio.get_running_loop().call_soon(self._resume_held, held)
-        else:
-            self.resume_reading()
-
-    def _resume_held(self, events: list[Event]) -> None:
-        if self.state is not DownstreamState.OPEN:
-            return
-        self._dispatch(events)
-        if self.responding is None and not self.held:
-            self.resume_reading()
-
-    def abort(self, stream: UpstreamRequest) -> None:
-        """Reset the connection mid-response (the response cannot be completed)."""
-        if self.responding is stream:
-            self.responding = None
-            self.listener.on_request_done(self, stream)
-        self.receiving = None
-        if self.transport is not None:
-            self.transport.abort()
-
-    def start_tunnel(self, stream: UpstreamRequest) -> None:
-        self.state = DownstreamState.TUNNEL
-        self.listener.http_stats.downstream_cx_upgrades_total += 1
-        self.receiving = None
-        pending = self.tunnel_bytes + self.codec.upgrade_trailing()
-        self.tunnel_bytes = b""
-        if pending:
-            stream.tunnel_send(pending)
-        self.resume_reading()
-
-    def tunnel_eof(self) -> None:
-        transport = self.transport
-        if transport is not None and not transport.is_closing() and transport.can_write_eof():
-            transport.write_eof()
-
-    def end_tunnel(self) -> None:
-        stream = self.responding
-        self.responding = None
-        if stream is not None:
-            self.listener.on_request_done(self, stream)
-        self._close()
-
-    # ---------------------------------------------------------------- flow control and lifecycle
-    def pause_reading(self) -> None:
-        if not self.paused and self.transport is not None and self.state is not DownstreamState.CLOSED:
-            self.paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.paused and self.transport is not None and self.state is not DownstreamState.CLOSED:
-            self.paused = False
-            self.transport.resume_reading()
-
-    def active_requests(self) -> list[UpstreamRequest]:
+    # ---------------------------------------------------------------- ClientConnection and lifecycle
+    def active_requests(self) -> list[RouterRequest]:
         return [self.responding] if self.responding is not None else []
 
     def idle(self) -> bool:
         return self.responding is None and self.receiving is None and self.state is DownstreamState.OPEN
+
+    def close_if_idle(self) -> bool:
+        if self.idle():
+            self._close()
+            return True
+        return False
 
     def _close(self) -> None:
         if self.state is DownstreamState.OPEN or self.state is DownstreamState.TUNNEL:
@@ -391,8 +406,7 @@ class DownstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def close_if_idle(self) -> bool:
-        if self.idle():
-            self._close()
-            return True
-        return False
+    def _abort_transport(self) -> None:
+        self.out.clear()
+        if self.transport is not None:
+            self.transport.abort()

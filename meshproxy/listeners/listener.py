@@ -1,7 +1,9 @@
-"""Listeners: a bound socket, its Envoy-named stats, and what its connections route by.
+"""Listeners: a bound socket, its Envoy-named stats, its connections, and the policy that serves them.
 
 Names follow App Mesh: `lds_ingress_0.0.0.0_15000`, `lds_egress_0.0.0.0_15001` (spec §2.4); listener stats
 live under `listener.<ip>_<port>.` and HTTP connection-manager stats under `http.ingress.` / `http.egress.`.
+An `HttpListener` is the `RequestContext` of its requests and the `ConnectionContext` of its connections;
+what differs by direction is its policy (listeners/ingress.py, egress.py, gateway.py).
 """
 
 from __future__ import annotations
@@ -9,49 +11,49 @@ from __future__ import annotations
 import asyncio
 import enum
 import socket
-import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from meshproxy.codec.h1 import ServerCodec
-from meshproxy.config.snapshot import (
-    GatewayListener,
-    IngressListener,
-    ListenerProtocol,
-    Snapshot,
-    TlsTermination,
-)
+from meshproxy.config.snapshot import GatewayListener, IngressListener, Snapshot, TlsTermination
+from meshproxy.core.clock import Clock
 from meshproxy.core.direction import ListenerDirection
-from meshproxy.downstream.h1 import DownstreamConnection
-from meshproxy.downstream.h2 import PrefaceSniffer
-from meshproxy.listeners.dispatch import ConnectionDispatcher, PermissiveTlsDispatcher
-from meshproxy.net.tls import CertificateStore, TlsMode, TlsTerminator
-from meshproxy.router.request import UpstreamRequest
-from meshproxy.upstream.cluster import ClusterManager
+from meshproxy.core.events import Event, RequestHead
+from meshproxy.downstream.context import ClientConnection, UpgradeSource
+from meshproxy.listeners.egress import EgressPolicy
+from meshproxy.listeners.gateway import GatewayPolicy
+from meshproxy.listeners.h2c import upgrade_to_h2c
+from meshproxy.listeners.ingress import IngressPolicy
+from meshproxy.listeners.policy import ListenerPolicy
+from meshproxy.net.listen import listening_socket
+from meshproxy.router.context import RequestObserver, Tracer
+from meshproxy.telemetry.stats import StatsStore
+from meshproxy.upstream.cluster import ClusterManager, ClusterRuntime
 
-_HTTP2_PROTOCOLS = (ListenerProtocol.HTTP2, ListenerProtocol.GRPC)
 
-if TYPE_CHECKING:
-    from meshproxy.dataplane import Dataplane
-
-
-class ClientConnection(Protocol):
-    """What a listener tracks of a client connection, whatever its protocol (HTTP/1.1 or HTTP/2)."""
-
-    @property
-    def peer(self) -> str: ...
+class ListenerHost(Protocol):
+    """What listeners share: the data plane (dataplane.py)."""
 
     @property
-    def last_activity(self) -> float: ...
+    def snapshot(self) -> Snapshot: ...
 
     @property
-    def opened(self) -> float: ...
+    def clusters(self) -> ClusterManager: ...
 
-    def close_if_idle(self) -> bool: ...
+    @property
+    def store(self) -> StatsStore: ...
 
-    def active_requests(self) -> Iterable[UpstreamRequest]:
-        """Requests in flight on this connection (for the stream idle timeout sweep)."""
-        ...
+    @property
+    def tracer(self) -> Tracer | None: ...
+
+    @property
+    def observer(self) -> RequestObserver | None: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    @property
+    def clock(self) -> Clock: ...
 
 
 class ListenerState(enum.Enum):
@@ -60,30 +62,23 @@ class ListenerState(enum.Enum):
     CLOSED = "closed"
 
 
-def listening_socket(address: str, port: int, reuse_port: bool = True) -> socket.socket:
-    """A non-blocking TCP listening socket; SO_REUSEPORT lets several worker processes share the port."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port and hasattr(socket, "SO_REUSEPORT"):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    sock.bind((address, port))
-    sock.listen(4096)
-    sock.setblocking(False)
-    return sock
+def _policy_for(direction: ListenerDirection) -> ListenerPolicy:
+    if direction is ListenerDirection.INGRESS:
+        return IngressPolicy()
+    if direction is ListenerDirection.EGRESS:
+        return EgressPolicy()
+    return GatewayPolicy()
 
 
 class HttpListener:
-    """An HTTP/1.1 listener (ingress 15000, egress 15001, or a gateway port)."""
+    """An HTTP listener (ingress 15000, egress 15001, or a gateway port)."""
 
     def __init__(
         self,
         direction: ListenerDirection,
         address: str,
         port: int,
-        dataplane: Dataplane,
+        host: ListenerHost,
         server_codec_factory: Callable[[], ServerCodec],
     ) -> None:
         self.direction = direction
@@ -92,27 +87,85 @@ class HttpListener:
         # App Mesh names a virtual gateway's listeners as ingress ones (lds_ingress_..., http.ingress.)
         self.stat_prefix = "ingress" if direction is ListenerDirection.GATEWAY else direction.value
         self.name = f"lds_{self.stat_prefix}_{address}_{port}"
-        self.dataplane = dataplane
-        self.server_codec_factory = server_codec_factory
-        self.ingress = direction is ListenerDirection.INGRESS
-        self.redirectable = direction is not ListenerDirection.GATEWAY
-        self.stats = dataplane.store.listener(f"{address}_{port}")
-        self.http_stats = dataplane.store.http_conn_manager(self.stat_prefix)
-        self.tcp_stats = dataplane.store.tcp_proxy(self.stat_prefix)
+        self.host = host
+        self.new_server_codec = server_codec_factory
+        self.policy = _policy_for(direction)
+        self.listener_stats = host.store.listener(f"{address}_{port}")
+        self.http_stats = host.store.http_conn_manager(self.stat_prefix)
+        self.tcp_stats = host.store.tcp_proxy(self.stat_prefix)
         self.requests_active = 0  # this listener's own count (http stats may be shared by several listeners)
         self.connections: set[ClientConnection] = set()
         self.state = ListenerState.CREATED
         self.server: asyncio.Server | None = None
-        self._certificates: CertificateStore | None = None
         self.socket: socket.socket | None = None
 
     def __repr__(self) -> str:
         return f"<HttpListener {self.name} {self.state.value} connections={len(self.connections)}>"
 
+    # ---------------------------------------------------------------- RequestContext
+    @property
+    def local_address(self) -> str:
+        return f"{self.address}:{self.port}"
+
+    @property
+    def clock(self) -> Clock:
+        return self.host.clock
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.host.snapshot
+
+    @property
+    def tracer(self) -> Tracer | None:
+        return self.host.tracer
+
+    @property
+    def observer(self) -> RequestObserver | None:
+        return self.host.observer
+
+    @property
+    def draining(self) -> bool:
+        return self.host.draining
+
     @property
     def clusters(self) -> ClusterManager:
-        return self.dataplane.clusters
+        return self.host.clusters
 
+    def cluster(self, name: str) -> ClusterRuntime | None:
+        return self.host.clusters.get(name)
+
+    def passthrough_cluster(self, address: str, port: int, http2: bool) -> ClusterRuntime:
+        return self.host.clusters.passthrough(address, port, http2=http2)
+
+    def admit_request(self) -> bool:
+        return self.policy.admit_request(self)
+
+    # ---------------------------------------------------------------- what the policies look up
+    def ingress_listener(self, original_port: int | None) -> IngressListener | None:
+        """The virtual-node listener for a redirected connection's original port; without a redirect, the
+        first listener (a direct connection to the ingress port, as in tests and plain-host setups)."""
+        listeners = self.host.snapshot.ingress
+        if original_port is not None and original_port != self.port:
+            for listener in listeners:
+                if listener.port == original_port:
+                    return listener
+            return None
+        return listeners[0] if listeners else None
+
+    def gateway_listener(self) -> GatewayListener | None:
+        """The virtual-gateway listener on this port."""
+        for gateway in self.host.snapshot.gateway:
+            if gateway.port == self.port:
+                return gateway
+        return None
+
+    def tls_termination(self) -> TlsTermination | None:
+        gateway = self.gateway_listener()
+        if gateway is not None and gateway.tls is not None and gateway.tls.mode != "DISABLED":
+            return gateway.tls
+        return None
+
+    # ---------------------------------------------------------------- socket
     def bind(self) -> None:
         self.socket = listening_socket(self.address, self.port)
         self.port = self.socket.getsockname()[1]
@@ -127,52 +180,19 @@ class HttpListener:
 
     def accept(self) -> asyncio.Protocol:
         """The protocol for a newly accepted connection."""
-        if self.redirectable:
-            return ConnectionDispatcher(self)
-        tls = self._tls_termination()
-        if tls is None:
-            # HTTP/2 hook: http2/grpc gateway listeners take h2c (prior knowledge) as well as HTTP/1.1
-            gateway = self.gateway_listener(self.dataplane.snapshot)
-            if gateway is not None and gateway.protocol in _HTTP2_PROTOCOLS:
-                return PrefaceSniffer(self)
-            return DownstreamConnection(self)
-        store = self._certificates
-        if store is None or store.termination != tls:
-            store = self._certificates = CertificateStore(tls)
-        if tls.mode == TlsMode.STRICT:
-            return TlsTerminator(store.context, DownstreamConnection(self), self.stats)
-        return PermissiveTlsDispatcher(self, store)
+        return self.policy.accept(self)
 
-    def _tls_termination(self) -> TlsTermination | None:
-        for gateway in self.dataplane.snapshot.gateway:
-            if gateway.port == self.port and gateway.tls is not None and gateway.tls.mode != TlsMode.DISABLED:
-                return gateway.tls
-        return None
+    async def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.state = ListenerState.CLOSED
 
-    def ingress_listener(self, snapshot: Snapshot, original_port: int | None) -> IngressListener | None:
-        """The virtual-node listener for a redirected connection's original port; without a redirect, the
-        first listener (a direct connection to the ingress port, as in tests and plain-host setups)."""
-        listeners = snapshot.ingress
-        if original_port is not None and original_port != self.port:
-            for listener in listeners:
-                if listener.port == original_port:
-                    return listener
-            return None
-        return listeners[0] if listeners else None
-
-    def gateway_listener(self, snapshot: Snapshot) -> GatewayListener | None:
-        """The virtual-gateway listener on this port."""
-        for gateway in snapshot.gateway:
-            if gateway.port == self.port:
-                return gateway
-        return None
-
-    # connection bookkeeping (stats are plain integer updates)
-    def on_connection_open(self, connection: ClientConnection, http2: bool = False) -> None:
+    # ---------------------------------------------------------------- ConnectionContext (stats are integers)
+    def connection_opened(self, connection: ClientConnection, http2: bool) -> None:
         # TCP sessions are counted by the tcp_proxy stats; listener totals count every accepted connection
         # that reached an HTTP connection manager.
         self.connections.add(connection)
-        stats = self.stats
+        stats = self.listener_stats
         stats.downstream_cx_total += 1
         stats.downstream_cx_active += 1
         http = self.http_stats
@@ -183,35 +203,48 @@ class HttpListener:
         else:
             http.downstream_cx_http1_total += 1
 
-    def on_connection_upgraded(self, old: ClientConnection, new: ClientConnection) -> None:
-        """HTTP/1.1 `Upgrade: h2c`: the same client connection, now served by the HTTP/2 manager."""
+    def connection_upgraded(self, old: ClientConnection, new: ClientConnection) -> None:
         self.connections.discard(old)
         self.connections.add(new)
         self.http_stats.downstream_cx_http2_total += 1
         self.http_stats.downstream_cx_upgrades_total += 1
 
-    def on_connection_closed(self, connection: ClientConnection) -> None:
+    def connection_closed(self, connection: ClientConnection) -> None:
         if connection in self.connections:
             self.connections.discard(connection)
-            self.stats.downstream_cx_active -= 1
-            self.stats.downstream_cx_destroy += 1
+            self.listener_stats.downstream_cx_active -= 1
+            self.listener_stats.downstream_cx_destroy += 1
             http = self.http_stats
             http.downstream_cx_active -= 1
-            http.downstream_cx_length_ms.record((time.monotonic() - connection.opened) * 1000.0)
+            http.downstream_cx_length_ms.record((self.host.clock.now() - connection.opened) * 1000.0)
 
-    def on_request_done(self, connection: ClientConnection, stream: UpstreamRequest) -> None:
+    def h2c_upgrade(
+        self, connection: UpgradeSource, head: RequestHead, settings: bytes, rest: list[Event]
+    ) -> bool:
+        return upgrade_to_h2c(self, connection, head, settings, rest)
+
+    def request_started(self, http2: bool) -> None:
+        self.requests_active += 1
+        http = self.http_stats
+        http.downstream_rq_total += 1
+        http.downstream_rq_active += 1
+        if http2:
+            http.downstream_rq_http2_total += 1
+        else:
+            http.downstream_rq_http1_total += 1
+
+    def request_finished(self, status: int, started: float) -> None:
         self.requests_active -= 1
         http = self.http_stats
         http.downstream_rq_active -= 1
         http.downstream_rq_completed += 1
-        status = stream.response_status
         if status:
             http.count_response(status)
-        http.downstream_rq_time.record((time.monotonic() - stream.start) * 1000.0)
-        self.dataplane.request_done(self, connection, stream)
+        http.downstream_rq_time.record((self.host.clock.now() - started) * 1000.0)
 
+    # ---------------------------------------------------------------- sweeps (called once a second)
     def close_idle_connections(self, idle_for: float | None = None) -> int:
-        now = time.monotonic()
+        now = self.host.clock.now()
         closed = 0
         for connection in list(self.connections):
             expired = idle_for is None or now - connection.last_activity >= idle_for
@@ -228,8 +261,3 @@ class HttpListener:
                     request.on_idle_timeout()
                     expired += 1
         return expired
-
-    async def stop_accepting(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        self.state = ListenerState.CLOSED

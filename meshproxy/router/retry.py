@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import random
 
 from meshproxy.config.snapshot import RetryPolicy
@@ -42,3 +43,31 @@ def backoff_delay(retry_number: int, rng: random.Random | None = None) -> float:
     """Full-jitter exponential back-off for the n-th retry (1-based)."""
     ceiling = min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2 ** (retry_number - 1)))
     return float((rng or random).random() * ceiling)
+
+
+class RetryVerdict(enum.Enum):
+    RETRY = "retry"
+    GIVE_UP = "give-up"  # not a retriable outcome: it stands
+    LIMIT_EXCEEDED = "limit-exceeded"  # retriable, but retries are used up (or the body was not kept): URX
+
+
+def _verdict(policy: RetryPolicy | None, retriable: bool, replayable: bool, retries: int) -> RetryVerdict:
+    if policy is None or not retriable:
+        return RetryVerdict.GIVE_UP
+    if replayable and retries < policy.max_retries:
+        return RetryVerdict.RETRY
+    return RetryVerdict.LIMIT_EXCEEDED if retries else RetryVerdict.GIVE_UP
+
+
+def failure_verdict(
+    policy: RetryPolicy | None, failure: AttemptFailure, replayable: bool, retries: int
+) -> RetryVerdict:
+    """After an attempt failed without a response (`retries` already made)."""
+    return _verdict(policy, should_retry_failure(policy, failure), replayable, retries)
+
+
+def response_verdict(
+    policy: RetryPolicy | None, status: int, grpc_status: int | None, replayable: bool, retries: int
+) -> RetryVerdict:
+    """After a response head arrived (before any of the response went downstream)."""
+    return _verdict(policy, should_retry_status(policy, status, grpc_status), replayable, retries)

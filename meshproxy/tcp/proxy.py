@@ -1,7 +1,9 @@
 """The TCP proxy: one downstream connection bridged to one upstream connection (Envoy's tcp_proxy).
 
 Used for `tcp` listeners and routes, ALLOW_ALL passthrough of non-HTTP egress, and TLS passed through by SNI.
-The upstream is chosen once per connection; `connection-error` retries happen before any byte flows. Both
+The upstream is chosen once per connection; `connection-error` retries happen before any byte flows. Each
+upstream connection takes a slot from the cluster's circuit breakers (a tcp listener's `connectionPool`
+maxConnections): at the limit the client connection is closed and `upstream_cx_overflow` counted. Both
 directions respect flow control (a paused writer pauses the opposite reader) and half-close (EOF one way is
 forwarded with write_eof while the other way keeps flowing).
 """
@@ -11,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import time
 from typing import cast
 
 from meshproxy.config.snapshot import RetryPolicy
+from meshproxy.core.clock import Timer
+from meshproxy.net.connector import ConnectFailure
 from meshproxy.router.retry import backoff_delay
 from meshproxy.telemetry.stats import TcpProxyStats
 from meshproxy.upstream.cluster import ClusterRuntime
@@ -84,8 +87,8 @@ class TcpProxySession:
         self.host: Host | None = None
         self.tried: tuple[Host, ...] = ()
         self.attempts = 0
-        self.last_activity = time.monotonic()
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.last_activity = cluster.clock.now()
+        self._idle_timer: Timer | None = None
         self.rx = self.tx = 0
 
     def __repr__(self) -> str:
@@ -105,7 +108,7 @@ class TcpProxySession:
         self.down_pause(True)
         asyncio.get_running_loop().create_task(self._connect())
         if self.idle_timeout:
-            self._idle_timer = asyncio.get_running_loop().call_later(self.idle_timeout, self._check_idle)
+            self._idle_timer = self.cluster.clock.call_later(self.idle_timeout, self._check_idle)
 
     def down_pause(self, paused: bool) -> None:
         transport = self.down.transport
@@ -116,7 +119,6 @@ class TcpProxySession:
                 transport.resume_reading()
 
     async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
         cluster = self.cluster
         while self.state is TcpState.CONNECTING:
             if not cluster.resolved:
@@ -130,6 +132,9 @@ class TcpProxySession:
                 self.stats.downstream_cx_no_route += 1
                 self.close()
                 return
+            if not cluster.breakers.open_connection():
+                self.close()  # maxConnections: counted upstream_cx_overflow
+                return
             self.host = host
             self.tried += (host,)
             self.attempts += 1
@@ -138,18 +143,14 @@ class TcpProxySession:
             host.cx_total += 1
             up = _Side(self, upstream=True)
             try:
-                async with asyncio.timeout(cluster.config.connect_timeout):
-                    await loop.create_connection(lambda up=up: up, host.address, host.port)  # type: ignore[misc]
-            except (OSError, TimeoutError):
+                await cluster.connector.connect(up, host.address, host.port, cluster.config.connect_timeout)
+            except ConnectFailure as exc:
+                cluster.breakers.connection_closed()
                 stats.upstream_cx_connect_fail += 1
+                if exc.timed_out:
+                    stats.upstream_cx_connect_timeout += 1
                 host.cx_connect_fail += 1
-                retry = self.retry
-                if (
-                    retry is not None
-                    and retry.retry_on_connect_failure
-                    and self.attempts <= retry.max_retries
-                    and self.state is TcpState.CONNECTING
-                ):
+                if self._retry_connect():
                     stats.upstream_rq_retry += 1
                     await asyncio.sleep(backoff_delay(self.attempts))
                     continue
@@ -157,7 +158,7 @@ class TcpProxySession:
                 return
             if self.state is not TcpState.CONNECTING:  # downstream went away meanwhile
                 if up.transport is not None:
-                    up.transport.close()
+                    up.transport.close()  # connection_lost gives the slot back
                 return
             stats.upstream_cx_active += 1
             host.cx_active += 1
@@ -171,13 +172,22 @@ class TcpProxySession:
             self.down_pause(False)
             return
 
+    def _retry_connect(self) -> bool:
+        retry = self.retry
+        return (
+            retry is not None
+            and retry.retry_on_connect_failure
+            and self.attempts <= retry.max_retries
+            and self.state is TcpState.CONNECTING
+        )
+
     def _write(self, side: _Side, data: bytes) -> None:
         transport = side.transport
         if transport is not None and not transport.is_closing():
             transport.write(data)
 
     def relay(self, side: _Side, data: bytes) -> None:
-        self.last_activity = time.monotonic()
+        self.last_activity = self.cluster.clock.now()
         if side is self.down:
             self.rx += len(data)
             self.stats.downstream_cx_rx_bytes_total += len(data)
@@ -214,26 +224,26 @@ class TcpProxySession:
             side.transport.pause_reading()
 
     def side_lost(self, side: _Side) -> None:
-        if side.upstream and side is self.up:
-            self.up = None
-            self.cluster.stats.upstream_cx_active -= 1
-            self.cluster.stats.upstream_cx_destroy += 1
-            if self.host is not None:
-                self.host.cx_active -= 1
+        if side.upstream:
+            self.cluster.breakers.connection_closed()
+            if side is self.up:
+                self.up = None
+                self.cluster.stats.upstream_cx_active -= 1
+                self.cluster.stats.upstream_cx_destroy += 1
+                if self.host is not None:
+                    self.host.cx_active -= 1
         self.close()
 
     def _check_idle(self) -> None:
         self._idle_timer = None
         if self.state is TcpState.CLOSED or not self.idle_timeout:
             return
-        idle_for = time.monotonic() - self.last_activity
+        idle_for = self.cluster.clock.now() - self.last_activity
         if idle_for >= self.idle_timeout:
             self.stats.idle_timeout += 1
             self.close()
             return
-        self._idle_timer = asyncio.get_running_loop().call_later(
-            self.idle_timeout - idle_for, self._check_idle
-        )
+        self._idle_timer = self.cluster.clock.call_later(self.idle_timeout - idle_for, self._check_idle)
 
     def close(self) -> None:
         if self.state is TcpState.CLOSED:

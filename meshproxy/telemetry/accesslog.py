@@ -1,6 +1,6 @@
 """Access logs (spec §5.5): Envoy format strings compiled once into getters, written by a background thread.
 
-A format is compiled once, per snapshot, into a tuple of small callables `RequestRecord -> str`; formatting a
+A format is compiled once, per snapshot, into a tuple of small callables `RequestSummary -> str`; formatting a
 record is one call per operator and one join. Supported operators (Envoy's names):
 
 - `%START_TIME%`, `%START_TIME(<strftime>)%` (UTC; plus Envoy's `%s`, `%f`, `%1f`..`%9f`);
@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from meshproxy.config.snapshot import AccessLogConfig
+from meshproxy.core.summary import RequestSummary
 from meshproxy.telemetry.errors import AccessLogFormatError
-from meshproxy.telemetry.record import RequestRecord
 from meshproxy.telemetry.stats import ServerStats
 from meshproxy.telemetry.tracing import TraceContext
 
@@ -55,7 +55,7 @@ DEFAULT_FORMAT = (
 )
 MAX_FORMAT = 1000  # App Mesh's limit on format.text (spec §5.5)
 
-Getter = Callable[[RequestRecord], str]
+Getter = Callable[[RequestSummary], str]
 
 _OPERATOR = re.compile(r"%([A-Z][A-Z0-9_]*)(?:\(([^)]*)\))?(?::([0-9]+))?%")
 
@@ -138,7 +138,7 @@ def _start_time(fmt: str | None) -> Getter:
         parts.append(("".join(chunk), 0))
     cache: list[object] = [None, None]  # [second, list of formatted second-level chunks]
 
-    def get(r: RequestRecord) -> str:
+    def get(r: RequestSummary) -> str:
         t = r.start_time
         second = int(t)
         if cache[0] != second:
@@ -166,7 +166,7 @@ def _start_time(fmt: str | None) -> Getter:
 # -- header operators --------------------------------------------------------------------------------------
 
 
-def _request_value(r: RequestRecord, name: str) -> str | None:
+def _request_value(r: RequestSummary, name: str) -> str | None:
     if name == ":method":
         return r.method
     if name == ":path":
@@ -186,7 +186,7 @@ def _header_getter(kind: str, args: str, max_len: int | None, operator: str) -> 
     if not primary:
         raise AccessLogFormatError(f"%{operator}(...)% needs a header name")
 
-    def lookup(r: RequestRecord, name: str) -> str | None:
+    def lookup(r: RequestSummary, name: str) -> str | None:
         if kind in ("req", "req_nq"):
             return _request_value(r, name)
         if kind == "resp":
@@ -200,7 +200,7 @@ def _header_getter(kind: str, args: str, max_len: int | None, operator: str) -> 
             return value
         return r.response_trailers.get(name)
 
-    def get(r: RequestRecord) -> str:
+    def get(r: RequestSummary) -> str:
         value = lookup(r, primary)
         if not value and alternative:
             value = lookup(r, alternative)
@@ -216,14 +216,14 @@ def _header_getter(kind: str, args: str, max_len: int | None, operator: str) -> 
 # -- everything else ---------------------------------------------------------------------------------------
 
 
-def _trace_id(r: RequestRecord) -> str:
+def _trace_id(r: RequestSummary) -> str:
     ctx = r.trace
     if isinstance(ctx, TraceContext):
         return ctx.w3c_trace_id
     return "-"
 
 
-def _code_details(r: RequestRecord) -> str:
+def _code_details(r: RequestSummary) -> str:
     # Envoy's "via_upstream" when the response came from the upstream untouched; meshproxy does not track the
     # other details, so they print "-".
     return "via_upstream" if r.response_code and r.upstream_host and r.response_flags == "-" else "-"
@@ -257,7 +257,7 @@ def _constant(value: str) -> Getter:
 
 
 def _truncated(getter: Getter, max_len: int) -> Getter:
-    def get(r: RequestRecord) -> str:
+    def get(r: RequestSummary) -> str:
         value = getter(r)
         return value if value == "-" else value[:max_len]
 
@@ -319,7 +319,7 @@ class AccessLogFormat:
     text_getters: tuple[Getter, ...] | None
     json_fields: tuple[tuple[str, tuple[Getter, ...]], ...] | None
 
-    def render(self, record: RequestRecord) -> str:
+    def render(self, record: RequestSummary) -> str:
         if self.text_getters is not None:
             return "".join([g(record) for g in self.text_getters])
         assert self.json_fields is not None

@@ -1,12 +1,14 @@
 """`Telemetry`: the one object the data plane and the admin server talk to about stats, traces and logs.
 
-Request path (all synchronous, no I/O, no locks):
+Request path (all synchronous, no I/O, no locks); the router sees it as its `Tracer` and `RequestObserver`:
 
 - `start_trace(...)` -> `TraceStart | None`: trace context in, upstream headers out (`tracing.Tracer`);
-- `request_done(record)`: appends the record to a bounded deque when a sink wants it (access log on, or the
-  request's trace is sampled and X-Ray/OTLP export is on); when the deque is full the record is dropped and
-  counted in `server.telemetry_dropped_total`. Never blocks, never raises;
-- `target_stats(vs, vn)`: the metrics extension's per-target scope, for the data plane's integer increments.
+- `wants_summary`: whether the router should build a `RequestSummary` at all (a sink or the metrics
+  extension reads it);
+- `request_done(summary)`: counts the metrics extension's per-target stats, then appends the summary to a
+  bounded deque when a sink wants it (access log on, or the request's trace is sampled and X-Ray/OTLP export
+  is on); when the deque is full the summary is dropped and counted in `server.telemetry_dropped_total`.
+  Never blocks, never raises.
 
 Off the request path (`start()` .. `stop()`): a drain task formats queued records in bounded batches every
 50 ms (access-log lines to a writer thread, X-Ray segments as UDP datagrams, spans to the OTLP batch
@@ -28,14 +30,14 @@ from collections.abc import Callable, Sequence
 from random import Random
 
 from meshproxy.config.snapshot import AccessLogConfig
+from meshproxy.core.summary import RequestSummary
 from meshproxy.settings import Settings
 from meshproxy.telemetry import prometheus, statstext
 from meshproxy.telemetry.accesslog import AccessLogFormat, AccessLogWriter, compile_format
 from meshproxy.telemetry.datagram import DatagramSender
 from meshproxy.telemetry.names import StatNaming
 from meshproxy.telemetry.otel import OtlpSpanSink
-from meshproxy.telemetry.record import RequestRecord
-from meshproxy.telemetry.stats import StatsStore, TargetStats
+from meshproxy.telemetry.stats import StatsStore
 from meshproxy.telemetry.statsd import MAX_UDP_PAYLOAD, MAX_UDS_PAYLOAD, DogStatsdFlusher, pack
 from meshproxy.telemetry.tracing import TraceContext, Tracer, TraceStart
 from meshproxy.telemetry.xray import (
@@ -121,14 +123,14 @@ class Telemetry:
         self._tracer = Tracer(xray=settings.xray, otlp=self._otlp_on, sampler=sampler, clock=clock, rng=rng)
         self._exporting = settings.xray or self._otlp_on
         self._extension = settings.metric_extension_version == 1
-        self.record_needed: bool = self._exporting
+        self.wants_summary: bool = self._exporting or self._extension
 
         self._access_config: AccessLogConfig | None = None
         self._access_format: AccessLogFormat | None = None
         self._writer: AccessLogWriter | None = None
         self._writer_failed_seen = 0
 
-        self._pending: deque[RequestRecord] = deque()
+        self._pending: deque[RequestSummary] = deque()
         self._queue_limit = queue_limit
         self._drain_interval = drain_interval_s
         self._otlp_delay_ms = otlp_schedule_delay_ms
@@ -178,7 +180,7 @@ class Telemetry:
             self._fold_writer_failures(old)
             old.retire()
             self._writer_failed_seen = 0
-        self.record_needed = self._exporting or fmt is not None
+        self.wants_summary = self._exporting or self._extension or fmt is not None
 
     # -- request path ----------------------------------------------------------------------------------------
     def start_trace(
@@ -190,9 +192,12 @@ class Telemetry:
         except Exception:  # a malformed header must never fail a request
             return None
 
-    def request_done(self, record: RequestRecord) -> None:
-        """Hand a finished request to the background sinks. Never blocks, never raises."""
+    def request_done(self, record: RequestSummary) -> None:
+        """The router's `RequestObserver`: count the metrics extension's per-target stats, and hand the
+        finished request to the background sinks. Never blocks, never raises."""
         try:
+            if self._extension and record.target_virtual_node:
+                self._count_target(record)
             if self._access_format is None:
                 ctx = record.trace
                 if isinstance(ctx, TraceStart):
@@ -207,11 +212,13 @@ class Telemetry:
         except Exception:
             pass
 
-    def target_stats(self, virtual_service: str, virtual_node: str) -> TargetStats | None:
-        """The metrics extension's scope for one target (None unless APPMESH_METRIC_EXTENSION_VERSION=1)."""
-        if not self._extension:
-            return None
-        return self.store.target(virtual_service, virtual_node)
+    def _count_target(self, record: RequestSummary) -> None:
+        """App Mesh metrics extension (APPMESH_METRIC_EXTENSION_VERSION=1): per virtual service and target."""
+        target = self.store.target(record.virtual_service or "", record.target_virtual_node or "")
+        target.request_count_per_target += 1
+        target.count_response(record.response_code)
+        target.target_processed_bytes += record.bytes_received + record.bytes_sent
+        target.target_response_time.record(float(record.duration_ms))
 
     # -- renderers -------------------------------------------------------------------------------------------
     def render_prometheus(self, store: StatsStore | None = None) -> bytes:

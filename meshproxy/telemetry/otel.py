@@ -19,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from meshproxy.config.snapshot import Identity, ResourceKind
-from meshproxy.telemetry.record import RequestRecord
+from meshproxy.core.summary import RequestSummary
 from meshproxy.telemetry.tracing import TraceContext
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def span_kind_is_client(direction: str) -> bool:
     return direction == "egress"
 
 
-def span_attributes(record: RequestRecord) -> dict[str, AttributeValue]:
+def span_attributes(record: RequestSummary) -> dict[str, AttributeValue]:
     """The HTTP semantic-convention attributes of one request (pure, testable without the SDK)."""
     client = span_kind_is_client(record.direction)
     attrs: dict[str, AttributeValue] = {}
@@ -156,7 +156,7 @@ class OtlpSpanSink:
     def __repr__(self) -> str:
         return f"<OtlpSpanSink {self.endpoint}>"
 
-    def build_span(self, record: RequestRecord, ctx: TraceContext) -> ReadableSpan:
+    def build_span(self, record: RequestSummary, ctx: TraceContext) -> ReadableSpan:
         from opentelemetry.sdk.trace import ReadableSpan
         from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -184,7 +184,7 @@ class OtlpSpanSink:
             instrumentation_scope=self._scope,
         )
 
-    def export(self, record: RequestRecord, ctx: TraceContext) -> None:
+    def export(self, record: RequestSummary, ctx: TraceContext) -> None:
         self._processor.on_end(self.build_span(record, ctx))
 
     def shutdown(self) -> None:

@@ -40,7 +40,7 @@ class Sampler(Protocol):
 class TraceStart(NamedTuple):
     """What `Telemetry.start_trace` gives the data plane.
 
-    `context` goes into `RequestRecord.trace`; `upstream_headers` (lower-case names) are set on the upstream
+    `context` goes into `RequestSummary.trace`; `upstream_headers` (lower-case names) are set on the upstream
     request, replacing any header of the same name. A NamedTuple rather than a frozen dataclass because one
     is built per request and it is ~4x cheaper to construct; it is just as immutable.
     """

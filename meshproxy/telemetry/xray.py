@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from random import Random
 
 from meshproxy.config.snapshot import Identity
+from meshproxy.core.summary import RequestSummary
 from meshproxy.telemetry.errors import SamplingManifestError
-from meshproxy.telemetry.record import RequestRecord
 from meshproxy.telemetry.tracing import TraceContext
 
 DAEMON_HEADER = b'{"format":"json","version":1}\n'
@@ -225,7 +225,7 @@ def _s(value: str) -> str:
     return value if len(value) <= MAX_STRING else value[:MAX_STRING]
 
 
-def build_segment(record: RequestRecord, ctx: TraceContext, config: SegmentConfig) -> dict[str, object]:
+def build_segment(record: RequestSummary, ctx: TraceContext, config: SegmentConfig) -> dict[str, object]:
     """The X-Ray segment document of one finished request."""
     headers: Mapping[str, str] = record.request_headers
     segment: dict[str, object] = {

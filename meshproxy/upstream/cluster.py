@@ -18,16 +18,16 @@ from meshproxy.config.snapshot import (
     Snapshot,
     StaticDiscovery,
 )
+from meshproxy.core.clock import LOOP_CLOCK, Clock
+from meshproxy.net.connector import LOOP_CONNECTOR, Connector
 from meshproxy.telemetry.stats import ClusterStats, StatsStore
-
-# Discovery (DNS on the record's TTL, AWS Cloud Map) lives in upstream/discovery.py (issue 6); the names are
-# re-exported here for existing callers.
-from meshproxy.upstream.discovery import DNS_REFRESH_S as DNS_REFRESH_S
 from meshproxy.upstream.discovery import discover
-from meshproxy.upstream.discovery import order_addresses as order_addresses
-from meshproxy.upstream.h2_connection import H2HostPool
+from meshproxy.upstream.h1_connection import Http1UpstreamConnection
+from meshproxy.upstream.h2_connection import STREAMS_PER_CONNECTION, H2UpstreamConnection
 from meshproxy.upstream.host import Host, HostHealth
+from meshproxy.upstream.limits import CircuitBreakers
 from meshproxy.upstream.pool import HostPool
+from meshproxy.upstream.ports import ConnectionOwner, PooledConnection
 
 log = logging.getLogger("meshproxy.upstream")
 
@@ -41,29 +41,35 @@ def is_ip_literal(name: str) -> bool:
 
 
 class ClusterRuntime:
-    """One cluster of the current snapshot: its hosts, their pools and its stats."""
+    """One cluster of the current snapshot: its hosts, their pools, its circuit breakers and its stats."""
 
     def __init__(
-        self, config: Cluster, stats: ClusterStats, codec_factory: Callable[[], ClientCodec]
+        self,
+        config: Cluster,
+        stats: ClusterStats,
+        codec_factory: Callable[[], ClientCodec],
+        connector: Connector = LOOP_CONNECTOR,
+        clock: Clock = LOOP_CLOCK,
     ) -> None:
         self.config = config
         self.stats = stats
         self.codec_factory = codec_factory
+        self.connector = connector
+        self.clock = clock
+        self.breakers = CircuitBreakers(config.limits, stats)
         self.hosts: list[Host] = []
-        self.pools: dict[tuple[str, int], HostPool | H2HostPool] = {}
-        self.connections_open = 0
-        self.pending_requests = 0
-        self.requests_active = 0
+        self.pools: dict[tuple[str, int], HostPool] = {}
         self._rr = 0
-        self._resolved = asyncio.Event()
+        self.resolved = False  # discovery has answered once (hosts, or a failure)
+        self._resolve_waiters: list[Callable[[], None]] = []
         self._refresh_task: asyncio.Task[None] | None = None
         self.resolve_error: str | None = None
         self.closed = False
 
     def __repr__(self) -> str:
         return (
-            f"<Cluster {self.config.name} hosts={len(self.hosts)} connections={self.connections_open} "
-            f"pending={self.pending_requests}>"
+            f"<Cluster {self.config.name} hosts={len(self.hosts)} connections={self.breakers.connections} "
+            f"pending={self.breakers.pending}>"
         )
 
     # discovery
@@ -88,7 +94,7 @@ class ClusterRuntime:
         # the last hosts stay; requests waiting for a first answer stop waiting (and get no host: 503 UH)
         self.resolve_error = reason
         log.warning("cluster %s: discovery failed: %s", self.config.name, reason)
-        self._resolved.set()
+        self._mark_resolved()
 
     def set_hosts(self, addresses: Iterable[tuple[str, int]]) -> None:
         current = {(h.address, h.port): h for h in self.hosts}
@@ -103,14 +109,27 @@ class ClusterRuntime:
         self.hosts = hosts
         self.stats.membership_total = len(hosts)
         self.stats.membership_healthy = sum(1 for h in hosts if h.health is HostHealth.HEALTHY)
-        self._resolved.set()
+        self._mark_resolved()
 
-    @property
-    def resolved(self) -> bool:
-        return self._resolved.is_set()
+    def _mark_resolved(self) -> None:
+        self.resolved = True
+        waiters, self._resolve_waiters = self._resolve_waiters, []
+        for waiter in waiters:
+            waiter()
+
+    def when_resolved(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once discovery has answered (with hosts, or with a failure)."""
+        if self.resolved:
+            callback()
+        else:
+            self._resolve_waiters.append(callback)
 
     async def wait_resolved(self) -> None:
-        await self._resolved.wait()
+        if self.resolved:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self.when_resolved(lambda: None if future.done() else future.set_result(None))
+        await future
 
     # selection
     def pick_host(self, exclude: tuple[Host, ...] = ()) -> Host | None:
@@ -144,19 +163,28 @@ class ClusterRuntime:
         healthy = sum(1 for h in self.hosts if h.available(now))
         return healthy * 2 < len(self.hosts)
 
-    def pool_for(self, host: Host) -> HostPool | H2HostPool:
+    def pool_for(self, host: Host) -> HostPool:
         key = (host.address, host.port)
         pool = self.pools.get(key)
         if pool is None:
-            # HTTP/2 hook: http2 / grpc upstreams get multiplexed streams (upstream/h2_pool.py)
-            if (
-                self.config.protocol is ListenerProtocol.HTTP2
-                or self.config.protocol is ListenerProtocol.GRPC
-            ):
-                pool = self.pools[key] = H2HostPool(host, self)
-            else:
-                pool = self.pools[key] = HostPool(host, self, self.codec_factory)
+            http2 = self.config.protocol in (ListenerProtocol.HTTP2, ListenerProtocol.GRPC)
+            pool = self.pools[key] = HostPool(
+                host,
+                self.breakers,
+                self.stats,
+                self._h2_connection if http2 else self._h1_connection,
+                streams_per_connection=STREAMS_PER_CONNECTION if http2 else 1,
+                connector=self.connector,
+                connect_timeout=self.config.connect_timeout,
+                clock=self.clock,
+            )
         return pool
+
+    def _h1_connection(self, owner: ConnectionOwner) -> PooledConnection:
+        return Http1UpstreamConnection(owner, self.codec_factory(), self.clock)
+
+    def _h2_connection(self, owner: ConnectionOwner) -> PooledConnection:
+        return H2UpstreamConnection(owner, self.clock)
 
     def record_response(self, host: Host, status: int) -> None:
         outlier = self.config.outlier
@@ -190,9 +218,17 @@ class ClusterManager:
     """Owns the runtime clusters. On a snapshot swap, clusters whose config did not change keep their hosts
     and pools; changed or removed ones stop pooling and finish their in-flight requests."""
 
-    def __init__(self, store: StatsStore, codec_factory: Callable[[], ClientCodec]) -> None:
+    def __init__(
+        self,
+        store: StatsStore,
+        codec_factory: Callable[[], ClientCodec],
+        connector: Connector = LOOP_CONNECTOR,
+        clock: Clock = LOOP_CLOCK,
+    ) -> None:
         self.store = store
         self.codec_factory = codec_factory
+        self.connector = connector
+        self.clock = clock
         self.clusters: dict[str, ClusterRuntime] = {}
         self._passthrough: dict[tuple[str, int, bool], ClusterRuntime] = {}
         self._passthrough_name = "cds_egress_passthrough"
@@ -209,7 +245,7 @@ class ClusterManager:
             if runtime is not None and runtime.config == config:
                 new[name] = runtime
                 continue
-            runtime = ClusterRuntime(config, self.store.cluster(name), self.codec_factory)
+            runtime = self._runtime(config, name)
             runtime.start()
             new[name] = runtime
         for name, runtime in old.items():
@@ -220,6 +256,10 @@ class ClusterManager:
         self.store.server.cluster_manager_active_clusters = len(new)
         if self._janitor is None:
             self._janitor = asyncio.get_running_loop().create_task(self._close_idle_connections())
+
+    def _runtime(self, config: Cluster, stats_name: str) -> ClusterRuntime:
+        stats = self.store.cluster(stats_name)
+        return ClusterRuntime(config, stats, self.codec_factory, self.connector, self.clock)
 
     def get(self, name: str) -> ClusterRuntime | None:
         return self.clusters.get(name)
@@ -243,7 +283,7 @@ class ClusterManager:
                 virtual_node="",
                 limits=ConnectionPoolLimits(),
             )
-            runtime = ClusterRuntime(config, self.store.cluster(self._passthrough_name), self.codec_factory)
+            runtime = self._runtime(config, self._passthrough_name)
             runtime.start()
             self._passthrough[key] = runtime
         return runtime

@@ -1,36 +1,23 @@
 """One HTTP/1.1 connection to an upstream host, as an asyncio Protocol.
 
-The connection belongs to its host's pool; while a request uses it, the request's stream (the router's
-`UpstreamRequest`) receives its events. Reads and writes are plain callbacks: no coroutine per request.
+It is a `PooledConnection` with room for one stream, and that stream is the connection itself: while an
+attempt uses it, the attempt (an `UpstreamStream`) receives its events. `send_*` encode into an output list
+and `flush` writes it with one `transport.write`. Reads and writes are plain callbacks: no coroutine per
+request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import cast
 
 from meshproxy.codec.h1 import ClientCodec, ProtocolError
-from meshproxy.core.events import Event
-
-if TYPE_CHECKING:
-    from meshproxy.upstream.pool import HostPool
-
-
-class UpstreamStream(Protocol):
-    """What a connection reports to the request using it."""
-
-    def on_response_events(self, events: list[Event]) -> None: ...
-
-    def on_upstream_lost(self, protocol_error: bool) -> None: ...
-
-    def on_upstream_write_paused(self) -> None: ...
-
-    def on_upstream_write_resumed(self) -> None: ...
-
-    def on_tunnel_data(self, data: bytes) -> None: ...
-
-    def on_tunnel_eof(self) -> None: ...
+from meshproxy.core.clock import Clock
+from meshproxy.core.events import RequestHead
+from meshproxy.core.outcomes import AttemptFailure
+from meshproxy.net.batch import WriteBatch
+from meshproxy.upstream.ports import ConnectionOwner, Upstream, UpstreamStream
 
 
 class ConnectionState(enum.Enum):
@@ -41,38 +28,70 @@ class ConnectionState(enum.Enum):
     CLOSED = "closed"
 
 
-class UpstreamConnection(asyncio.Protocol):
+class Http1UpstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "clock",
         "codec",
+        "draining",
         "idle_since",
-        "pool",
+        "out",
+        "owner",
         "requests",
-        "rx_bytes",
         "state",
         "stream",
         "transport",
-        "tx_bytes",
     )
 
-    def __init__(self, pool: HostPool, codec: ClientCodec) -> None:
-        self.pool = pool
+    def __init__(self, owner: ConnectionOwner, codec: ClientCodec, clock: Clock) -> None:
+        self.owner = owner
         self.codec = codec
+        self.clock = clock
         self.state = ConnectionState.CONNECTING
         self.transport: asyncio.Transport | None = None
         self.stream: UpstreamStream | None = None
+        self.out = WriteBatch()
         self.requests = 0
         self.idle_since = 0.0
+        self.draining = False
 
     def __repr__(self) -> str:
-        return f"<UpstreamConnection {self.pool.host.label} {self.state.value} requests={self.requests}>"
+        return f"<Http1UpstreamConnection {self.owner.label} {self.state.value} requests={self.requests}>"
 
-    # asyncio.Protocol
+    # ---------------------------------------------------------------- PooledConnection
+    @property
+    def active(self) -> int:
+        return 1 if self.state is ConnectionState.BUSY or self.state is ConnectionState.TUNNEL else 0
+
+    def connected(self) -> None:
+        self._idle()
+
+    def has_capacity(self) -> bool:
+        return self.state is ConnectionState.IDLE
+
+    def new_stream(self) -> Upstream:
+        self.state = ConnectionState.BUSY
+        self.requests += 1
+        return self
+
+    def drain(self) -> None:
+        self.draining = True
+        if self.state is ConnectionState.IDLE or self.state is ConnectionState.CONNECTING:
+            self.close()
+
+    def _idle(self) -> None:
+        if self.draining:
+            self.close()
+            return
+        self.state = ConnectionState.IDLE
+        self.idle_since = self.clock.now()
+        self.owner.on_capacity(self)
+
+    # ---------------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
 
     def data_received(self, data: bytes) -> None:
-        stats = self.pool.cluster_stats
-        stats.upstream_cx_rx_bytes_total += len(data)
+        self.owner.stats.upstream_cx_rx_bytes_total += len(data)
         stream = self.stream
         if self.state is ConnectionState.TUNNEL:
             if stream is not None:
@@ -87,7 +106,7 @@ class UpstreamConnection(asyncio.Protocol):
         except ProtocolError:
             self.stream = None
             self.close()
-            stream.on_upstream_lost(True)
+            stream.on_upstream_lost(AttemptFailure.RESET)
             return
         if events:
             stream.on_response_events(events)
@@ -110,14 +129,15 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         previous = self.state
         self.state = ConnectionState.CLOSED
+        self.transport = None
         stream = self.stream
         self.stream = None
-        self.pool.on_connection_closed(self, previous)
+        self.owner.on_connection_closed(self)
         if stream is not None:
             if previous is ConnectionState.TUNNEL:
                 stream.on_tunnel_data(b"")
             else:
-                stream.on_upstream_lost(False)
+                stream.on_upstream_lost(AttemptFailure.RESET)
 
     def pause_writing(self) -> None:
         if self.stream is not None:
@@ -127,17 +147,26 @@ class UpstreamConnection(asyncio.Protocol):
         if self.stream is not None:
             self.stream.on_upstream_write_resumed()
 
-    # used by the request
+    # ---------------------------------------------------------------- Upstream (the attempt's side)
     def attach(self, stream: UpstreamStream) -> None:
         self.stream = stream
-        self.state = ConnectionState.BUSY
-        self.requests += 1
 
-    def write(self, data: bytes) -> None:
-        transport = self.transport
-        if transport is not None and data:
-            self.pool.cluster_stats.upstream_cx_tx_bytes_total += len(data)
-            transport.write(data)
+    def send_head(self, head: RequestHead) -> None:
+        """Raises ProtocolError if the head cannot be written as HTTP/1.1 (the attempt answers locally)."""
+        self.out.add(self.codec.encode_request_head(head))
+
+    def send_data(self, data: bytes) -> None:
+        if self.state is ConnectionState.TUNNEL:
+            self.out.add(data)
+        elif data:
+            self.out.add(self.codec.encode_data(data))
+
+    def send_end(self) -> None:
+        self.out.add(self.codec.encode_end())  # b"" for a Content-Length body: nothing to write
+
+    def flush(self) -> None:
+        if self.out:
+            self.owner.stats.upstream_cx_tx_bytes_total += self.out.write_to(self.transport)
 
     def pause_reading(self) -> None:
         if self.transport is not None and self.state is not ConnectionState.CLOSED:
@@ -158,14 +187,18 @@ class UpstreamConnection(asyncio.Protocol):
     def release(self) -> None:
         """The exchange is complete: back to the pool if both sides allow reuse, closed otherwise."""
         self.stream = None
+        self.out.clear()
         if self.state is ConnectionState.BUSY and self.codec.reusable():
             self.resume_reading()
-            self.pool.on_connection_idle(self)
+            self._idle()
         else:
             self.close()
 
     def close(self) -> None:
         """Close and forget the current stream (it has already been told, or does not care)."""
         self.stream = None
+        self.out.clear()
         if self.transport is not None and self.state is not ConnectionState.CLOSED:
             self.transport.close()
+        elif self.state is ConnectionState.CONNECTING:
+            self.state = ConnectionState.CLOSED

@@ -1,223 +1,241 @@
-"""HTTP/1.1 connection pool for one host, with the cluster's circuit breakers (spec §4.2 connectionPool).
+"""The connection pool of one upstream host, whatever the protocol (httpcore's and Envoy's shape).
 
-The pool decides synchronously (an idle connection now, a new connection, wait, or overflow) and performs
-the one piece of I/O, connecting, in a task of its own. Requests waiting for a connection are served in
-arrival order as connections become idle.
+One `HostPool` manages `PooledConnection`s: HTTP/1.1 connections (one stream at a time) and HTTP/2
+connections (up to the peer's stream limit) alike. It decides synchronously (`acquire`): a stream on a
+connection with room now, or queue the request and open connections for the queue, or overflow under the
+cluster's circuit breakers. The one piece of I/O, connecting, runs in a task of its own through the
+`Connector` seam. Queued requests are served in arrival order as connections gain room.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
-import time
+import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import cast
 
-from meshproxy.codec.h1 import ClientCodec
+from meshproxy.core.clock import Clock
 from meshproxy.core.outcomes import AttemptFailure
+from meshproxy.net.connector import ConnectFailure, Connector
 from meshproxy.telemetry.stats import ClusterStats
-from meshproxy.upstream.h1_connection import ConnectionState, UpstreamConnection
 from meshproxy.upstream.host import Host
+from meshproxy.upstream.limits import CircuitBreakers
+from meshproxy.upstream.ports import ConnectionOwner, PooledConnection, PoolWaiter, Upstream
 
-if TYPE_CHECKING:
-    from meshproxy.router.ports import Upstream
-    from meshproxy.upstream.cluster import ClusterRuntime
+log = logging.getLogger("meshproxy.upstream")
 
-
-class PoolWaiter(Protocol):
-    def on_pool_ready(self, connection: Upstream) -> None: ...
-
-    def on_pool_failure(self, failure: AttemptFailure) -> None: ...
-
-
-class PendingRequests:
-    """Requests waiting for a connection (or a stream) of one host, in arrival order, under the cluster's
-    pending-requests circuit breaker (connectionPool maxPendingRequests). Both pools use it."""
-
-    __slots__ = ("cluster", "stats", "waiters")
-
-    def __init__(self, cluster: ClusterRuntime, stats: ClusterStats) -> None:
-        self.cluster = cluster
-        self.stats = stats
-        self.waiters: deque[PoolWaiter] = deque()
-
-    def __len__(self) -> int:
-        return len(self.waiters)
-
-    def __bool__(self) -> bool:
-        return bool(self.waiters)
-
-    def __repr__(self) -> str:
-        return f"<PendingRequests {len(self.waiters)}>"
-
-    def admit(self, waiter: PoolWaiter) -> bool:
-        """Queue `waiter`; False (and counted as upstream_rq_pending_overflow) when the breaker is open."""
-        if self.cluster.pending_requests >= self.cluster.config.limits.max_pending_requests:
-            self.stats.upstream_rq_pending_overflow += 1
-            return False
-        self.waiters.append(waiter)
-        self.cluster.pending_requests += 1
-        self.stats.upstream_rq_pending_total += 1
-        self.stats.upstream_rq_pending_active += 1
-        return True
-
-    def next(self) -> PoolWaiter:
-        """The longest-waiting request, no longer pending."""
-        waiter = self.waiters.popleft()
-        self._left()
-        return waiter
-
-    def cancel(self, waiter: PoolWaiter) -> None:
-        try:
-            self.waiters.remove(waiter)
-        except ValueError:
-            return
-        self._left()
-
-    def fail_all(self, failure: AttemptFailure) -> None:
-        while self.waiters:
-            self.next().on_pool_failure(failure)
-
-    def _left(self) -> None:
-        self.cluster.pending_requests -= 1
-        self.stats.upstream_rq_pending_active -= 1
+NewConnection = Callable[[ConnectionOwner], PooledConnection]
 
 
 class Acquire(enum.Enum):
-    READY = "ready"  # an idle connection was handed over synchronously
+    READY = "ready"  # a stream was handed over synchronously
     PENDING = "pending"  # the waiter will be called back
-    OVERFLOW = "overflow"  # circuit breaker open: max pending requests reached
+    OVERFLOW = "overflow"  # a circuit breaker is open: max requests or max pending requests reached
+
+
+class PoolState(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"  # shut down: no new connections; busy ones close when their streams end
 
 
 class HostPool:
+    """Implements `ConnectionOwner` for its connections.
+
+    `streams_per_connection` is how many queued requests one connection being opened is expected to take
+    (1 for HTTP/1.1; for HTTP/2 the stream limit a server is assumed to allow before its SETTINGS arrive), so
+    a queue of 100 requests opens 100 HTTP/1.1 connections but one HTTP/2 connection.
+    """
+
     __slots__ = (
-        "closed",
-        "cluster",
-        "cluster_stats",
-        "codec_factory",
+        "breakers",
+        "clock",
+        "connect_timeout",
         "connecting",
         "connections",
+        "connector",
         "host",
-        "idle",
+        "new_connection",
         "pending",
+        "ready",
+        "serve_scheduled",
+        "state",
+        "stats",
+        "streams_per_connection",
     )  # fmt: skip
 
-    def __init__(self, host: Host, cluster: ClusterRuntime, codec_factory: Callable[[], ClientCodec]) -> None:
+    def __init__(
+        self,
+        host: Host,
+        breakers: CircuitBreakers,
+        stats: ClusterStats,
+        new_connection: NewConnection,
+        *,
+        streams_per_connection: int,
+        connector: Connector,
+        connect_timeout: float,
+        clock: Clock,
+    ) -> None:
         self.host = host
-        self.cluster = cluster
-        self.cluster_stats: ClusterStats = cluster.stats
-        self.codec_factory = codec_factory
-        self.idle: list[UpstreamConnection] = []
-        self.pending = PendingRequests(cluster, cluster.stats)
+        self.breakers = breakers
+        self.stats = stats
+        self.new_connection = new_connection
+        self.streams_per_connection = streams_per_connection
+        self.connector = connector
+        self.connect_timeout = connect_timeout
+        self.clock = clock
+        self.connections: list[PooledConnection] = []
+        self.ready: list[PooledConnection] = []  # connections with room, most recently used last
+        self.pending: deque[PoolWaiter] = deque()
         self.connecting = 0
-        self.connections: set[UpstreamConnection] = set()
-        self.closed = False
+        self.serve_scheduled = False
+        self.state = PoolState.OPEN
 
     def __repr__(self) -> str:
         return (
-            f"<HostPool {self.host.label} connections={len(self.connections)} idle={len(self.idle)} "
-            f"connecting={self.connecting} pending={len(self.pending)}>"
+            f"<HostPool {self.host.label} {self.state.value} connections={len(self.connections)} "
+            f"ready={len(self.ready)} connecting={self.connecting} pending={len(self.pending)}>"
         )
 
-    def acquire(self, waiter: PoolWaiter) -> tuple[Acquire, UpstreamConnection | None]:
-        idle = self.idle
-        while idle:
-            connection = idle.pop()
-            if connection.state is ConnectionState.IDLE:
-                return Acquire.READY, connection
-        cluster = self.cluster
-        limits = cluster.config.limits
-        if self.connecting < len(self.pending) + 1:
-            if cluster.connections_open < limits.max_connections:
-                self._connect()
-            else:
-                self.cluster_stats.upstream_cx_overflow += 1
-        if not self.pending.admit(waiter):
+    @property
+    def label(self) -> str:
+        return self.host.label
+
+    # ---------------------------------------------------------------- decisions
+    def acquire(self, waiter: PoolWaiter) -> tuple[Acquire, Upstream | None]:
+        """A stream now (READY), later through the waiter's callbacks (PENDING), or OVERFLOW."""
+        breakers = self.breakers
+        if not breakers.request_allowed():
             return Acquire.OVERFLOW, None
+        ready = self.ready
+        while ready:
+            connection = ready[-1]
+            if connection.has_capacity():
+                upstream = connection.new_stream()
+                if not connection.has_capacity():
+                    ready.pop()
+                return Acquire.READY, upstream
+            ready.pop()
+        if self.state is PoolState.CLOSED or not breakers.admit_pending():
+            return Acquire.OVERFLOW, None
+        self.pending.append(waiter)
+        self._connect_for_pending()
         return Acquire.PENDING, None
 
     def cancel(self, waiter: PoolWaiter) -> None:
-        self.pending.cancel(waiter)
+        """The waiter gave up (timeout, client gone)."""
+        try:
+            self.pending.remove(waiter)
+        except ValueError:
+            return
+        self.breakers.pending_done()
 
-    def _connect(self) -> None:
-        self.connecting += 1
-        self.cluster.connections_open += 1
-        asyncio.get_running_loop().create_task(self._open())
+    def _connect_for_pending(self) -> None:
+        """Open connections until those being opened can take every queued request."""
+        while (
+            self.state is PoolState.OPEN
+            and self.connecting * self.streams_per_connection < len(self.pending)
+            and self.breakers.open_connection()
+        ):
+            self.connecting += 1
+            connection = self.new_connection(self)
+            asyncio.get_running_loop().create_task(self._connect(connection))
 
-    async def _open(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _next_waiter(self) -> PoolWaiter:
+        self.breakers.pending_done()
+        return self.pending.popleft()
+
+    # ---------------------------------------------------------------- connecting (the I/O)
+    async def _connect(self, connection: PooledConnection) -> None:
         host = self.host
-        stats = self.cluster_stats
+        stats = self.stats
         stats.upstream_cx_total += 1
         host.cx_total += 1
-        connection = UpstreamConnection(self, self.codec_factory())
         try:
-            async with asyncio.timeout(self.cluster.config.connect_timeout):
-                await loop.create_connection(lambda: connection, host.address, host.port)
-        except (OSError, TimeoutError) as exc:
+            # every PooledConnection is also the asyncio.Protocol that owns its socket
+            transport_owner = cast(asyncio.Protocol, connection)
+            await self.connector.connect(transport_owner, host.address, host.port, self.connect_timeout)
+        except ConnectFailure as exc:
             self.connecting -= 1
-            self.cluster.connections_open -= 1
+            self.breakers.connection_closed()
             stats.upstream_cx_connect_fail += 1
-            if isinstance(exc, TimeoutError):
+            if exc.timed_out:
                 stats.upstream_cx_connect_timeout += 1
             host.cx_connect_fail += 1
-            if self.pending:
-                self.pending.next().on_pool_failure(AttemptFailure.CONNECT_FAILURE)
+            log.debug("%r: connect failed: %s", self, exc)
+            self._fail_unservable()
             return
         self.connecting -= 1
         stats.upstream_cx_active += 1
         host.cx_active += 1
-        self.connections.add(connection)
-        if self.closed:
-            connection.state = ConnectionState.IDLE
+        self.connections.append(connection)
+        if self.state is PoolState.CLOSED:
             connection.close()
             return
-        self.on_connection_idle(connection)
+        connection.connected()
 
-    def on_connection_idle(self, connection: UpstreamConnection) -> None:
-        connection.state = ConnectionState.IDLE
+    def _fail_unservable(self) -> None:
+        """After a failed connect: the queued requests that the connections still being opened cannot take
+        fail now (at least the one this connection was opened for), so they can be retried elsewhere."""
+        excess = max(1, len(self.pending) - self.connecting * self.streams_per_connection)
+        for _ in range(min(excess, len(self.pending))):
+            self._next_waiter().on_pool_failure(AttemptFailure.CONNECT_FAILURE)
+
+    # ---------------------------------------------------------------- ConnectionOwner
+    def on_capacity(self, connection: PooledConnection) -> None:
         if self.pending:
-            self.pending.next().on_pool_ready(connection)
+            # Serve the queue on the next turn of the loop, not inside the callback that freed the slot (the
+            # request that released it may still be finishing).
+            if not self.serve_scheduled:
+                self.serve_scheduled = True
+                self.clock.call_soon(self._serve_pending)
+            if connection not in self.ready:
+                self.ready.append(connection)
             return
-        if self.closed:
+        if self.state is PoolState.CLOSED and connection.active == 0:
             connection.close()
             return
-        connection.idle_since = time.monotonic()
-        self.idle.append(connection)
+        if connection not in self.ready:
+            self.ready.append(connection)
 
-    def on_connection_closed(self, connection: UpstreamConnection, previous: ConnectionState) -> None:
+    def _serve_pending(self) -> None:
+        self.serve_scheduled = False
+        ready = self.ready
+        while self.pending and ready:
+            connection = ready[-1]
+            if not connection.has_capacity():
+                ready.pop()
+                continue
+            upstream = connection.new_stream()
+            self._next_waiter().on_pool_ready(upstream)
+        if self.pending:
+            self._connect_for_pending()
+
+    def on_connection_closed(self, connection: PooledConnection) -> None:
         if connection in self.connections:
-            self.connections.discard(connection)
-            self.cluster.connections_open -= 1
-            self.cluster_stats.upstream_cx_active -= 1
-            self.cluster_stats.upstream_cx_destroy += 1
+            self.connections.remove(connection)
+            self.breakers.connection_closed()
+            stats = self.stats
+            stats.upstream_cx_active -= 1
+            stats.upstream_cx_destroy += 1
             self.host.cx_active -= 1
-        if previous is ConnectionState.IDLE:
-            with contextlib.suppress(ValueError):
-                self.idle.remove(connection)
-        # A waiter may be stuck behind max_connections: a slot is free now.
-        if (
-            self.pending
-            and not self.closed
-            and self.connecting < len(self.pending)
-            and self.cluster.connections_open < self.cluster.config.limits.max_connections
-        ):
-            self._connect()
+        if connection in self.ready:
+            self.ready.remove(connection)
+        if self.pending and self.state is PoolState.OPEN:
+            self._connect_for_pending()  # a connection slot is free: a request queued behind it may go now
 
+    # ---------------------------------------------------------------- housekeeping
     def close_idle(self, older_than: float | None = None) -> None:
-        now = time.monotonic()
-        keep: list[UpstreamConnection] = []
-        for connection in self.idle:
-            if older_than is None or now - connection.idle_since >= older_than:
+        now = self.clock.now()
+        for connection in list(self.connections):
+            if connection.active == 0 and (older_than is None or now - connection.idle_since >= older_than):
                 connection.close()
-            else:
-                keep.append(connection)
-        self.idle = keep
 
     def shutdown(self) -> None:
-        """Stop pooling: idle connections close now, busy ones when their request ends."""
-        self.closed = True
-        self.close_idle()
-        self.pending.fail_all(AttemptFailure.CONNECT_FAILURE)
+        """Stop pooling: idle connections close now, busy ones when their streams are done."""
+        self.state = PoolState.CLOSED
+        for connection in list(self.connections):
+            connection.drain()
+        while self.pending:
+            self._next_waiter().on_pool_failure(AttemptFailure.CONNECT_FAILURE)

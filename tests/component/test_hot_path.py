@@ -23,37 +23,38 @@ from meshproxy.config.dialects import read_document
 from meshproxy.config.load import check_resources
 from meshproxy.core.direction import ListenerDirection
 from meshproxy.dataplane import Dataplane
-from meshproxy.downstream.h1 import DownstreamConnection
+from meshproxy.downstream.h1 import Http1ConnectionManager
 from meshproxy.listeners.listener import HttpListener
 from meshproxy.settings import load_settings
 from meshproxy.telemetry.stats import StatsStore
-from meshproxy.upstream.h1_connection import UpstreamConnection
+from meshproxy.upstream.h1_connection import Http1UpstreamConnection
 
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nblue"
 REQUEST = b"GET /color HTTP/1.1\r\nHost: color.demo.local\r\n\r\n"
 
 
 class WriteCounter:
-    """Counts non-empty writes through one of the proxy's own write methods (never the socket module)."""
+    """Counts the flushes of one of the proxy's own connection classes that write something (`flush` is the
+    one place they call transport.write; the socket module is never touched)."""
 
     def __init__(self, cls: type[Any]) -> None:
         self.cls = cls
-        self.original: Callable[..., None] = cls.write
+        self.original: Callable[..., None] = cls.flush
         self.calls = 0
 
     def __enter__(self) -> WriteCounter:
         original = self.original
 
-        def counting(instance: Any, data: bytes) -> None:
-            if data:  # an empty write never reaches the socket
+        def counting(instance: Any) -> None:
+            if instance.out:  # an empty flush never reaches the socket
                 self.calls += 1
-            original(instance, data)
+            original(instance)
 
-        self.cls.write = counting
+        self.cls.flush = counting
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.cls.write = self.original
+        self.cls.flush = self.original
 
 
 async def _upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -109,13 +110,13 @@ def test_one_write_per_socket_per_small_request(runner: asyncio.Runner) -> None:
         listener, upstream = await _proxy_and_upstream()
         try:
             await _requests(listener.port, 5)  # warm: the upstream connection is pooled after the first
-            with WriteCounter(DownstreamConnection) as down, WriteCounter(UpstreamConnection) as up:
+            with WriteCounter(Http1ConnectionManager) as down, WriteCounter(Http1UpstreamConnection) as up:
                 await _requests(listener.port, 50)
             return down.calls, up.calls
         finally:
             await listener.stop_accepting()
             upstream.close()
-            listener.dataplane.clusters.shutdown()
+            listener.clusters.shutdown()
 
     down_writes, up_writes = runner.run(scenario())
     assert down_writes == 50  # head + body in one write toward the client
@@ -135,7 +136,7 @@ def test_requests_leave_nothing_behind(runner: asyncio.Runner) -> None:
         finally:
             await listener.stop_accepting()
             upstream.close()
-            listener.dataplane.clusters.shutdown()
+            listener.clusters.shutdown()
 
     growth = runner.run(scenario())
     # 2000 requests: a leak of even one object per request would show as thousands of blocks.

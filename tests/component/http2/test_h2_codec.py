@@ -21,6 +21,7 @@ from h2.events import (
 from h2.settings import SettingCodes
 
 from meshproxy.codec import h2 as h2_codec
+from meshproxy.codec import h2_flow, h2_messages
 from meshproxy.codec.grpc import (
     grpc_status_of,
     grpc_timeout_of,
@@ -64,7 +65,7 @@ def test_request_block_becomes_a_head_with_host_and_joined_cookies() -> None:
     )  # fmt: skip
     (event,) = exchange(client, server)
     assert isinstance(event, RequestReceived)
-    head = h2_codec.request_head_from_h2(event.headers, event.stream_ended is not None)
+    head = h2_messages.request_head_from_h2(event.headers, event.stream_ended is not None)
     assert head is not None
     assert (head.method, head.target, head.http_version, head.body, head.content_length) == (
         "POST",
@@ -87,7 +88,7 @@ def test_request_block_becomes_a_head_with_host_and_joined_cookies() -> None:
 def test_request_framing_follows_end_stream(
     block: list[tuple[bytes, bytes]], ended: bool, body: BodyKind
 ) -> None:
-    head = h2_codec.request_head_from_h2(block, ended)
+    head = h2_messages.request_head_from_h2(block, ended)
     assert head is not None and head.body is body
 
 
@@ -100,7 +101,7 @@ def test_request_framing_follows_end_stream(
     ],
 )
 def test_malformed_request_blocks_are_refused(block: list[tuple[bytes, bytes]]) -> None:
-    assert h2_codec.request_head_from_h2(block, True) is None
+    assert h2_messages.request_head_from_h2(block, True) is None
 
 
 def test_upstream_head_is_a_valid_http2_request_without_connection_fields() -> None:
@@ -113,7 +114,7 @@ def test_upstream_head_is_a_valid_http2_request_without_connection_fields() -> N
         True,
         BodyKind.CHUNKED,
     )  # fmt: skip
-    block = h2_codec.h2_request_headers(head)
+    block = h2_messages.h2_request_headers(head)
     assert block[:4] == [
         (b":method", b"POST"),
         (b":scheme", b"http"),
@@ -148,7 +149,7 @@ def test_response_head_round_trip_adds_envoy_headers_and_drops_hop_by_hop() -> N
         1, [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")]
     )
     exchange(client, server)
-    server.send_headers(1, h2_codec.h2_response_headers(head, 7), end_stream=True)
+    server.send_headers(1, h2_messages.h2_response_headers(head, 7), end_stream=True)
     events = exchange(server, client)
     response = next(e for e in events if isinstance(e, ResponseReceived))
     assert dict(response.headers) == {
@@ -172,15 +173,15 @@ def test_response_head_round_trip_adds_envoy_headers_and_drops_hop_by_hop() -> N
 def test_response_block_framing_for_http1_clients(
     block: list[tuple[bytes, bytes]], ended: bool, head_request: bool, kind: BodyKind, length: int
 ) -> None:
-    head = h2_codec.response_head_from_h2(block, ended, head_request)
+    head = h2_messages.response_head_from_h2(block, ended, head_request)
     assert head is not None and (head.body, head.content_length) == (kind, length)
     if kind is BodyKind.LENGTH and length == 0:
         assert (b"content-length", b"0") in head.headers
 
 
 def test_response_block_without_a_valid_status_is_refused() -> None:
-    assert h2_codec.response_head_from_h2([(b":status", b"abc")], True, False) is None
-    assert h2_codec.response_head_from_h2([(b"content-type", b"x")], True, False) is None
+    assert h2_messages.response_head_from_h2([(b":status", b"abc")], True, False) is None
+    assert h2_messages.response_head_from_h2([(b"content-type", b"x")], True, False) is None
 
 
 def test_outbound_body_waits_for_window_updates_and_ends_with_trailers() -> None:
@@ -190,7 +191,7 @@ def test_outbound_body_waits_for_window_updates_and_ends_with_trailers() -> None
     )
     exchange(client, server)
     server.send_headers(1, [(b":status", b"200")])
-    body = h2_codec.OutboundBody()
+    body = h2_flow.OutboundBody()
     body.push(b"x" * 2500)
     body.finish([(b"grpc-status", b"0")])
     assert body.drain(server, 1) is True  # blocked after 1000 bytes
@@ -221,7 +222,7 @@ def test_outbound_body_ends_on_the_last_data_frame() -> None:
     )
     exchange(client, server)
     server.send_headers(1, [(b":status", b"200")])
-    body = h2_codec.OutboundBody()
+    body = h2_flow.OutboundBody()
     body.push(b"abc")
     body.finish()
     assert body.drain(server, 1) is False and body.ended

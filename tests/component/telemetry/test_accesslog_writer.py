@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from meshproxy.config.snapshot import AccessLogConfig
+from meshproxy.core.summary import RequestSummary
 from meshproxy.settings import Settings
 from meshproxy.telemetry.hub import Telemetry
-from meshproxy.telemetry.record import RequestRecord
 from meshproxy.telemetry.stats import StatsStore
 
 DEFAULT_LINE = re.compile(
@@ -25,8 +25,8 @@ DEFAULT_LINE = re.compile(
 )
 
 
-def record(i: int) -> RequestRecord:
-    return RequestRecord(
+def record(i: int) -> RequestSummary:
+    return RequestSummary(
         direction="ingress",
         start_time=1716560306.0 + i,
         method="POST" if i % 2 else "GET",
@@ -127,7 +127,7 @@ def test_dev_stdout_pipe(tmp_path: Path) -> None:
         from meshproxy.config.snapshot import AccessLogConfig, Identity, ResourceKind
         from meshproxy.settings import Settings
         from meshproxy.telemetry.hub import Telemetry
-        from meshproxy.telemetry.record import RequestRecord
+        from meshproxy.core.summary import RequestSummary
         from meshproxy.telemetry.stats import StatsStore
 
         identity = Identity("mesh/apps/virtualNode/a", "apps", ResourceKind.VIRTUAL_NODE, "a", "x")
@@ -139,7 +139,7 @@ def test_dev_stdout_pipe(tmp_path: Path) -> None:
             await telemetry.start()
             for i in range(50):
                 telemetry.request_done(
-                    RequestRecord(direction="egress", start_time=0.0, path=f"/p{i}", response_code=200)
+                    RequestSummary(direction="egress", start_time=0.0, path=f"/p{i}", response_code=200)
                 )
             await telemetry.stop()
 

@@ -16,9 +16,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from meshproxy.core.summary import RequestSummary
 from meshproxy.settings import Settings
 from meshproxy.telemetry.hub import Telemetry
-from meshproxy.telemetry.record import RequestRecord
 from meshproxy.telemetry.stats import StatsStore
 from meshproxy.telemetry.tracing import TraceContext
 
@@ -99,7 +99,7 @@ def test_spans_carry_the_propagated_ids_and_http_attributes(
             assert isinstance(inbound.context, TraceContext) and isinstance(outbound.context, TraceContext)
             now = time.time()
             telemetry.request_done(
-                RequestRecord(
+                RequestSummary(
                     direction="ingress",
                     start_time=now,
                     method="GET",
@@ -113,7 +113,7 @@ def test_spans_carry_the_propagated_ids_and_http_attributes(
                 )
             )
             telemetry.request_done(
-                RequestRecord(
+                RequestSummary(
                     direction="egress",
                     start_time=now,
                     method="POST",
@@ -172,7 +172,7 @@ def test_unsampled_parent_exports_nothing(
             )
             assert ts is not None
             telemetry.request_done(
-                RequestRecord(direction="ingress", start_time=time.time(), trace=ts.context)
+                RequestSummary(direction="ingress", start_time=time.time(), trace=ts.context)
             )
             await asyncio.sleep(0.1)
         finally:
@@ -196,7 +196,7 @@ def test_stop_is_bounded_when_the_collector_hangs(make_settings: Callable[..., S
         await telemetry.start()
         ts = telemetry.start_trace("ingress", [], "GET", "b", "/")
         assert ts is not None
-        telemetry.request_done(RequestRecord(direction="ingress", start_time=time.time(), trace=ts.context))
+        telemetry.request_done(RequestSummary(direction="ingress", start_time=time.time(), trace=ts.context))
         await asyncio.sleep(0.05)
         await telemetry.stop(timeout=0.5)
 

@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from meshproxy.core.summary import RequestSummary
 from meshproxy.settings import Settings
 from meshproxy.telemetry.hub import Telemetry
-from meshproxy.telemetry.record import RequestRecord
 from meshproxy.telemetry.stats import StatsStore
 from meshproxy.telemetry.tracing import TraceContext, TraceStart
 
@@ -38,8 +38,8 @@ def segments(sock: socket.socket, count: int, timeout: float = 5.0) -> list[dict
     return out
 
 
-def finish(ts: TraceStart, direction: str, code: int = 200, **extra: Any) -> RequestRecord:
-    return RequestRecord(
+def finish(ts: TraceStart, direction: str, code: int = 200, **extra: Any) -> RequestSummary:
+    return RequestSummary(
         direction=direction,
         start_time=time.time(),
         method="GET",

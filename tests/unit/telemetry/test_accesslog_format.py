@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from meshproxy.config.snapshot import AccessLogConfig
+from meshproxy.core.summary import RequestSummary
 from meshproxy.telemetry.accesslog import DEFAULT_FORMAT, compile_format, compile_text
 from meshproxy.telemetry.errors import AccessLogFormatError
-from meshproxy.telemetry.record import RequestRecord
 from meshproxy.telemetry.tracing import TraceContext
 
 # Spec §5.5, verbatim (plus the newline Envoy's `\n` stands for).
@@ -30,7 +30,7 @@ DEFAULT_LINE = re.compile(
 )
 
 
-def record(**overrides: Any) -> RequestRecord:
+def record(**overrides: Any) -> RequestSummary:
     values: dict[str, Any] = {
         "direction": "egress",
         "start_time": 1716560306.123,
@@ -53,10 +53,10 @@ def record(**overrides: Any) -> RequestRecord:
         "route_name": "serviceb/route-1",
     }
     values.update(overrides)
-    return RequestRecord(**values)
+    return RequestSummary(**values)
 
 
-def render(fmt: str, rec: RequestRecord | None = None) -> str:
+def render(fmt: str, rec: RequestSummary | None = None) -> str:
     return compile_format(AccessLogConfig("/dev/null", text_format=fmt)).render(rec or record())
 
 
@@ -80,7 +80,7 @@ def test_default_line_matches_the_spec_example_and_parses_back() -> None:
 
 
 def test_unset_values_print_dash() -> None:
-    bare = RequestRecord(direction="ingress", start_time=1716560306.0)
+    bare = RequestSummary(direction="ingress", start_time=1716560306.0)
     line = compile_format(AccessLogConfig("/dev/stdout")).render(bare)
     m = DEFAULT_LINE.fullmatch(line)
     assert m is not None, line

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from meshproxy.core.summary import RequestSummary
 from meshproxy.telemetry.otel import span_attributes, traces_endpoint
-from meshproxy.telemetry.record import RequestRecord
 
 
-def record(**overrides: Any) -> RequestRecord:
+def record(**overrides: Any) -> RequestSummary:
     values: dict[str, Any] = {
         "direction": "ingress",
         "start_time": 1716560306.0,
@@ -21,7 +21,7 @@ def record(**overrides: Any) -> RequestRecord:
         "upstream_cluster": "cds_ingress_apps_serviceB_http_9080",
     }
     values.update(overrides)
-    return RequestRecord(**values)
+    return RequestSummary(**values)
 
 
 def test_server_span_attributes() -> None:

@@ -1,4 +1,4 @@
-"""The Telemetry seams the data plane calls: record_needed, start_trace, request_done, target_stats."""
+"""The Telemetry seams the router calls: wants_summary, start_trace, request_done (+ metrics extension)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from meshproxy.config.snapshot import AccessLogConfig
+from meshproxy.core.summary import RequestSummary
 from meshproxy.settings import Settings
 from meshproxy.telemetry.errors import AccessLogFormatError, SamplingManifestError
 from meshproxy.telemetry.hub import Telemetry, TelemetryState
-from meshproxy.telemetry.record import RequestRecord
 from meshproxy.telemetry.stats import StatsStore
 from meshproxy.telemetry.tracing import TraceContext, TraceStart
 
@@ -22,19 +22,19 @@ def telemetry(make_settings: Callable[..., Settings], **settings: Any) -> Teleme
     return Telemetry(make_settings(**settings), StatsStore(), queue_limit=3)
 
 
-def finished(trace: object = None) -> RequestRecord:
-    return RequestRecord(direction="ingress", start_time=1716560306.0, response_code=200, trace=trace)
+def finished(trace: object = None) -> RequestSummary:
+    return RequestSummary(direction="ingress", start_time=1716560306.0, response_code=200, trace=trace)
 
 
-def test_record_needed_follows_sinks(make_settings: Callable[..., Settings]) -> None:
+def test_wants_summary_follows_sinks(make_settings: Callable[..., Settings]) -> None:
     t = telemetry(make_settings)
-    assert t.record_needed is False
+    assert t.wants_summary is False
     t.set_access_log(AccessLogConfig("/dev/stdout"))
-    assert t.record_needed is True
+    assert t.wants_summary is True
     t.set_access_log(None)
-    assert t.record_needed is False
-    assert telemetry(make_settings, xray=True).record_needed is True
-    assert telemetry(make_settings, otel_endpoint="http://127.0.0.1:4318").record_needed is True
+    assert t.wants_summary is False
+    assert telemetry(make_settings, xray=True).wants_summary is True
+    assert telemetry(make_settings, otel_endpoint="http://127.0.0.1:4318").wants_summary is True
 
 
 def test_bad_access_log_format_changes_nothing(make_settings: Callable[..., Settings]) -> None:
@@ -43,7 +43,7 @@ def test_bad_access_log_format_changes_nothing(make_settings: Callable[..., Sett
     t.set_access_log(good)
     with pytest.raises(AccessLogFormatError):
         t.set_access_log(AccessLogConfig("/dev/stdout", text_format="%BOGUS%"))
-    assert t.record_needed is True
+    assert t.wants_summary is True
     t.request_done(finished())
     t._drain_batch(10)  # the previous format still formats (the writer is not started: lines queue)
     assert "accesslog" in repr(t)
@@ -105,12 +105,28 @@ def test_start_trace_none_without_tracing_and_never_raises(make_settings: Callab
     assert traced.start_trace("egress", None, "GET", "a", "/") is None  # type: ignore[arg-type]
 
 
-def test_target_stats_only_with_the_metric_extension(make_settings: Callable[..., Settings]) -> None:
-    assert telemetry(make_settings).target_stats("vs", "vn") is None
+def test_metric_extension_counts_targets_from_summaries(make_settings: Callable[..., Settings]) -> None:
+    plain = telemetry(make_settings)
+    assert plain.wants_summary is False
+    plain.request_done(finished())
+    assert plain.store.targets == {}
     t = telemetry(make_settings, metric_extension_version=1)
-    scope = t.target_stats("serviceb.apps.local", "serviceB")
-    assert scope is not None and scope is t.target_stats("serviceb.apps.local", "serviceB")
-    scope.request_count_per_target += 1
+    assert t.wants_summary is True  # the extension reads summaries even with no sink
+    summary = RequestSummary(
+        direction="egress",
+        start_time=1716560306.0,
+        response_code=503,
+        bytes_received=3,
+        bytes_sent=4,
+        duration_ms=12,
+        virtual_service="serviceb.apps.local",
+        target_virtual_node="serviceB",
+    )
+    t.request_done(summary)
+    t.request_done(summary)
+    scope = t.store.target("serviceb.apps.local", "serviceB")
+    assert scope.request_count_per_target == 2
+    assert scope.target_processed_bytes == 14
     assert b'envoy_appmesh_RequestCountPerTarget{TargetVirtualNode="serviceB"' in t.render_prometheus()
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from meshproxy.config.snapshot import Identity
-from meshproxy.telemetry.record import RequestRecord
+from meshproxy.core.summary import RequestSummary
 from meshproxy.telemetry.tracing import TraceContext
 from meshproxy.telemetry.xray import (
     DAEMON_HEADER,
@@ -26,7 +26,7 @@ def context(parent: str | None = "53995c3f42cd8ad8") -> TraceContext:
     return TraceContext("ingress", 0x8A3C60F7D188F8FA, TRACE, parent, TRACE, None, True)
 
 
-def record(**overrides: Any) -> RequestRecord:
+def record(**overrides: Any) -> RequestSummary:
     values: dict[str, Any] = {
         "direction": "ingress",
         "start_time": 1716560306.123,
@@ -43,7 +43,7 @@ def record(**overrides: Any) -> RequestRecord:
         "downstream_remote_address": "10.0.1.23:51234",
     }
     values.update(overrides)
-    return RequestRecord(**values)
+    return RequestSummary(**values)
 
 
 def test_segment_fields(node: Identity, segment_rules: Callable[[dict[str, Any]], None]) -> None:

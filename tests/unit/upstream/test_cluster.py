@@ -16,7 +16,8 @@ import pytest
 from meshproxy.codec.h1_httptools import HttptoolsClientCodec
 from meshproxy.config.snapshot import Cluster, ListenerProtocol, OutlierDetection, StaticDiscovery
 from meshproxy.telemetry.stats import ClusterStats
-from meshproxy.upstream.cluster import ClusterRuntime, order_addresses
+from meshproxy.upstream.cluster import ClusterRuntime
+from meshproxy.upstream.discovery import order_addresses
 from meshproxy.upstream.host import Host, HostHealth
 
 V4, V6 = socket.AF_INET, socket.AF_INET6

@@ -1,8 +1,8 @@
-"""What the data plane hands to telemetry when a request ends.
+"""What the router reports when a request ends: one frozen `RequestSummary` per request.
 
-A `RequestRecord` is filled in by the connection manager only when some sink wants it (access log, tracing);
-the stats store is updated directly with integers. Sinks take records off the request path through bounded
-queues (drop and count when full).
+The router builds it only when an observer wants it (access log, tracing, the metrics extension; see
+router/context.py `RequestObserver`); the stats store is updated directly with integers on the request path.
+Sinks take summaries off the request path through bounded queues (drop and count when full).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(slots=True, eq=False)
-class RequestRecord:
+@dataclass(frozen=True, slots=True, eq=False)
+class RequestSummary:
     """One downstream request, as Envoy's access-log operators and tracers see it. Times are seconds."""
 
     direction: str  # "ingress" | "egress" | "gateway"

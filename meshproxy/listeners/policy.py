@@ -1,0 +1,45 @@
+"""What a listener's policy is, and what it may use of its listener.
+
+A listener (listeners/listener.py) is the same machine for every direction: a bound socket, its stats, its
+connections. What differs is the policy: which protocol object serves an accepted connection (ingress: the
+virtual-node listener of the original port; egress: what the first bytes say; gateway: TLS, HTTP/2 or
+HTTP/1.1 on a port bound directly) and whether a new request is admitted. Each policy is a small module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from meshproxy.config.snapshot import GatewayListener, IngressListener, TlsTermination
+from meshproxy.downstream.context import ConnectionContext
+from meshproxy.telemetry.stats import TcpProxyStats
+from meshproxy.upstream.cluster import ClusterRuntime
+
+
+class PolicyListener(ConnectionContext, Protocol):
+    """A listener as its policy sees it."""
+
+    @property
+    def tcp_stats(self) -> TcpProxyStats: ...
+
+    @property
+    def requests_active(self) -> int:
+        """Requests in flight through this listener."""
+        ...
+
+    def ingress_listener(self, original_port: int | None) -> IngressListener | None: ...
+
+    def gateway_listener(self) -> GatewayListener | None: ...
+
+    def tls_termination(self) -> TlsTermination | None: ...
+
+    def passthrough_cluster(self, address: str, port: int, http2: bool) -> ClusterRuntime: ...
+
+
+class ListenerPolicy(Protocol):
+    def accept(self, listener: PolicyListener) -> asyncio.Protocol:
+        """The protocol object for a newly accepted connection."""
+        ...
+
+    def admit_request(self, listener: PolicyListener) -> bool: ...

@@ -1,0 +1,213 @@
+"""One try of a request against one upstream host: Envoy's `UpstreamRequest`.
+
+An `UpstreamAttempt` waits for its host's pool (a `PoolWaiter`), then owns one `Upstream` (an HTTP/1.1
+connection or an HTTP/2 stream) as its `UpstreamStream` until the exchange ends. It keeps the per-attempt
+counters (`upstream_rq_active`, the host's counts, the cluster's request circuit breaker) and the per-try
+timeout, and hands everything else (response events, failures, back-pressure) to its `RouterRequest`, which
+decides what they mean: relay, retry, or answer locally.
+
+States: CONNECTING (waiting for the pool) -> SENDING (attached) -> TUNNEL (after an accepted Upgrade) -> DONE.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+from meshproxy.core.clock import Clock, Timer
+from meshproxy.core.events import Event, RequestHead
+from meshproxy.core.outcomes import AttemptFailure
+from meshproxy.upstream.cluster import ClusterRuntime
+from meshproxy.upstream.host import Host
+from meshproxy.upstream.pool import Acquire, HostPool
+from meshproxy.upstream.ports import Upstream
+
+
+class AttemptOwner(Protocol):
+    """What an attempt reports to (the `RouterRequest`)."""
+
+    def attempt_ready(self, attempt: UpstreamAttempt) -> None: ...
+
+    def attempt_failed(self, attempt: UpstreamAttempt, failure: AttemptFailure) -> None:
+        """The attempt ended without a response (its counters are already settled)."""
+        ...
+
+    def attempt_events(self, attempt: UpstreamAttempt, events: list[Event]) -> None: ...
+
+    def attempt_try_timeout(self, attempt: UpstreamAttempt) -> None: ...
+
+    def attempt_write_paused(self, paused: bool) -> None: ...
+
+    def attempt_tunnel_data(self, attempt: UpstreamAttempt, data: bytes) -> None: ...
+
+    def attempt_tunnel_eof(self, attempt: UpstreamAttempt) -> None: ...
+
+
+class AttemptState(enum.Enum):
+    CONNECTING = "connecting"
+    SENDING = "sending"
+    TUNNEL = "tunnel"
+    DONE = "done"
+
+
+class UpstreamAttempt:
+    """Implements the pool's `PoolWaiter` and the connection's `UpstreamStream`."""
+
+    __slots__ = ("clock", "cluster", "host", "owner", "pool", "start", "state", "try_timer", "upstream")
+
+    def __init__(self, owner: AttemptOwner, cluster: ClusterRuntime, host: Host, clock: Clock) -> None:
+        self.owner = owner
+        self.cluster = cluster
+        self.host = host
+        self.clock = clock
+        self.state = AttemptState.CONNECTING
+        self.pool: HostPool | None = None
+        self.upstream: Upstream | None = None
+        self.try_timer: Timer | None = None
+        self.start = clock.now()
+
+    def __repr__(self) -> str:
+        return f"<UpstreamAttempt {self.host.label} {self.state.value}>"
+
+    @property
+    def attached(self) -> bool:
+        return self.upstream is not None
+
+    # ---------------------------------------------------------------- starting
+    def begin(self) -> None:
+        pool = self.cluster.pool_for(self.host)
+        result, upstream = pool.acquire(self)
+        if result is Acquire.READY:
+            assert upstream is not None
+            self.on_pool_ready(upstream)
+        elif result is Acquire.OVERFLOW:
+            self.state = AttemptState.DONE
+            self.owner.attempt_failed(self, AttemptFailure.OVERFLOW)
+        else:
+            self.pool = pool
+
+    def on_pool_ready(self, upstream: Upstream) -> None:
+        self.pool = None
+        if self.state is not AttemptState.CONNECTING:
+            upstream.release()  # abandoned while waiting
+            return
+        self.state = AttemptState.SENDING
+        self.upstream = upstream
+        upstream.attach(self)
+        self.cluster.breakers.request_started()
+        self.cluster.stats.upstream_rq_total += 1
+        host = self.host
+        host.rq_total += 1
+        host.rq_active += 1
+        self.owner.attempt_ready(self)
+
+    def on_pool_failure(self, failure: AttemptFailure) -> None:
+        self.pool = None
+        if self.state is AttemptState.CONNECTING:
+            self.state = AttemptState.DONE
+            self.owner.attempt_failed(self, failure)
+
+    # ---------------------------------------------------------------- the request going out
+    def send_head(self, head: RequestHead) -> None:
+        if self.upstream is not None:
+            self.upstream.send_head(head)
+
+    def send_data(self, data: bytes) -> None:
+        if self.upstream is not None:
+            self.upstream.send_data(data)
+
+    def send_end(self) -> None:
+        if self.upstream is not None:
+            self.upstream.send_end()
+
+    def flush(self) -> None:
+        if self.upstream is not None:
+            self.upstream.flush()
+
+    def pause_reading(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    def start_try_timer(self, per_try_timeout: float | None) -> None:
+        if per_try_timeout is not None and self.try_timer is None and self.state is AttemptState.SENDING:
+            self.try_timer = self.clock.call_later(per_try_timeout, self._on_try_timeout)
+
+    def cancel_try_timer(self) -> None:
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+
+    def _on_try_timeout(self) -> None:
+        self.try_timer = None
+        if self.state is AttemptState.SENDING:
+            self.owner.attempt_try_timeout(self)
+
+    # ---------------------------------------------------------------- UpstreamStream (the connection's side)
+    def on_response_events(self, events: list[Event]) -> None:
+        self.owner.attempt_events(self, events)
+
+    def on_upstream_lost(self, failure: AttemptFailure) -> None:
+        if self.upstream is None:
+            return
+        self.upstream = None
+        self.cluster.stats.upstream_rq_rx_reset += 1
+        self._settle()
+        self.owner.attempt_failed(self, failure)
+
+    def on_upstream_write_paused(self) -> None:
+        self.owner.attempt_write_paused(True)
+
+    def on_upstream_write_resumed(self) -> None:
+        self.owner.attempt_write_paused(False)
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        """Tunnel bytes from the upstream; b"" when its connection is gone."""
+        if not data and self.upstream is not None:
+            self.upstream = None
+            self._settle()
+        self.owner.attempt_tunnel_data(self, data)
+
+    def on_tunnel_eof(self) -> None:
+        self.owner.attempt_tunnel_eof(self)
+
+    # ---------------------------------------------------------------- tunnels and endings
+    def start_tunnel(self) -> None:
+        self.cancel_try_timer()
+        self.state = AttemptState.TUNNEL
+        if self.upstream is not None:
+            self.upstream.start_tunnel()
+
+    def write_eof(self) -> None:
+        if self.upstream is not None:
+            self.upstream.write_eof()
+
+    def end(self, reuse: bool) -> None:
+        """Detach from the upstream; reuse it only after a complete exchange. Idempotent."""
+        if self.state is AttemptState.DONE:
+            return
+        pool = self.pool
+        if pool is not None:
+            self.pool = None
+            pool.cancel(self)
+        upstream = self.upstream
+        if upstream is None:
+            self.state = AttemptState.DONE
+            self.cancel_try_timer()
+            return
+        self.upstream = None
+        self._settle()
+        if reuse:
+            upstream.release()
+        else:
+            upstream.close()
+
+    def _settle(self) -> None:
+        """The attempt no longer holds its upstream: counters and the circuit breaker slot go back."""
+        self.state = AttemptState.DONE
+        self.cancel_try_timer()
+        self.cluster.breakers.request_done()
+        self.host.rq_active -= 1

@@ -1,0 +1,146 @@
+"""What the router needs from the layers above it, as typing Protocols (the higher layer implements them).
+
+- `RequestContext`: one per listener. The snapshot, clusters, stats, tracer and observer a request uses,
+  instead of the listener itself (STYLE.md: a router never reaches through `down.listener`).
+- `Downstream`: the client side of one request: an HTTP/1.1 connection manager or one HTTP/2 stream.
+  Event-level sends (`send_head`, `send_data`, `send_end`) queue; `flush` writes once.
+- `RequestObserver`: told once per finished request, with a frozen `RequestSummary` (access log, tracing,
+  the metrics extension), when it wants one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from meshproxy.config.snapshot import Snapshot
+from meshproxy.core.clock import Clock
+from meshproxy.core.direction import ListenerDirection
+from meshproxy.core.events import Headers, ResponseHead
+from meshproxy.core.outcomes import LocalReply
+from meshproxy.core.summary import RequestSummary
+from meshproxy.telemetry.stats import HttpConnManagerStats
+from meshproxy.telemetry.tracing import TraceStart
+from meshproxy.upstream.cluster import ClusterRuntime
+
+
+class RequestObserver(Protocol):
+    @property
+    def wants_summary(self) -> bool:
+        """False: the router does not build summaries at all (nothing would read them)."""
+        ...
+
+    def request_done(self, summary: RequestSummary) -> None:
+        """Never blocks, never raises."""
+        ...
+
+
+class Tracer(Protocol):
+    def start_trace(
+        self, direction: str, headers: Sequence[tuple[bytes, bytes]], method: str, authority: str, path: str
+    ) -> TraceStart | None: ...
+
+
+class RequestContext(Protocol):
+    """A listener as its requests see it."""
+
+    @property
+    def direction(self) -> ListenerDirection: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def stat_prefix(self) -> str:
+        """`ingress` / `egress`: the `http.<prefix>.` stats and the trace direction."""
+        ...
+
+    @property
+    def local_address(self) -> str:
+        """`ip:port` of the listener (the access log's DOWNSTREAM_LOCAL_ADDRESS)."""
+        ...
+
+    @property
+    def http_stats(self) -> HttpConnManagerStats: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The current snapshot; a request captures it once, when it starts."""
+        ...
+
+    @property
+    def tracer(self) -> Tracer | None: ...
+
+    @property
+    def observer(self) -> RequestObserver | None: ...
+
+    def cluster(self, name: str) -> ClusterRuntime | None: ...
+
+    def passthrough_cluster(self, address: str, port: int, http2: bool) -> ClusterRuntime:
+        """ALLOW_ALL: the original destination as a one-host cluster (HTTP/2 if the client spoke it)."""
+        ...
+
+    def admit_request(self) -> bool:
+        """False when the listener's own connection pool is full (a virtual gateway's `connectionPool`)."""
+        ...
+
+
+class Downstream(Protocol):
+    """The client side of one request."""
+
+    @property
+    def original_destination(self) -> tuple[str, int] | None: ...
+
+    @property
+    def original_port(self) -> int | None: ...
+
+    @property
+    def peer_ip(self) -> bytes: ...
+
+    @property
+    def peer(self) -> str:
+        """`ip:port` of the client."""
+        ...
+
+    def send_informational(self, status: int, headers: Headers) -> None:
+        """A 1xx response (100 Continue); HTTP/2 streams ignore it."""
+        ...
+
+    def send_head(self, head: ResponseHead, service_time_ms: int) -> None: ...
+
+    def send_data(self, data: bytes) -> None: ...
+
+    def send_end(self, trailers: Headers | None) -> None:
+        """End the response; trailers (gRPC status) go where the protocol carries them."""
+        ...
+
+    def flush(self) -> None: ...
+
+    def send_local_reply(self, reply: LocalReply) -> None:
+        """Answer the request locally (and flush); the request is then done."""
+        ...
+
+    def request_done(self) -> None:
+        """The response is complete, or the request was abandoned: next request, or close."""
+        ...
+
+    def abort(self) -> None:
+        """The response cannot be completed: reset (the connection, or the HTTP/2 stream)."""
+        ...
+
+    def start_tunnel(self) -> None: ...
+
+    def tunnel_eof(self) -> None:
+        """Tunnel half-close toward the client."""
+        ...
+
+    def end_tunnel(self) -> None:
+        """Both directions of a tunnel are done: close gracefully (pending bytes are still sent)."""
+        ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...

@@ -1,0 +1,104 @@
+"""The request head as it goes upstream: Envoy's router and connection-manager header rules, as one pure
+function over the downstream head and the route decision.
+
+Hop-by-hop fields are dropped (RFC 9110 §7.6.1), including those the client names in `Connection`; the codec
+that sends the message writes its own framing. Added or rewritten: `x-request-id` (kept, or generated),
+`x-forwarded-for` (the client address appended), `x-forwarded-proto`, `x-envoy-expected-rq-timeout-ms`, the
+trace headers, `x-envoy-original-path` after a gateway rewrite, a gateway's host rewrite. At a gateway the
+client is outside the mesh, so its `x-envoy-*` control headers are stripped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from meshproxy.codec.headers import ENVOY_CONTROL_PREFIX, HOP_BY_HOP, connection_tokens, new_request_id
+from meshproxy.config.snapshot import RetryPolicy
+from meshproxy.core.events import BodyKind, Headers, RequestHead
+from meshproxy.router.decide import RouteDecision
+
+
+def expected_timeout(timeout: float | None, retry: RetryPolicy | None) -> float | None:
+    """What `x-envoy-expected-rq-timeout-ms` announces: the per-try timeout if it is the shorter one."""
+    if retry is not None and retry.per_try_timeout is not None:
+        return retry.per_try_timeout if timeout is None else min(timeout, retry.per_try_timeout)
+    return timeout
+
+
+class _Copied(NamedTuple):
+    headers: Headers
+    request_id: bytes | None
+    forwarded_for: bytes | None
+    has_connection: bool
+    has_forwarded_proto: bool
+
+
+def _copy_fields(head: RequestHead, untrusted: bool, host_rewrite: str | None) -> _Copied:
+    """The client's fields that go on, in order; hop-by-hop and proxy-owned ones are noted, not copied."""
+    headers: Headers = []
+    request_id = forwarded_for = None
+    has_connection = has_forwarded_proto = False
+    for name, value in head.headers:
+        if name in HOP_BY_HOP:
+            has_connection = has_connection or name == b"connection"
+            continue
+        if untrusted and name.startswith(ENVOY_CONTROL_PREFIX):
+            continue  # a client outside the mesh may not steer retries or timeouts
+        if name == b"host":
+            if host_rewrite is not None:
+                value = host_rewrite.encode()
+        elif name == b"x-forwarded-for":
+            forwarded_for = value
+            continue
+        elif name == b"x-request-id":
+            request_id = value
+        elif name == b"x-forwarded-proto":
+            has_forwarded_proto = True
+        elif name == b"x-envoy-expected-rq-timeout-ms":
+            continue
+        headers.append((name, value))
+    return _Copied(headers, request_id, forwarded_for, has_connection, has_forwarded_proto)
+
+
+def upstream_head(
+    head: RequestHead,
+    decision: RouteDecision,
+    timeout: float | None,
+    peer_ip: bytes,
+    *,
+    untrusted: bool,
+    trace_headers: Sequence[tuple[bytes, bytes]] = (),
+) -> RequestHead:
+    copied = _copy_fields(head, untrusted, decision.host_rewrite)
+    headers = copied.headers
+    if trace_headers:
+        replaced = {name for name, _ in trace_headers}
+        headers = [(n, v) for n, v in headers if n not in replaced]
+        headers.extend(trace_headers)
+    if copied.has_connection:
+        drop = connection_tokens(head.headers)  # names listed in Connection are hop-by-hop too
+        if drop:
+            headers = [(n, v) for n, v in headers if n not in drop]
+    if copied.request_id is None:
+        headers.append((b"x-request-id", new_request_id()))
+    if decision.original_path is not None:
+        headers.append((b"x-envoy-original-path", decision.original_path.encode("latin-1")))
+    forwarded_for = copied.forwarded_for
+    headers.append((b"x-forwarded-for", forwarded_for + b", " + peer_ip if forwarded_for else peer_ip))
+    if not copied.has_forwarded_proto:
+        headers.append((b"x-forwarded-proto", b"http"))
+    expected = expected_timeout(timeout, decision.retry)
+    if expected is not None:
+        headers.append((b"x-envoy-expected-rq-timeout-ms", b"%d" % int(expected * 1000)))
+    body = head.body
+    if body is BodyKind.CHUNKED:
+        headers.append((b"transfer-encoding", b"chunked"))
+    if head.upgrade:
+        for name, value in head.headers:
+            if name == b"upgrade":
+                headers.append((b"upgrade", value))
+        headers.append((b"connection", b"upgrade"))
+    return RequestHead(
+        head.method, decision.path, headers, "1.1", True, body, head.content_length, head.upgrade
+    )

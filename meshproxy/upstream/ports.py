@@ -1,0 +1,127 @@
+"""The interfaces between the upstream layer and the layers above it (typing Protocols).
+
+The router's per-attempt object is a `PoolWaiter` while it waits and an `UpstreamStream` once attached;
+what it is handed is an `Upstream` (a pooled HTTP/1.1 connection, or one stream of an HTTP/2
+connection). Inside the layer, a `HostPool` manages `PooledConnection`s and is their `ConnectionOwner`.
+The lower layer defines the callbacks, the higher one implements them, so nothing here names a router
+class (DESIGN.md: layers import only downward).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from meshproxy.core.events import Event, RequestHead
+from meshproxy.core.outcomes import AttemptFailure
+from meshproxy.telemetry.stats import ClusterStats
+
+
+class UpstreamStream(Protocol):
+    """What an upstream connection (or HTTP/2 stream) reports to the attempt using it."""
+
+    def on_response_events(self, events: list[Event]) -> None: ...
+
+    def on_upstream_lost(self, failure: AttemptFailure) -> None:
+        """The connection or stream ended before the response was complete (REFUSED_STREAM: unprocessed)."""
+        ...
+
+    def on_upstream_write_paused(self) -> None: ...
+
+    def on_upstream_write_resumed(self) -> None: ...
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        """Upstream bytes after an accepted Upgrade; b"" when the upstream connection is gone."""
+        ...
+
+    def on_tunnel_eof(self) -> None: ...
+
+
+class Upstream(Protocol):
+    """The server side of one attempt. `send_*` queue; `flush` hands what is queued to the socket in one
+    write (hot-path notes: every extra write is an extra syscall)."""
+
+    def attach(self, stream: UpstreamStream) -> None: ...
+
+    def send_head(self, head: RequestHead) -> None: ...
+
+    def send_data(self, data: bytes) -> None:
+        """Request body bytes; after `start_tunnel`, raw tunnel bytes."""
+        ...
+
+    def send_end(self) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def start_tunnel(self) -> None: ...
+
+    def write_eof(self) -> None:
+        """Tunnel half-close toward the upstream."""
+        ...
+
+    def release(self) -> None:
+        """The exchange completed: reuse the connection if both sides allow it."""
+        ...
+
+    def close(self) -> None:
+        """Abandon the exchange (reset the stream / close the connection)."""
+        ...
+
+
+class PoolWaiter(Protocol):
+    """A request waiting for an `Upstream` from a pool."""
+
+    def on_pool_ready(self, upstream: Upstream) -> None: ...
+
+    def on_pool_failure(self, failure: AttemptFailure) -> None: ...
+
+
+class PooledConnection(Protocol):
+    """One upstream connection as its pool manages it (HTTP/1.1: one stream at a time; HTTP/2: up to the
+    peer's SETTINGS_MAX_CONCURRENT_STREAMS)."""
+
+    @property
+    def active(self) -> int:
+        """Streams handed out and not yet finished."""
+        ...
+
+    @property
+    def idle_since(self) -> float: ...
+
+    def connected(self) -> None:
+        """The connector has opened the connection: start serving."""
+        ...
+
+    def has_capacity(self) -> bool: ...
+
+    def new_stream(self) -> Upstream:
+        """Take one stream slot (only when `has_capacity()`)."""
+        ...
+
+    def drain(self) -> None:
+        """No new streams; close once the current ones are done."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ConnectionOwner(Protocol):
+    """The pool, as its connections see it."""
+
+    @property
+    def stats(self) -> ClusterStats: ...
+
+    @property
+    def label(self) -> str:
+        """The host, for logs and reprs."""
+        ...
+
+    def on_capacity(self, connection: PooledConnection) -> None:
+        """`connection` can take a stream again (an HTTP/1.1 exchange ended, an HTTP/2 stream ended or the
+        peer raised its stream limit)."""
+        ...
+
+    def on_connection_closed(self, connection: PooledConnection) -> None: ...
