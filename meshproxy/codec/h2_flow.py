@@ -8,6 +8,7 @@ and tells the other side to pause while this stream cannot send (its window or t
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from typing import Protocol
 
 from meshproxy.codec.h2 import H2Codec
@@ -57,6 +58,13 @@ class StreamFlow:
             if self.unacked:
                 unacked, self.unacked = self.unacked, 0
                 self.connection.acknowledge(self.stream_id, unacked)
+
+
+def update_producers(streams: Iterable[StreamFlow]) -> None:
+    """The connection's socket filled up or drained (asyncio pause_writing / resume_writing): every stream
+    pauses or resumes whoever feeds it."""
+    for stream in list(streams):
+        stream.update_producer()
 
 
 class OutboundBody:

@@ -32,6 +32,7 @@ from meshproxy.core.events import (
 )
 from meshproxy.core.outcomes import LocalReply
 from meshproxy.downstream.context import ConnectionContext
+from meshproxy.net.accepted import AcceptedConnection
 from meshproxy.net.batch import WriteBatch
 from meshproxy.net.original_dst import Redirect
 from meshproxy.router.request import RequestState, RouterRequest
@@ -50,7 +51,7 @@ _SERVER = (b"server", b"envoy")
 _CONNECTION_CLOSE = (b"connection", b"close")
 
 
-class Http1ConnectionManager(asyncio.Protocol):
+class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
     """Implements the router's `Downstream` for the request being answered, and `ClientConnection`."""
 
     __slots__ = (
@@ -62,10 +63,7 @@ class Http1ConnectionManager(asyncio.Protocol):
         "opened",
         "out",
         "paused",
-        "peer",
-        "peer_ip",
         "receiving",
-        "redirect",
         "request_start",
         "requests",
         "responding",
@@ -76,6 +74,7 @@ class Http1ConnectionManager(asyncio.Protocol):
     )  # fmt: skip
 
     def __init__(self, ctx: ConnectionContext, redirect: Redirect | None = None) -> None:
+        super().__init__(redirect)  # SO_ORIGINAL_DST, read only if a request needs it
         self.ctx = ctx
         self.codec: ServerCodec = ctx.new_server_codec()
         self.transport: asyncio.Transport | None = None
@@ -85,9 +84,6 @@ class Http1ConnectionManager(asyncio.Protocol):
         self.held: deque[Event] = deque()  # pipelined events waiting for the current response
         self.out = WriteBatch()
         self.paused = False
-        self.peer_ip = b"-"
-        self.peer = "-"
-        self.redirect = redirect  # the dispatcher's: SO_ORIGINAL_DST, read only if a request needs it
         self.last_activity = self.opened = ctx.clock.now()
         self.close_after_response = False
         self.tunnel_bytes = b""
@@ -98,22 +94,11 @@ class Http1ConnectionManager(asyncio.Protocol):
     def __repr__(self) -> str:
         return f"<Http1ConnectionManager {self.peer} {self.state.value} requests={self.requests}>"
 
-    @property
-    def original_destination(self) -> tuple[str, int] | None:
-        return self.redirect.destination if self.redirect is not None else None
-
-    @property
-    def original_port(self) -> int | None:
-        return self.redirect.port if self.redirect is not None else None
-
     # ---------------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.ctx.connection_opened(self, http2=False)
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer_ip = str(peer[0]).encode()
-            self.peer = f"{peer[0]}:{peer[1]}"
+        self.note_peer(transport)
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.ctx.clock.now()

@@ -43,11 +43,13 @@ from h2.settings import SettingCodes
 
 from meshproxy.codec import h2 as h2_codec
 from meshproxy.codec.grpc import is_grpc
+from meshproxy.codec.h2_flow import update_producers
 from meshproxy.codec.h2_messages import request_head_from_h2
 from meshproxy.core.events import RequestHead
 from meshproxy.core.outcomes import LocalReply, ResponseFlag
 from meshproxy.downstream.context import ConnectionContext
 from meshproxy.downstream.h2_stream import H2DownstreamStream, H2StreamState
+from meshproxy.net.accepted import AcceptedConnection
 from meshproxy.net.original_dst import Redirect
 from meshproxy.router.request import RouterRequest
 
@@ -68,7 +70,7 @@ class H2ConnectionState(enum.Enum):
     CLOSED = "closed"
 
 
-class H2ConnectionManager(asyncio.Protocol):
+class H2ConnectionManager(AcceptedConnection, asyncio.Protocol):
     """One HTTP/2 client connection. Implements `ClientConnection` and the streams' `StreamHost`."""
 
     __slots__ = (
@@ -80,9 +82,6 @@ class H2ConnectionManager(asyncio.Protocol):
         "last_activity",
         "last_stream_id",
         "opened",
-        "peer",
-        "peer_ip",
-        "redirect",
         "requests",
         "state",
         "streams",
@@ -91,14 +90,12 @@ class H2ConnectionManager(asyncio.Protocol):
     )  # fmt: skip
 
     def __init__(self, ctx: ConnectionContext, redirect: Redirect | None = None) -> None:
+        super().__init__(redirect)  # SO_ORIGINAL_DST, read only if a request needs it
         self.ctx = ctx
         self.h2 = h2_codec.new_connection(client_side=False)
         self.transport: asyncio.Transport | None = None
         self.state = H2ConnectionState.OPEN
         self.streams: dict[int, H2DownstreamStream] = {}
-        self.redirect = redirect  # the dispatcher's: SO_ORIGINAL_DST, read only if a request needs it
-        self.peer_ip = b"-"
-        self.peer = "-"
         self.last_activity = self.opened = ctx.clock.now()
         self.requests = 0
         self.last_stream_id = 0
@@ -106,14 +103,6 @@ class H2ConnectionManager(asyncio.Protocol):
         self.in_batch = False  # inside data_received: one write at its end
         self.flush_scheduled = False
         self.write_paused = False  # the client socket's buffer is full (asyncio pause_writing)
-
-    @property
-    def original_destination(self) -> tuple[str, int] | None:
-        return self.redirect.destination if self.redirect is not None else None
-
-    @property
-    def original_port(self) -> int | None:
-        return self.redirect.port if self.redirect is not None else None
 
     def __repr__(self) -> str:
         return (
@@ -132,10 +121,7 @@ class H2ConnectionManager(asyncio.Protocol):
     def adopt(self, transport: asyncio.BaseTransport) -> None:
         """Take over `transport` (a new connection, or one switched from HTTP/1.1)."""
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer_ip = str(peer[0]).encode()
-            self.peer = f"{peer[0]}:{peer[1]}"
+        self.note_peer(transport)
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.ctx.clock.now()
@@ -192,13 +178,11 @@ class H2ConnectionManager(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        for stream in list(self.streams.values()):
-            stream.update_producer()
+        update_producers(self.streams.values())
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        for stream in list(self.streams.values()):
-            stream.update_producer()
+        update_producers(self.streams.values())
 
     # ---------------------------------------------------------------- request events
     def _on_request(self, event: RequestReceived) -> None:

@@ -19,6 +19,7 @@ from meshproxy.downstream.h1 import Http1ConnectionManager
 from meshproxy.downstream.h2 import H2ConnectionManager
 from meshproxy.listeners.detect import Detected, Detection, detect
 from meshproxy.listeners.policy import PolicyListener
+from meshproxy.net.accepted import AcceptedConnection
 from meshproxy.net.original_dst import Redirect
 from meshproxy.tcp.proxy import TcpProxySession
 from meshproxy.upstream.cluster import ClusterRuntime
@@ -50,28 +51,20 @@ class DispatchState(enum.Enum):
     CLOSED = "closed"
 
 
-class ConnectionDispatcher(asyncio.Protocol):
-    __slots__ = ("buffer", "listener", "policy", "redirect", "state", "timer", "transport")
+class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
+    __slots__ = ("buffer", "listener", "policy", "state", "timer", "transport")
 
     def __init__(self, listener: PolicyListener, policy: SniffingPolicy) -> None:
+        super().__init__(None)  # the redirect is known once the transport is
         self.listener = listener
         self.policy = policy
         self.transport: asyncio.Transport | None = None
-        self.redirect: Redirect | None = None
         self.buffer = b""
         self.state = DispatchState.WAITING
         self.timer: Timer | None = None
 
     def __repr__(self) -> str:
         return f"<ConnectionDispatcher {self.listener.local_address} {self.state.value} {self.redirect!r}>"
-
-    @property
-    def original_destination(self) -> tuple[str, int] | None:
-        return self.redirect.destination if self.redirect is not None else None
-
-    @property
-    def original_port(self) -> int | None:
-        return self.redirect.port if self.redirect is not None else None
 
     # ---------------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

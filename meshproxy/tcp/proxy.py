@@ -17,10 +17,10 @@ from typing import cast
 
 from meshproxy.config.snapshot import RetryPolicy
 from meshproxy.core.clock import Timer
-from meshproxy.net.connector import ConnectFailure
 from meshproxy.router.retry import backoff_delay
 from meshproxy.telemetry.stats import TcpProxyStats
 from meshproxy.upstream.cluster import ClusterRuntime
+from meshproxy.upstream.connect import connect_host
 from meshproxy.upstream.host import Host
 
 log = logging.getLogger("meshproxy.tcp")
@@ -138,31 +138,23 @@ class TcpProxySession:
             self.host = host
             self.tried += (host,)
             self.attempts += 1
-            stats = cluster.stats
-            stats.upstream_cx_total += 1
-            host.cx_total += 1
             up = _Side(self, upstream=True)
-            try:
-                await cluster.connector.connect(up, host.address, host.port, cluster.config.connect_timeout)
-            except ConnectFailure as exc:
+            failure = await connect_host(
+                cluster.connector, up, host, cluster.stats, cluster.config.connect_timeout
+            )
+            if failure is not None:
                 cluster.breakers.connection_closed()
-                stats.upstream_cx_connect_fail += 1
-                if exc.timed_out:
-                    stats.upstream_cx_connect_timeout += 1
-                host.cx_connect_fail += 1
                 if self._retry_connect():
-                    stats.upstream_rq_retry += 1
+                    cluster.stats.upstream_rq_retry += 1
                     await asyncio.sleep(backoff_delay(self.attempts))
                     continue
                 self.close()
                 return
+            self.up = up
             if self.state is not TcpState.CONNECTING:  # downstream went away meanwhile
                 if up.transport is not None:
-                    up.transport.close()  # connection_lost gives the slot back
+                    up.transport.close()  # side_lost gives the slot and the counts back
                 return
-            stats.upstream_cx_active += 1
-            host.cx_active += 1
-            self.up = up
             self.state = TcpState.OPEN
             for chunk in self.pending:
                 self._write(up, chunk)

@@ -35,6 +35,7 @@ from h2.exceptions import H2Error
 from h2.settings import SettingCodes
 
 from meshproxy.codec import h2 as h2_codec
+from meshproxy.codec.h2_flow import update_producers
 from meshproxy.codec.h2_messages import h2_trailers, response_head_from_h2
 from meshproxy.core.clock import Clock
 from meshproxy.core.events import END, Data, EndOfMessage
@@ -216,13 +217,11 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        for stream in list(self.streams.values()):
-            stream.update_producer()
+        update_producers(self.streams.values())
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        for stream in list(self.streams.values()):
-            stream.update_producer()
+        update_producers(self.streams.values())
 
     # ---------------------------------------------------------------- events
     def _on_window_update(self, sid: int) -> None:

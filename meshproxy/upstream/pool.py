@@ -18,8 +18,9 @@ from typing import cast
 
 from meshproxy.core.clock import Clock
 from meshproxy.core.outcomes import AttemptFailure
-from meshproxy.net.connector import ConnectFailure, Connector
+from meshproxy.net.connector import Connector
 from meshproxy.telemetry.stats import ClusterStats
+from meshproxy.upstream.connect import connect_host
 from meshproxy.upstream.host import Host
 from meshproxy.upstream.limits import CircuitBreakers
 from meshproxy.upstream.ports import ConnectionOwner, PooledConnection, PoolWaiter, Upstream
@@ -148,27 +149,15 @@ class HostPool:
 
     # ---------------------------------------------------------------- connecting (the I/O)
     async def _connect(self, connection: PooledConnection) -> None:
-        host = self.host
-        stats = self.stats
-        stats.upstream_cx_total += 1
-        host.cx_total += 1
-        try:
-            # every PooledConnection is also the asyncio.Protocol that owns its socket
-            transport_owner = cast(asyncio.Protocol, connection)
-            await self.connector.connect(transport_owner, host.address, host.port, self.connect_timeout)
-        except ConnectFailure as exc:
-            self.connecting -= 1
+        # every PooledConnection is also the asyncio.Protocol that owns its socket
+        owner = cast(asyncio.Protocol, connection)
+        failure = await connect_host(self.connector, owner, self.host, self.stats, self.connect_timeout)
+        self.connecting -= 1
+        if failure is not None:
             self.breakers.connection_closed()
-            stats.upstream_cx_connect_fail += 1
-            if exc.timed_out:
-                stats.upstream_cx_connect_timeout += 1
-            host.cx_connect_fail += 1
-            log.debug("%r: connect failed: %s", self, exc)
+            log.debug("%r: connect failed: %s", self, failure)
             self._fail_unservable()
             return
-        self.connecting -= 1
-        stats.upstream_cx_active += 1
-        host.cx_active += 1
         self.connections.append(connection)
         if self.state is PoolState.CLOSED:
             connection.close()

@@ -1,0 +1,33 @@
+"""What every protocol object on an accepted client connection knows of its socket: the peer's address and,
+for a connection iptables redirected here, where it was originally going (read on first use)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from meshproxy.net.original_dst import Redirect
+
+
+class AcceptedConnection:
+    """Mixin for the connection managers and the dispatcher (they set `redirect`, `peer`, `peer_ip`)."""
+
+    __slots__ = ("peer", "peer_ip", "redirect")
+
+    def __init__(self, redirect: Redirect | None) -> None:
+        self.redirect = redirect
+        self.peer = "-"
+        self.peer_ip = b"-"
+
+    @property
+    def original_destination(self) -> tuple[str, int] | None:
+        return self.redirect.destination if self.redirect is not None else None
+
+    @property
+    def original_port(self) -> int | None:
+        return self.redirect.port if self.redirect is not None else None
+
+    def note_peer(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_ip = str(peer[0]).encode()
+            self.peer = f"{peer[0]}:{peer[1]}"
