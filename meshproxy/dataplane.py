@@ -7,13 +7,14 @@ cluster manager keeps unchanged clusters' pools across the swap.
 from __future__ import annotations
 
 import enum
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from meshproxy.config.snapshot import EgressFilter, Identity, RouteTable, Snapshot
 from meshproxy.http import h2_codec
-from meshproxy.http.codec import ClientCodec, ServerCodec
+from meshproxy.http.codec import MAX_HEADERS_COUNT, MAX_HEADERS_KB, ClientCodec, ServerCodec
 from meshproxy.settings import Settings
 from meshproxy.telemetry.record import RequestRecord
 from meshproxy.telemetry.stats import StatsStore, TargetStats
@@ -48,14 +49,25 @@ class RequestSink(Protocol):
     def target_stats(self, virtual_service: str, virtual_node: str) -> TargetStats | None: ...
 
 
-def codec_factories(parser: str) -> tuple[Callable[[], ServerCodec], Callable[[], ClientCodec]]:
+def codec_factories(
+    parser: str, max_headers_kb: int = MAX_HEADERS_KB, max_headers_count: int = MAX_HEADERS_COUNT
+) -> tuple[Callable[[], ServerCodec], Callable[[], ClientCodec]]:
+    """(server codec factory, client codec factory) of an HTTP/1.1 implementation, with the head limits
+    (Settings.max_request_headers_kb / _count) bound in."""
+    server: Callable[[int, int], ServerCodec]
+    client: Callable[[int, int], ClientCodec]
     if parser == "h11":
         from meshproxy.http.h1_h11 import H11ClientCodec, H11ServerCodec
 
-        return H11ServerCodec, H11ClientCodec
-    from meshproxy.http.h1_httptools import HttptoolsClientCodec, HttptoolsServerCodec
+        server, client = H11ServerCodec, H11ClientCodec
+    else:
+        from meshproxy.http.h1_httptools import HttptoolsClientCodec, HttptoolsServerCodec
 
-    return HttptoolsServerCodec, HttptoolsClientCodec
+        server, client = HttptoolsServerCodec, HttptoolsClientCodec
+    return (
+        functools.partial(server, max_headers_kb, max_headers_count),
+        functools.partial(client, max_headers_kb, max_headers_count),
+    )
 
 
 def empty_snapshot(identity: Identity) -> Snapshot:
@@ -75,7 +87,9 @@ class Dataplane:
         self.settings = settings
         self.store = store
         self.telemetry = telemetry
-        self.server_codec_factory, self.client_codec_factory = codec_factories(settings.http1_parser)
+        self.server_codec_factory, self.client_codec_factory = codec_factories(
+            settings.http1_parser, settings.max_request_headers_kb, settings.max_request_headers_count
+        )
         h2_codec.select(settings.http2_codec)
         self.clusters = ClusterManager(store, self.client_codec_factory)
         self.snapshot: Snapshot = empty_snapshot(settings.identity)

@@ -214,8 +214,7 @@ class DownstreamConnection(asyncio.Protocol):
             return
         if stream is not None:
             stream.on_downstream_lost()
-        reply = local_reply.BAD_REQUEST
-        self._write_local_reply(reply, close=True)
+        self._write_local_reply(local_reply.protocol_error_reply(exc.status), close=True)
         self._close()
 
     # ---------------------------------------------------------------- response side (called by the stream)
@@ -323,11 +322,20 @@ class DownstreamConnection(asyncio.Protocol):
             return
         if self.receiving is not None:
             return  # the upstream answered early; the rest of the request body is still being consumed
-        events = self.codec.next_cycle()
-        if self.held or events:
-            held = list(self.held) + events
+        if self.held:
+            # Requests parsed with the one just answered go first; the codec's own (and an error it found
+            # after them: garbage after a valid request gets its 400 only now) come once they are answered.
+            held = list(self.held)
             self.held.clear()
             asyncio.get_running_loop().call_soon(self._resume_held, held)
+            return
+        try:
+            events = self.codec.next_cycle()
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        if events:
+            asyncio.get_running_loop().call_soon(self._resume_held, events)
         else:
             self.resume_reading()
 

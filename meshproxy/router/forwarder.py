@@ -29,12 +29,19 @@ from meshproxy.http.codec import (
     EndOfMessage,
     Event,
     Headers,
+    ProtocolError,
     RequestHead,
     ResponseHead,
     Upgraded,
 )
 from meshproxy.http.grpc import grpc_status_of, grpc_timeout_of
-from meshproxy.http.headers import ENVOY_CONTROL_PREFIX, HOP_BY_HOP, connection_tokens, new_request_id
+from meshproxy.http.headers import (
+    ENVOY_CONTROL_PREFIX,
+    HOP_BY_HOP,
+    connection_tokens,
+    new_request_id,
+    nominates_framing_or_host,
+)
 from meshproxy.http.local_reply import LocalReply, ResponseFlag
 from meshproxy.listeners.direction import ListenerDirection
 from meshproxy.router.match import find_virtual_host, header_value, pick_weighted, select_route, split_target
@@ -94,6 +101,7 @@ class UpstreamRequest:
         "flags",
         "head",
         "host",
+        "host_missing",
         "host_rewrite",
         "idle_timeout",
         "last_activity",
@@ -163,6 +171,7 @@ class UpstreamRequest:
         self.idle_timeout: float | None = None  # the route's (or ingress listener's) `idle`; None = disabled
         self.last_activity = self.start
         self.host_rewrite: str | None = None
+        self.host_missing = False  # no Host line to rewrite: HTTP/1.0 without one, absolute-form without one
 
     def __repr__(self) -> str:
         return (
@@ -178,7 +187,13 @@ class UpstreamRequest:
         snapshot = down.snapshot
         authority, path = split_target(head.target)
         if authority is None:
-            authority = header_value(head.headers, "host") or ""
+            host = header_value(head.headers, "host")
+            self.host_missing = host is None
+            authority = host or ""
+        else:
+            # RFC 9112 §3.2.2: absolute-form names the target; Host is replaced by its authority (as Envoy)
+            self.host_rewrite = authority
+            self.host_missing = header_value(head.headers, "host") is None
         self.authority = authority
         self.path = path
         if listener.ingress:
@@ -265,6 +280,9 @@ class UpstreamRequest:
                 listener.stat_prefix, head.headers, head.method, authority, path
             )
         self.upstream_head = self._upstream_head(path)
+        if self.upstream_head is None:
+            self.local_reply(local_reply.BAD_REQUEST)
+            return
         if head.expect_continue:
             down.write(down.codec.encode_informational(100, []))
         self.attempt()
@@ -302,10 +320,12 @@ class UpstreamRequest:
             if new_path != path:
                 self.original_path = path
                 self.path = new_path
-            self.host_rewrite = rewrite.hostname
+            if rewrite.hostname is not None:
+                self.host_rewrite = rewrite.hostname
         return route
 
-    def _upstream_head(self, path: str) -> RequestHead:
+    def _upstream_head(self, path: str) -> RequestHead | None:
+        """The request as it goes upstream; None if it cannot go (Connection nominates framing or Host)."""
         head = self.head
         down = self.down
         headers: Headers = []
@@ -337,7 +357,11 @@ class UpstreamRequest:
         if has_connection:
             drop = connection_tokens(head.headers)  # names listed in Connection are hop-by-hop too
             if drop:
+                if nominates_framing_or_host(drop):
+                    return None
                 headers = [(n, v) for n, v in headers if n not in drop]
+        if self.host_missing:
+            headers.append((b"host", (host_rewrite or self.authority).encode("latin-1")))
         if request_id is None:
             headers.append((b"x-request-id", new_request_id()))
         if self.original_path is not None:
@@ -416,18 +440,34 @@ class UpstreamRequest:
             host.rq_total += 1
             host.rq_active += 1
         codec = connection.codec
-        out = [codec.encode_request_head(self.upstream_head)]
-        for chunk in self.body:
-            out.append(codec.encode_data(chunk))
+        try:
+            out = [codec.encode_request_head(self.upstream_head)]
+            for chunk in self.body:
+                out.append(codec.encode_data(chunk))
+            if self.request_complete:
+                out.append(codec.encode_end())
+        except ProtocolError:
+            self._request_not_encodable()
+            return
         if not self.replayable:
             self.body = []
         if self.request_complete:
-            out.append(codec.encode_end())
             self._start_try_timer()
         connection.write(b"".join(out))
         if self.down_paused:
             self.down_paused = False
             self.down.resume_reading()
+
+    def _request_not_encodable(self) -> None:
+        """The upstream codec refused the request (a field holding CR, LF or NUL, a body longer than its
+        Content-Length): it cannot be forwarded as received. The upstream connection, possibly mid-request,
+        is closed; the client gets 400 (or a reset once its response started)."""
+        self._end_attempt(reuse=False)
+        if self.response_started:
+            self.flags.append(ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR.value)
+            self.abort_downstream()
+        else:
+            self.local_reply(local_reply.BAD_REQUEST)
 
     def on_pool_failure(self, failure: AttemptFailure) -> None:
         self.pool = None
@@ -561,7 +601,10 @@ class UpstreamRequest:
         state = self.state
         # HTTP/2 hook: the request keeps flowing after the response started (gRPC bidirectional streams)
         if connection is not None and (state is StreamState.FORWARDING or state is StreamState.RESPONDING):
-            connection.write(connection.codec.encode_data(data))
+            try:
+                connection.write(connection.codec.encode_data(data))
+            except ProtocolError:
+                self._request_not_encodable()
         elif (
             self.state is not StreamState.DONE
             and not self.down_paused
@@ -577,7 +620,11 @@ class UpstreamRequest:
         if connection is not None and (state is StreamState.FORWARDING or state is StreamState.RESPONDING):
             # Always call write: an HTTP/2 upstream's codec queues frames and write() is what flushes them
             # (an HTTP/1.1 connection ignores the empty end marker of a Content-Length body).
-            connection.write(connection.codec.encode_end())
+            try:
+                connection.write(connection.codec.encode_end())
+            except ProtocolError:
+                self._request_not_encodable()
+                return
         if self.state is not StreamState.DONE:
             self._start_timers()
 
@@ -641,27 +688,39 @@ class UpstreamRequest:
         codec = down.codec
         out: list[bytes] = []
         done = False
-        for index, event in enumerate(events):
-            if isinstance(event, Data):
-                self.bytes_sent += len(event.data)
-                out.append(codec.encode_data(event.data))
-            elif isinstance(event, ResponseHead):
-                if not self._on_response_head(event, out):
-                    # Retrying this response. If it is already complete, the connection is clean and reusable
-                    # (an HTTP/1.1 connection mid-response is not: it is closed).
-                    complete = any(isinstance(e, EndOfMessage) for e in events[index + 1 :])
-                    self._end_attempt(reuse=complete and self.request_complete)
-                    self.schedule_retry()
+        try:
+            for index, event in enumerate(events):
+                if isinstance(event, Data):
+                    self.bytes_sent += len(event.data)
+                    out.append(codec.encode_data(event.data))
+                elif isinstance(event, ResponseHead):
+                    if not self._on_response_head(event, out):
+                        # Retrying this response. If it is already complete, the connection is clean and
+                        # reusable (an HTTP/1.1 connection mid-response is not: it is closed).
+                        complete = any(isinstance(e, EndOfMessage) for e in events[index + 1 :])
+                        self._end_attempt(reuse=complete and self.request_complete)
+                        self.schedule_retry()
+                        return
+                    if self.state is StreamState.DONE:
+                        return  # answered locally (a head the downstream codec refused)
+                elif isinstance(event, EndOfMessage):
+                    # HTTP/2 hook: trailers (gRPC status) are relayed where the downstream can carry them
+                    trailers = event.trailers
+                    out.append(codec.encode_end() if trailers is None else down.encode_trailers(trailers))
+                    done = True
+                    break
+                elif isinstance(event, Upgraded):
+                    self._start_tunnel(event.trailing, out)
                     return
-            elif isinstance(event, EndOfMessage):
-                # HTTP/2 hook: trailers (gRPC status) are relayed where the downstream can carry them
-                trailers = event.trailers
-                out.append(codec.encode_end() if trailers is None else down.encode_trailers(trailers))
-                done = True
-                break
-            elif isinstance(event, Upgraded):
-                self._start_tunnel(event.trailing, out)
-                return
+        except ProtocolError:
+            # The downstream codec refused the body (e.g. more bytes than the head's Content-Length): what was
+            # encoded goes out, then the client is reset, as Envoy resets a response it cannot complete.
+            if out:
+                down.write(b"".join(out))
+            self.flags.append(ResponseFlag.UPSTREAM_PROTOCOL_ERROR.value)
+            self._end_attempt(reuse=False)
+            self.abort_downstream()
+            return
         if out:
             down.write(b"".join(out))
         if done:
@@ -698,10 +757,18 @@ class UpstreamRequest:
                 self.cluster_stats.upstream_rq_retry_success += 1
         self.service_time_ms = int((now - self.attempt_start) * 1000)
         self._cancel_try_timer()
+        try:
+            encoded = self.down.encode_response_head(head, self.service_time_ms)
+        except ProtocolError:
+            # A response head the downstream codec refuses to write (CR, LF or NUL in a field): nothing was
+            # sent, so the client gets Envoy's 502 for an upstream protocol error instead.
+            self._end_attempt(reuse=False)
+            self.local_reply(local_reply.UPSTREAM_PROTOCOL_ERROR)
+            return True
         self.response_status = status
         self.response_started = True
         self.state = StreamState.RESPONDING
-        out.append(self.down.encode_response_head(head, self.service_time_ms))
+        out.append(encoded)
         return True
 
     def _start_tunnel(self, trailing: bytes, out: list[bytes]) -> None:
