@@ -273,9 +273,10 @@ class H11ClientCodec(_H11Codec):
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
         try:
-            request = h11.Request(method=head.method, target=head.target, headers=head.headers)
+            method, target = head.method.encode("ascii"), head.target.encode("latin-1")
+            request = h11.Request(method=method, target=target, headers=head.headers)
             out = conn.send(request)
-        except h11.LocalProtocolError as exc:
+        except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
             raise ProtocolError(f"cannot encode request: {exc}") from exc
         self._method = request.method
         return out
