@@ -47,6 +47,7 @@ _CHUNK_LINE = re.compile(
     rb"(?:\r?\n)?0*[0-9A-Fa-f]{1,16}(?:;" + _TCHAR + rb"+(?:=(?:" + _TCHAR + rb"*|" + _QUOTED + rb"))?)*\r\n"
 )
 _CRLF = b"\r\n"
+_FRAMING_FIELDS = (b"content-length", b"transfer-encoding")
 
 
 def _check_head(raw: bytes) -> None:
@@ -126,6 +127,9 @@ class _H11Codec:
             raise ProtocolError("control character, bare CR or LF, or obs-fold in the trailers")
         if len(event.headers) > self._max_count:
             raise ProtocolError("too many trailer fields", 431)
+        if any(name in _FRAMING_FIELDS for name, _ in event.headers):
+            # RFC 9110 §6.5.1: framing is never sent as a trailer; llhttp refuses it, and so do we
+            raise ProtocolError("content-length or transfer-encoding in the trailers")
 
     def _failed(self, events: list[Event], error: ProtocolError) -> list[Event]:
         """Complete messages before the error are delivered; the error comes after them (`next_cycle`)."""
