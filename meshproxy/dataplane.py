@@ -8,12 +8,13 @@ of every listener; the telemetry hub is the requests' tracer and observer.
 from __future__ import annotations
 
 import enum
+import functools
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from meshproxy.codec import h2 as h2_codec
-from meshproxy.codec.h1 import ClientCodec, ServerCodec
+from meshproxy.codec.h1 import MAX_HEADERS_COUNT, MAX_HEADERS_KB, ClientCodec, ServerCodec
 from meshproxy.codec.h1_h11 import H11ClientCodec, H11ServerCodec
 from meshproxy.codec.h1_httptools import HttptoolsClientCodec, HttptoolsServerCodec
 from meshproxy.config.snapshot import EgressFilter, Identity, RouteTable, Snapshot
@@ -38,11 +39,21 @@ class Telemetry(RequestObserver, Tracer, Protocol):
     """The telemetry hub (telemetry/hub.py) as the data plane uses it: tracer and request observer."""
 
 
-def codec_factories(parser: str) -> tuple[Callable[[], ServerCodec], Callable[[], ClientCodec]]:
-    """The HTTP/1.1 codec pair for `MESHPROXY_HTTP1_PARSER`."""
+def codec_factories(
+    parser: str, max_headers_kb: int = MAX_HEADERS_KB, max_headers_count: int = MAX_HEADERS_COUNT
+) -> tuple[Callable[[], ServerCodec], Callable[[], ClientCodec]]:
+    """(server codec factory, client codec factory) of an HTTP/1.1 implementation (`MESHPROXY_HTTP1_PARSER`),
+    with the head limits (Settings.max_request_headers_kb / _count) bound in."""
+    server: Callable[[int, int], ServerCodec]
+    client: Callable[[int, int], ClientCodec]
     if parser == "h11":
-        return H11ServerCodec, H11ClientCodec
-    return HttptoolsServerCodec, HttptoolsClientCodec
+        server, client = H11ServerCodec, H11ClientCodec
+    else:
+        server, client = HttptoolsServerCodec, HttptoolsClientCodec
+    return (
+        functools.partial(server, max_headers_kb, max_headers_count),
+        functools.partial(client, max_headers_kb, max_headers_count),
+    )
 
 
 def empty_snapshot(identity: Identity) -> Snapshot:
@@ -71,7 +82,9 @@ class Dataplane:
         self.store = store
         self.telemetry = telemetry
         self.clock = clock
-        self.server_codec_factory, self.client_codec_factory = codec_factories(settings.http1_parser)
+        self.server_codec_factory, self.client_codec_factory = codec_factories(
+            settings.http1_parser, settings.max_request_headers_kb, settings.max_request_headers_count
+        )
         h2_codec.select(settings.http2_codec)
         self.clusters = ClusterManager(store, self.client_codec_factory, connector, clock)
         self.snapshot: Snapshot = empty_snapshot(settings.identity)

@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from meshproxy.codec.h1 import MAX_HEADERS_COUNT, MAX_HEADERS_KB
 from meshproxy.config.snapshot import Identity, ResourceKind
 
 log = logging.getLogger("meshproxy.settings")
@@ -54,6 +55,9 @@ class Settings:
     drain_wait_s: int = 20  # LISTENER_DRAIN_WAIT_TIME_S, 5..110
     http1_parser: str = "httptools"  # MESHPROXY_HTTP1_PARSER: httptools | h11
     http2_codec: str = "lean"  # MESHPROXY_HTTP2_CODEC: lean | h2 (the h2 library, the reference)
+    # request head limits, Envoy's defaults (HCM max_request_headers_kb, max_headers_count): beyond -> 431
+    max_request_headers_kb: int = MAX_HEADERS_KB  # MESHPROXY_MAX_REQUEST_HEADERS_KB, 1..8192 (Envoy's range)
+    max_request_headers_count: int = MAX_HEADERS_COUNT  # MESHPROXY_MAX_REQUEST_HEADERS_COUNT, >= 1
     ignored_uid: int = 1337  # APPMESH_IGNORE_UID: the UID the interception rules skip
     # stats
     stats_tags: bool = False  # ENABLE_ENVOY_STATS_TAGS
@@ -83,6 +87,7 @@ LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical", 
 HTTP1_PARSERS = ("httptools", "h11")
 HTTP2_CODECS = ("lean", "h2")
 DRAIN_WAIT_MIN_S, DRAIN_WAIT_MAX_S, DRAIN_WAIT_DEFAULT_S = 5, 110, 20
+MAX_HEADERS_COUNT_LIMIT = 2147483647  # Envoy's max_headers_count is a uint32 > 0; keep it int32-sized
 # Go time.ParseDuration units, in seconds.
 _GO_UNITS = {
     "ns": 1e-9,
@@ -343,6 +348,13 @@ def _stats_flush_interval(reader: _Env) -> float:
     return seconds
 
 
+def _bounded(reader: _Env, name: str, default: int, low: int, high: int) -> int:
+    value = reader.integer(name, default)
+    if not low <= value <= high:
+        raise SettingsError(name, f"must be an integer in {low}..{high}, got {value}")
+    return value
+
+
 def _choice(reader: _Env, name: str, choices: tuple[str, ...], default: str) -> str:
     value = reader.text(name, default)
     if value not in choices:
@@ -407,6 +419,10 @@ def load_settings(env: Mapping[str, str], *, config_source: str | None = None) -
         drain_wait_s=_drain_wait(reader),
         http1_parser=_choice(reader, "MESHPROXY_HTTP1_PARSER", HTTP1_PARSERS, "httptools"),
         http2_codec=_choice(reader, "MESHPROXY_HTTP2_CODEC", HTTP2_CODECS, "lean"),
+        max_request_headers_kb=_bounded(reader, "MESHPROXY_MAX_REQUEST_HEADERS_KB", MAX_HEADERS_KB, 1, 8192),
+        max_request_headers_count=_bounded(
+            reader, "MESHPROXY_MAX_REQUEST_HEADERS_COUNT", MAX_HEADERS_COUNT, 1, MAX_HEADERS_COUNT_LIMIT
+        ),
         ignored_uid=ignored_uid,
         stats_tags=reader.flag("ENABLE_ENVOY_STATS_TAGS"),
         stats_flush_interval_s=_stats_flush_interval(reader),

@@ -76,8 +76,10 @@ class WorkerHandle:
         env = dict(os.environ)
         env[CONTROL_FD_ENV] = str(child.fileno())
         env[WORKER_INDEX_ENV] = str(self.index)
+        # -P (Python 3.11): `-m` would otherwise put the working directory first on sys.path, and a
+        # `meshproxy/` folder there would run instead of the installed package (issue 11).
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "meshproxy", "run", *argv, env=env, pass_fds=(child.fileno(),)
+            sys.executable, "-P", "-m", "meshproxy", "run", *argv, env=env, pass_fds=(child.fileno(),)
         )
         child.close()
         self.reader, self.writer = await asyncio.open_connection(sock=parent)

@@ -7,11 +7,22 @@ sides of a proxied message can frame differently (an HTTP/1.0 close-delimited re
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections import deque
 
 import httptools
 
-from meshproxy.codec.h1 import ProtocolError, body_kind_of
+from meshproxy.codec.h1 import (
+    HEAD_SLACK_BYTES,
+    MAX_HEADERS_COUNT,
+    MAX_HEADERS_KB,
+    ProtocolError,
+    body_kind_of,
+    framing_of,
+    head_size,
+    until_last_message,
+)
 from meshproxy.core.events import (
     END,
     BodyKind,
@@ -29,11 +40,35 @@ _SEP = b": "
 
 
 def encode_headers(first_line: bytes, headers: Headers) -> bytes:
+    """A message head. Raises ProtocolError, writing nothing, if a name or value holds CR, LF or NUL.
+
+    Defence in depth behind the parsers (issue 11): a field that reached us with `\r\n` inside (through
+    HTTP/2, or a bug) must never become two lines upstream. The check counts line ends in the joined head
+    (C-speed scans, no per-header Python work): every line but the last must hold exactly one CR and one LF.
+    """
     parts = [first_line]
     for name, value in headers:
         parts += (name, _SEP, value, _CRLF)
     parts.append(_CRLF)
-    return b"".join(parts)
+    head = b"".join(parts)
+    lines = len(headers) + 2
+    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\x00" in head:
+        raise ProtocolError("CR, LF or NUL in a header field or the start line: not written")
+    return head
+
+
+def request_line(head: RequestHead) -> bytes:
+    """`METHOD SP target SP HTTP/1.1 CRLF`; ProtocolError if a space (or a character that is not ASCII in the
+    method, latin-1 in the target) would change what the upstream reads there. CR, LF and NUL are
+    `encode_headers`' to refuse."""
+    try:
+        method = head.method.encode("ascii")
+        target = head.target.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ProtocolError("a request line that is not latin-1") from None
+    if b" " in method or b" " in target or not method or not target:
+        raise ProtocolError("a space in the method or the target, or an empty one")
+    return b"%b %b HTTP/1.1\r\n" % (method, target)
 
 
 def encode_chunk(data: bytes) -> bytes:
@@ -41,27 +76,84 @@ def encode_chunk(data: bytes) -> bytes:
 
 
 _LAST_CHUNK = b"0\r\n\r\n"
+# RFC 9110 §5.6.2 tchar: any token is a method (§9.1), registered or not.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_MAX_METHOD = 64  # bytes of an unknown method llhttp would refuse, before its end must have arrived
+_STAND_IN_METHOD = b"GET"  # what llhttp is shown in place of a method it does not know (same framing rules)
 
 
 class _HeadDone(Exception):
     """Raised from a parser callback to stop llhttp after the head of a response to HEAD."""
 
 
+class _MessageCounter:
+    """llhttp callbacks that only count complete messages (finds where a pipelined request starts)."""
+
+    __slots__ = ("complete",)
+
+    def __init__(self) -> None:
+        self.complete = 0
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
+
+
+def _message_end(data: bytes, messages: int) -> int:
+    """The offset in `data` (which starts between two requests) just after its first `messages` requests.
+
+    Only used when a pipelined request has a method llhttp does not know: a bisection over prefixes, each
+    parsed by a fresh counting parser (llhttp reports no offsets).
+    """
+    low, high = 0, len(data)
+    while low < high:
+        middle = (low + high) // 2
+        counter = _MessageCounter()
+        with contextlib.suppress(httptools.HttpParserError):
+            httptools.HttpRequestParser(counter).feed_data(data[:middle])
+        if counter.complete >= messages:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
 class HttptoolsServerCodec:
-    """Downstream codec. Pipelined requests are parsed as they arrive; the connection manager queues them."""
+    """Downstream codec. Pipelined requests are parsed as they arrive; the connection manager queues them.
+
+    llhttp validates the bytes (RFC 9112 grammar, framing, control characters); this class adds what llhttp
+    leaves to its user, at a cost paid once per head rather than per field: the size and count limits
+    (431), Host (RFC 9112 §3.2), the target's form, HTTP/1.0 with Transfer-Encoding (§6.1), methods llhttp
+    does not know (any RFC 9110 token is a method), and serving complete requests that precede garbage.
+    """
 
     __slots__ = (
         "_chunked_out",
+        "_custom_method",
+        "_error",
         "_events",
+        "_feed_len",
         "_head_requests",
+        "_head_upper",
         "_headers",
+        "_idle",
+        "_max_bytes",
+        "_max_count",
+        "_max_quiet",
         "_no_body",
         "_parser",
+        "_pending",
+        "_quiet",
+        "_replay",
         "_trailers",
         "_url",
     )
 
-    def __init__(self) -> None:
+    def __init__(
+        self, max_headers_kb: int = MAX_HEADERS_KB, max_headers_count: int = MAX_HEADERS_COUNT
+    ) -> None:
+        """`max_headers_kb` bounds a request head (target, names and values, as Envoy's
+        `max_request_headers_kb`); `max_headers_count` its fields (Envoy's `max_headers_count`); beyond
+        either the request gets 431."""
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
         self._url = b""
@@ -70,49 +162,94 @@ class HttptoolsServerCodec:
         self._chunked_out = False
         self._head_requests: deque[bool] = deque()  # per parsed request, in order: was it HEAD?
         self._no_body = False  # the response being encoded answers a HEAD request
+        self._max_bytes = max_headers_kb * 1024
+        self._max_count = max_headers_count
+        self._max_quiet = self._max_bytes + HEAD_SLACK_BYTES
+        self._quiet = 0  # bytes fed since the last read that gave an event (a head or trailers in progress)
+        self._feed_len = 0
+        self._head_upper = 0  # an upper bound of the current head's raw size
+        self._idle = True  # between two requests
+        self._custom_method: str | None = None
+        self._replay: bytes | None = None  # this request's bytes so far, while it has given no event
+        self._pending = b""  # the start of a request whose unknown method has not fully arrived
+        self._error: ProtocolError | None = (
+            None  # raised by next_cycle once the requests before it are served
+        )
 
     # llhttp callbacks
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
         self._trailers = None
+        self._idle = False
+        self._head_upper = self._feed_len
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._trailers is None:
+        trailers = self._trailers
+        if trailers is None:
             self._headers.append((name.lower(), value))
         else:
-            self._trailers.append((name.lower(), value))
+            if len(trailers) >= self._max_count:
+                raise ProtocolError("too many trailer fields", 431)
+            trailers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         headers = self._headers
+        url = self._url
         self._trailers = []
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise ProtocolError(f"unsupported HTTP version {version}")
-        try:
-            kind, length = body_kind_of(headers)
-        except ValueError as exc:
-            raise ProtocolError("invalid content-length") from exc
+        if len(headers) > self._max_count:
+            raise ProtocolError("headers count exceeds limit", 431)
+        target = url.decode("latin-1")
+        # The raw head can only exceed the limit if this many bytes arrived while it was parsed.
+        upper = self._head_upper + self._quiet + self._feed_len
+        if upper > self._max_bytes and head_size(target, headers) > self._max_bytes:
+            raise ProtocolError("headers size exceeds limit", 431)
+        if b"#" in url:
+            raise ProtocolError("fragment in the request target")  # RFC 9112 §3.2: never sent on the wire
+        kind = BodyKind.NONE
+        length = -1
         expect = False
+        hosts = 0
         for name, value in headers:
-            if name == b"expect" and value.lower() == b"100-continue":
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length" or name == b"transfer-encoding":
+                kind, length = framing_of(name, value)
+            elif name == b"expect" and value.lower() == b"100-continue":
                 expect = True
-        method = parser.get_method().decode("ascii")
+        if hosts != 1 and (hosts or version == "1.1"):
+            # RFC 9112 §3.2: exactly one Host in HTTP/1.1 (h11 and Envoy answer 400 otherwise)
+            raise ProtocolError("missing or repeated Host")
+        if kind is BodyKind.CHUNKED and version == "1.0":
+            raise ProtocolError("transfer-encoding in an HTTP/1.0 request")  # RFC 9112 §6.1
+        method = self._custom_method
+        if method is None:
+            method = parser.get_method().decode("ascii")
+        else:
+            self._custom_method = None
+        upgrade = parser.should_upgrade()
+        if upgrade and method == "CONNECT":
+            # RFC 9110 §9.3.6 tunnels are not part of App Mesh's HTTP routes: refused as Envoy does without a
+            # CONNECT upgrade config.
+            raise ProtocolError("CONNECT is not proxied")
         self._head_requests.append(method == "HEAD")
         self._events.append(
             RequestHead(
                 method,
-                self._url.decode("latin-1"),
+                target,
                 headers,
                 version,
                 parser.should_keep_alive(),
                 kind,
                 length,
-                parser.should_upgrade(),
+                upgrade,
                 expect,
             )
         )
@@ -123,28 +260,97 @@ class HttptoolsServerCodec:
     def on_message_complete(self) -> None:
         # HTTP/1.1 trailers are parsed apart from the head (never merged into it) and not forwarded, as
         # Envoy does by default.
+        self._idle = True
         trailers = self._trailers
         self._events.append(EndOfMessage(trailers) if trailers else END)
 
     # codec interface
     def feed(self, data: bytes) -> list[Event]:
+        if self._error is not None:
+            return []  # the connection closes once the requests before the error are answered
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
         events = self._events = []
+        self._feed_len = len(data)
+        idle = self._idle
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             events.append(Upgraded(data[exc.args[0] :]))
+        except httptools.HttpParserInvalidMethodError as exc:
+            return self._unknown_method(data, idle, ProtocolError(str(exc) or "invalid method"))
+        except httptools.HttpParserCallbackError as exc:
+            error = exc.__context__
+            if not isinstance(error, ProtocolError):
+                error = ProtocolError(str(error or exc))
+            return self._failed(error)
         except httptools.HttpParserError as exc:
-            raise ProtocolError(str(exc) or type(exc).__name__) from exc
+            return self._failed(ProtocolError(str(exc) or type(exc).__name__))
+        if events:
+            if self._quiet:
+                self._quiet = 0
+                self._replay = None
+        else:
+            # Nothing complete came of these bytes: a head (or trailers) in progress. Keep them while they may
+            # be the start of a request with an unknown method, and stop at the size limit.
+            if idle:
+                self._replay = data
+            elif self._replay is not None:
+                self._replay += data
+            self._quiet += len(data)
+            if self._quiet > self._max_quiet:
+                return self._failed(
+                    ProtocolError("headers size exceeds limit", 431 if self._trailers is None else 400)
+                )
         return events
 
+    def _failed(self, error: ProtocolError) -> list[Event]:
+        events = until_last_message(self._events, error)
+        self._error = error
+        return events
+
+    def _unknown_method(self, data: bytes, idle: bool, error: ProtocolError) -> list[Event]:
+        """llhttp knows a fixed list of methods; RFC 9110 §9.1 allows any token. Show llhttp a stand-in and
+        report the real method. Only possible where the request starts is known: at the start of this read, or
+        after requests that all began in it."""
+        events = self._events
+        replay = self._replay
+        if not idle and replay is not None and not events:
+            data, idle = replay + data, True  # the request began in earlier reads that gave no event
+        if not idle:
+            return self._failed(error)  # where the failing request starts is unknown: serve the complete ones
+        complete = sum(1 for e in events if isinstance(e, EndOfMessage))
+        start = _message_end(data, complete) if complete else 0
+        rest = data[start:].lstrip(b"\r\n")  # RFC 9112 §2.2: empty lines before a request line
+        space = rest.find(b" ", 0, _MAX_METHOD + 1)
+        method = rest[:space] if space > 0 else rest[: _MAX_METHOD + 1]
+        if not _TOKEN.fullmatch(method) or (space < 0 and len(rest) > _MAX_METHOD):
+            return self._failed(error)
+        self._parser = httptools.HttpRequestParser(self)
+        self._idle = True
+        self._replay = None
+        self._quiet = 0
+        if space < 0:
+            self._pending = rest  # the method is not complete yet
+            self._events = []
+            return events
+        self._custom_method = method.decode("ascii")
+        later = self.feed(_STAND_IN_METHOD + rest[space:])
+        return events + later
+
     def next_cycle(self) -> list[Event]:
+        error = self._error
+        if error is not None:
+            raise error
         return []
 
     def encode_response_head(self, head: ResponseHead) -> bytes:
+        out = encode_headers(b"HTTP/1.1 %d %b\r\n" % (head.status, head.reason), head.headers)
         # RFC 9110 §9.3.2: a response to HEAD has no content, whatever the caller hands us.
         self._no_body = self._head_requests.popleft() if self._head_requests else False
         self._chunked_out = head.body is BodyKind.CHUNKED and not self._no_body
-        return encode_headers(b"HTTP/1.1 %d %b\r\n" % (head.status, head.reason), head.headers)
+        return out
 
     def encode_data(self, data: bytes) -> bytes:
         if self._no_body:
@@ -168,21 +374,32 @@ class HttptoolsServerCodec:
 
 
 class HttptoolsClientCodec:
-    """Upstream codec: one request at a time on a connection (HTTP/1.1 without pipelining, as Envoy)."""
+    """Upstream codec: one request at a time on a connection (HTTP/1.1 without pipelining, as Envoy).
+
+    A response nobody asked for (bytes after the response, e.g. to a request the upstream saw twice) makes
+    the connection unusable: it is never handed to the next request."""
 
     __slots__ = (
         "_chunked_out",
+        "_error",
         "_events",
+        "_expecting",
         "_head_request",
         "_headers",
         "_in_message",
+        "_max_count",
+        "_max_quiet",
         "_parser",
+        "_quiet",
         "_reusable",
         "_trailers",
         "_until_close",
     )  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(
+        self, max_headers_kb: int = MAX_HEADERS_KB, max_headers_count: int = MAX_HEADERS_COUNT
+    ) -> None:
+        """The limits bound a response head as they bound requests (Envoy's `max_headers_count` does)."""
         self._parser = httptools.HttpResponseParser(self)
         self._events: list[Event] = []
         self._headers: Headers = []
@@ -192,18 +409,25 @@ class HttptoolsClientCodec:
         self._until_close = False
         self._reusable = True
         self._in_message = False
+        self._expecting = False  # a request was sent and its final response has not ended
+        self._max_count = max_headers_count
+        self._max_quiet = max_headers_kb * 1024 + HEAD_SLACK_BYTES
+        self._quiet = 0
+        self._error: ProtocolError | None = None
 
     # llhttp callbacks
     def on_message_begin(self) -> None:
+        if not self._expecting:
+            raise ProtocolError("a response to no request")
         self._headers = []
         self._trailers = None
         self._in_message = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._trailers is None:
-            self._headers.append((name.lower(), value))
-        else:
-            self._trailers.append((name.lower(), value))
+        fields = self._headers if self._trailers is None else self._trailers
+        if len(fields) >= self._max_count:
+            raise ProtocolError("headers count exceeds limit")
+        fields.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -213,6 +437,7 @@ class HttptoolsClientCodec:
         if 100 <= status < 200 and status != 101:
             return  # 100 Continue / 103 Early Hints: consumed here (Envoy does not proxy 100-continue)
         keep_alive = parser.should_keep_alive()
+        version = parser.get_http_version()
         if status == 101:
             self._events.append(
                 ResponseHead(status, b"Switching Protocols", headers, "1.1", False, BodyKind.NONE)
@@ -221,19 +446,16 @@ class HttptoolsClientCodec:
         if self._head_request or status in (204, 304):
             kind, length = BodyKind.NONE, -1
         else:
-            try:
-                kind, length = body_kind_of(headers)
-            except ValueError as exc:
-                raise ProtocolError("invalid content-length") from exc
+            kind, length = body_kind_of(headers)
+            if kind is BodyKind.CHUNKED and version == "1.0":
+                raise ProtocolError("transfer-encoding in an HTTP/1.0 response")  # RFC 9112 §6.1
             if kind is BodyKind.NONE:
                 kind = BodyKind.UNTIL_CLOSE
                 keep_alive = False
         self._until_close = kind is BodyKind.UNTIL_CLOSE
         self._reusable = keep_alive
         self._events.append(
-            ResponseHead(
-                status, _reason_of(status), headers, parser.get_http_version(), keep_alive, kind, length
-            )
+            ResponseHead(status, _reason_of(status), headers, version, keep_alive, kind, length)
         )
         if self._head_request:
             self._events.append(END)
@@ -246,16 +468,17 @@ class HttptoolsClientCodec:
         if self._parser.get_status_code() < 200:
             return  # 1xx: swallowed, or 101 whose "body" is the tunnel (reported as Upgraded)
         self._in_message = False
+        self._expecting = False
         trailers = self._trailers
         self._events.append(EndOfMessage(trailers) if trailers else END)
 
     # codec interface
     def encode_request_head(self, head: RequestHead) -> bytes:
+        out = encode_headers(request_line(head), head.headers)
         self._head_request = head.method == "HEAD"
         self._chunked_out = head.body is BodyKind.CHUNKED
-        return encode_headers(
-            b"%b %b HTTP/1.1\r\n" % (head.method.encode(), head.target.encode()), head.headers
-        )
+        self._expecting = True
+        return out
 
     def encode_data(self, data: bytes) -> bytes:
         return encode_chunk(data) if self._chunked_out else data
@@ -267,20 +490,40 @@ class HttptoolsClientCodec:
         return b""
 
     def feed(self, data: bytes) -> list[Event]:
+        if self._error is not None:
+            raise self._error
         events = self._events = []
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             events.append(Upgraded(data[exc.args[0] :]))
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _HeadDone):
+            error = exc.__context__
+            if isinstance(error, _HeadDone):
                 # the parser is mid-message (it expects a body that HEAD responses never carry): start afresh
                 self._parser = httptools.HttpResponseParser(self)
                 self._in_message = False
+                self._expecting = False
                 return events
-            raise ProtocolError(str(exc.__context__ or exc)) from exc
+            return self._failed(
+                error if isinstance(error, ProtocolError) else ProtocolError(str(error or exc))
+            )
         except httptools.HttpParserError as exc:
-            raise ProtocolError(str(exc) or type(exc).__name__) from exc
+            return self._failed(ProtocolError(str(exc) or type(exc).__name__))
+        if events:
+            if self._quiet:
+                self._quiet = 0
+        else:
+            self._quiet += len(data)
+            if self._quiet > self._max_quiet:
+                return self._failed(ProtocolError("response headers size exceeds limit"))
+        return events
+
+    def _failed(self, error: ProtocolError) -> list[Event]:
+        """A complete response before the error is still delivered; the connection is not used again."""
+        self._reusable = False
+        events = until_last_message(self._events, error)
+        self._error = error
         return events
 
     def feed_eof(self) -> list[Event]:
@@ -302,7 +545,8 @@ _REASONS = {
     308: b"Permanent Redirect", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
     404: b"Not Found",
     405: b"Method Not Allowed", 408: b"Request Timeout", 409: b"Conflict", 413: b"Payload Too Large",
-    429: b"Too Many Requests", 500: b"Internal Server Error", 501: b"Not Implemented", 502: b"Bad Gateway",
+    429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error", 501: b"Not Implemented", 502: b"Bad Gateway",
     503: b"Service Unavailable", 504: b"Gateway Timeout",
 }  # fmt: skip
 

@@ -34,6 +34,17 @@ def connection_tokens(headers: Headers) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
+# Fields a `Connection` header may name but that are never hop-by-hop: removing them would change the
+# message's framing (the body read as a second request) or leave it without Host (RFC 9112 §3.2, §6).
+_NEVER_HOP_BY_HOP: frozenset[bytes] = frozenset({b"content-length", b"transfer-encoding", b"host"})
+
+
+def nominates_framing_or_host(tokens: frozenset[bytes]) -> bool:
+    """Does `Connection` name Content-Length, Transfer-Encoding or Host? Such a request is refused (400), as
+    Envoy refuses `Connection: host`: forwarding it either way would guess what the client meant."""
+    return not tokens.isdisjoint(_NEVER_HOP_BY_HOP)
+
+
 def new_request_id() -> bytes:
     """A UUID4-shaped x-request-id from one getrandbits call (uuid.uuid4 costs ~3x more on the hot path)."""
     n = random.getrandbits(128)

@@ -24,6 +24,7 @@ class ResponseFlag(enum.StrEnum):
     LOCAL_RESET = "LR"
     DOWNSTREAM_CONNECTION_TERMINATION = "DC"
     DOWNSTREAM_PROTOCOL_ERROR = "DPE"
+    UPSTREAM_PROTOCOL_ERROR = "UPE"
     STREAM_IDLE_TIMEOUT = "SI"
     NO_CLUSTER_FOUND = "NC"
 
@@ -48,6 +49,19 @@ CONNECTION_TERMINATION = LocalReply(
 UPSTREAM_TIMEOUT = LocalReply(504, b"upstream request timeout", ResponseFlag.UPSTREAM_REQUEST_TIMEOUT, 4)
 STREAM_IDLE_TIMEOUT = LocalReply(408, b"stream timeout", ResponseFlag.STREAM_IDLE_TIMEOUT, 4)
 BAD_REQUEST = LocalReply(400, b"Bad Request", ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR, 13)
+# Envoy's codec answers a head over max_request_headers_kb / max_headers_count with 431 (RFC 6585 §5).
+HEADERS_TOO_LARGE = LocalReply(
+    431, b"Request Header Fields Too Large", ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR, 13
+)
+# An upstream response meshproxy cannot relay (a field the downstream codec refuses to write).
+UPSTREAM_PROTOCOL_ERROR = LocalReply(
+    502, _RESET + b"protocol error", ResponseFlag.UPSTREAM_PROTOCOL_ERROR, 13
+)
+
+
+def protocol_error_reply(status: int) -> LocalReply:
+    """The local reply for a downstream codec's ProtocolError status (400 or 431)."""
+    return HEADERS_TOO_LARGE if status == 431 else BAD_REQUEST
 
 
 class AttemptFailure(enum.Enum):
@@ -60,6 +74,7 @@ class AttemptFailure(enum.Enum):
     PER_TRY_TIMEOUT = "per-try-timeout"
     OVERFLOW = "overflow"  # circuit breaker: never retried (UO)
     NO_HEALTHY_UPSTREAM = "no-healthy-upstream"
+    INVALID_REQUEST = "invalid-request"  # the upstream codec refused to write the request (400, DPE)
 
 
 # The local reply when no attempt is left, by how the last one failed (Envoy's router: UF, UC, UT, UO, UH).
@@ -70,4 +85,5 @@ FAILURE_REPLY: dict[AttemptFailure, LocalReply] = {
     AttemptFailure.PER_TRY_TIMEOUT: UPSTREAM_TIMEOUT,
     AttemptFailure.OVERFLOW: OVERFLOW,
     AttemptFailure.NO_HEALTHY_UPSTREAM: NO_HEALTHY_UPSTREAM,
+    AttemptFailure.INVALID_REQUEST: BAD_REQUEST,
 }

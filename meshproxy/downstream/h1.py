@@ -35,6 +35,7 @@ from meshproxy.downstream.context import ConnectionContext
 from meshproxy.net.accepted import AcceptedConnection
 from meshproxy.net.batch import WriteBatch
 from meshproxy.net.original_dst import Redirect
+from meshproxy.router.context import TunnelEnd
 from meshproxy.router.request import RequestState, RouterRequest
 
 log = logging.getLogger("meshproxy.http")
@@ -70,6 +71,7 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
         "state",
         "status_sent",
         "transport",
+        "tunnel",
         "tunnel_bytes",
     )  # fmt: skip
 
@@ -86,6 +88,7 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
         self.paused = False
         self.last_activity = self.opened = ctx.clock.now()
         self.close_after_response = False
+        self.tunnel: TunnelEnd | None = None
         self.tunnel_bytes = b""
         self.requests = 0
         self.request_start = 0.0
@@ -104,8 +107,8 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
         self.last_activity = self.ctx.clock.now()
         self.ctx.http_stats.downstream_cx_rx_bytes_total += len(data)
         if self.state is DownstreamState.TUNNEL:
-            if self.responding is not None:
-                self.responding.tunnel_send(data)
+            if self.tunnel is not None:
+                self.tunnel.from_client(data)
             return
         if self.held:
             self.held.append(Data(data))  # cannot happen while paused; kept for safety
@@ -119,8 +122,8 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
             self._dispatch(events)
 
     def eof_received(self) -> bool | None:
-        if self.state is DownstreamState.TUNNEL and self.responding is not None:
-            self.responding.tunnel_downstream_eof()
+        if self.state is DownstreamState.TUNNEL and self.tunnel is not None:
+            self.tunnel.client_eof()
             return True  # half-close: the other direction may still flow
         return None
 
@@ -194,7 +197,7 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
             request.on_downstream_lost()
             self._abort_transport()
             return
-        self._write_local_reply(outcomes.BAD_REQUEST, close=True)
+        self._write_local_reply(outcomes.protocol_error_reply(exc.status), close=True)
         self.state = DownstreamState.CLOSING
         if request is not None:
             request.on_downstream_lost()
@@ -281,11 +284,20 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
             return
         if self.receiving is not None:
             return  # the upstream answered early; the rest of the request body is still being consumed
-        events = self.codec.next_cycle()
-        if self.held or events:
-            held = [*self.held, *events]
+        if self.held:
+            # Requests parsed with the one just answered go first; the codec's own (and an error it found
+            # after them: garbage after a valid request gets its 400 only now) come once they are answered.
+            held = [*self.held]
             self.held.clear()
             self.ctx.clock.call_soon(lambda: self._resume_held(held))
+            return
+        try:
+            events = self.codec.next_cycle()
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        if events:
+            self.ctx.clock.call_soon(lambda: self._resume_held(events))
         else:
             self.resume_reading()
 
@@ -297,14 +309,15 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
         self.receiving = None
         self._abort_transport()
 
-    def start_tunnel(self) -> None:
+    def start_tunnel(self, tunnel: TunnelEnd) -> None:
+        self.tunnel = tunnel
         self.state = DownstreamState.TUNNEL
         self.ctx.http_stats.downstream_cx_upgrades_total += 1
         self.receiving = None
         pending = self.tunnel_bytes + self.codec.upgrade_trailing()
         self.tunnel_bytes = b""
-        if pending and self.responding is not None:
-            self.responding.tunnel_send(pending)
+        if pending:
+            tunnel.from_client(pending)
         self.resume_reading()
 
     def tunnel_eof(self) -> None:

@@ -23,6 +23,7 @@ from meshproxy.codec.h2_messages import SERVER_HEADER, h2_response_headers, h2_t
 from meshproxy.codec.headers import HTTP_DATE
 from meshproxy.core.events import Headers, ResponseHead
 from meshproxy.core.outcomes import LocalReply
+from meshproxy.router.context import TunnelEnd
 from meshproxy.router.request import RouterRequest
 
 log = logging.getLogger("meshproxy.http2")
@@ -171,7 +172,7 @@ class H2DownstreamStream(StreamFlow):
             self.connection.stream_finished(self)
         self.reset(ErrorCodes.INTERNAL_ERROR)
 
-    def start_tunnel(self) -> None:
+    def start_tunnel(self, tunnel: TunnelEnd) -> None:
         self.abort()  # requests from HTTP/2 clients never ask for an Upgrade; nothing to tunnel
 
     def tunnel_eof(self) -> None:

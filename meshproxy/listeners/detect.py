@@ -8,10 +8,16 @@ a TLS ClientHello (whose SNI is read, never decrypted), or anything else (opaque
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"TRACE ", b"CONNECT ")
+_EMPTY_LINE = (b"\r", b"\n")
+_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_TOKEN_PREFIX = re.compile(_TCHAR + rb"+")
+_REQUEST_LINE_PREFIX = re.compile(_TCHAR + rb"+ [\x21-\x7e]*(?: (?:H(?:T(?:T(?:P(?:/[0-9.]*)?)?)?)?)?)?")
+_REQUEST_LINE = re.compile(_TCHAR + rb"+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\r?\n")
 
 
 class Detected(enum.Enum):
@@ -49,12 +55,29 @@ def detect(data: bytes) -> Detection:
         return _NEED_MORE
     if data.startswith(H2_PREFACE):
         return _HTTP2
+    return _http1_or_opaque(data)
+
+
+def _http1_or_opaque(data: bytes) -> Detection:
+    """HTTP/1.x if the bytes start a request line (RFC 9112 §3, after the empty lines §2.2 lets a server
+    ignore): a common method at once; any other token method (RFC 9110 §9.1) once the line ends in a version,
+    so that a text protocol that merely starts with a word is not taken for HTTP."""
+    if data[:1] in _EMPTY_LINE:
+        data = data.lstrip(b"\r\n")
+        if not data:
+            return _NEED_MORE
     for method in _METHODS:
         if data.startswith(method):
             return _HTTP1
-        if len(data) < len(method) and method.startswith(data):
-            return _NEED_MORE
-    return _OPAQUE
+    token = _TOKEN_PREFIX.match(data)
+    if token is None:
+        return _OPAQUE
+    if token.end() == len(data):
+        return _NEED_MORE
+    line_end = data.find(b"\n", token.end())
+    if line_end < 0:
+        return _NEED_MORE if _REQUEST_LINE_PREFIX.fullmatch(data) else _OPAQUE
+    return _HTTP1 if _REQUEST_LINE.match(data[: line_end + 1]) else _OPAQUE
 
 
 class _Incomplete:

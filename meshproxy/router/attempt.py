@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 from typing import Protocol
 
+from meshproxy.codec.h1 import ProtocolError
 from meshproxy.core.clock import Clock, Timer
 from meshproxy.core.events import Event, RequestHead
 from meshproxy.core.outcomes import AttemptFailure
@@ -38,9 +39,15 @@ class AttemptOwner(Protocol):
 
     def attempt_write_paused(self, paused: bool) -> None: ...
 
-    def attempt_tunnel_data(self, attempt: UpstreamAttempt, data: bytes) -> None: ...
 
-    def attempt_tunnel_eof(self, attempt: UpstreamAttempt) -> None: ...
+class TunnelSink(Protocol):
+    """Where the upstream's bytes go after an accepted Upgrade (router/tunnel.py `Tunnel`)."""
+
+    def from_upstream(self, data: bytes) -> None:
+        """b"": the upstream connection is gone."""
+        ...
+
+    def upstream_eof(self) -> None: ...
 
 
 class AttemptState(enum.Enum):
@@ -53,7 +60,18 @@ class AttemptState(enum.Enum):
 class UpstreamAttempt:
     """Implements the pool's `PoolWaiter` and the connection's `UpstreamStream`."""
 
-    __slots__ = ("clock", "cluster", "host", "owner", "pool", "start", "state", "try_timer", "upstream")
+    __slots__ = (
+        "clock",
+        "cluster",
+        "host",
+        "owner",
+        "pool",
+        "start",
+        "state",
+        "try_timer",
+        "tunnel",
+        "upstream",
+    )
 
     def __init__(self, owner: AttemptOwner, cluster: ClusterRuntime, host: Host, clock: Clock) -> None:
         self.owner = owner
@@ -64,6 +82,7 @@ class UpstreamAttempt:
         self.pool: HostPool | None = None
         self.upstream: Upstream | None = None
         self.try_timer: Timer | None = None
+        self.tunnel: TunnelSink | None = None
         self.start = clock.now()
 
     def __repr__(self) -> str:
@@ -108,17 +127,33 @@ class UpstreamAttempt:
             self.owner.attempt_failed(self, failure)
 
     # ---------------------------------------------------------------- the request going out
+    # A request the upstream codec refuses to write (a field holding CR, LF or NUL; more body than its
+    # Content-Length) cannot be forwarded as received: the connection, possibly mid-request, is closed and
+    # the attempt fails with INVALID_REQUEST (the client gets 400, or a reset once its response started).
     def send_head(self, head: RequestHead) -> None:
         if self.upstream is not None:
-            self.upstream.send_head(head)
+            try:
+                self.upstream.send_head(head)
+            except ProtocolError:
+                self._refused()
 
     def send_data(self, data: bytes) -> None:
         if self.upstream is not None:
-            self.upstream.send_data(data)
+            try:
+                self.upstream.send_data(data)
+            except ProtocolError:
+                self._refused()
 
     def send_end(self) -> None:
         if self.upstream is not None:
-            self.upstream.send_end()
+            try:
+                self.upstream.send_end()
+            except ProtocolError:
+                self._refused()
+
+    def _refused(self) -> None:
+        self.end(reuse=False)
+        self.owner.attempt_failed(self, AttemptFailure.INVALID_REQUEST)
 
     def flush(self) -> None:
         if self.upstream is not None:
@@ -169,13 +204,16 @@ class UpstreamAttempt:
         if not data and self.upstream is not None:
             self.upstream = None
             self._settle()
-        self.owner.attempt_tunnel_data(self, data)
+        if self.tunnel is not None:
+            self.tunnel.from_upstream(data)
 
     def on_tunnel_eof(self) -> None:
-        self.owner.attempt_tunnel_eof(self)
+        if self.tunnel is not None:
+            self.tunnel.upstream_eof()
 
     # ---------------------------------------------------------------- tunnels and endings
-    def start_tunnel(self) -> None:
+    def start_tunnel(self, tunnel: TunnelSink) -> None:
+        self.tunnel = tunnel
         self.cancel_try_timer()
         self.state = AttemptState.TUNNEL
         if self.upstream is not None:

@@ -88,6 +88,14 @@ class RequestContext(Protocol):
         ...
 
 
+class TunnelEnd(Protocol):
+    """Where the client's bytes go after an accepted Upgrade (router/tunnel.py `Tunnel`)."""
+
+    def from_client(self, data: bytes) -> None: ...
+
+    def client_eof(self) -> None: ...
+
+
 class Downstream(Protocol):
     """The client side of one request."""
 
@@ -131,7 +139,9 @@ class Downstream(Protocol):
         """The response cannot be completed: reset (the connection, or the HTTP/2 stream)."""
         ...
 
-    def start_tunnel(self) -> None: ...
+    def start_tunnel(self, tunnel: TunnelEnd) -> None:
+        """The response head (101) was sent: from now on the client's bytes go to `tunnel`, raw."""
+        ...
 
     def tunnel_eof(self) -> None:
         """Tunnel half-close toward the client."""

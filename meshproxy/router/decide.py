@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
+from meshproxy.codec.grpc import grpc_timeout_of
 from meshproxy.config.snapshot import EgressFilter, RetryPolicy, RouteEntry, RouteTable, Snapshot
 from meshproxy.core import outcomes
 from meshproxy.core.direction import ListenerDirection
 from meshproxy.core.events import RequestHead
 from meshproxy.core.outcomes import LocalReply
-from meshproxy.router.match import find_virtual_host, pick_weighted, select_route
+from meshproxy.router.match import find_virtual_host, header_value, pick_weighted, select_route, split_target
 
 PASSTHROUGH_TIMEOUT_S = 15.0
 
@@ -48,6 +49,33 @@ class RouteDecision(NamedTuple):
     passthrough: tuple[str, int] | None = None  # ALLOW_ALL: the original destination
     original_path: str | None = None  # before a gateway rewrite (x-envoy-original-path)
     host_rewrite: str | None = None
+
+
+class Target(NamedTuple):
+    """Where a request says it is going."""
+
+    authority: str  # from an absolute-form target, else from Host ("" when neither)
+    path: str
+    absolute_form: bool
+    host_present: bool
+
+
+def request_target(head: RequestHead) -> Target:
+    authority, path = split_target(head.target)
+    host = header_value(head.headers, "host")
+    if authority is None:
+        return Target(host or "", path, False, host is not None)
+    return Target(authority, path, True, host is not None)
+
+
+def request_timeout(decision: RouteDecision, head: RequestHead) -> float | None:
+    """The route's per-request timeout, or a gRPC client's shorter deadline (`grpc-timeout`)."""
+    timeout = decision.timeout
+    if head.http_version == "2":
+        deadline = grpc_timeout_of(head.headers)
+        if deadline is not None and (timeout is None or deadline < timeout):
+            return deadline
+    return timeout
 
 
 def decide(

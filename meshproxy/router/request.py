@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import enum
 
-from meshproxy.codec.grpc import grpc_status_of, grpc_timeout_of
+from meshproxy.codec.grpc import grpc_status_of
+from meshproxy.codec.h1 import ProtocolError
 from meshproxy.config.snapshot import RetryPolicy
 from meshproxy.core import outcomes
 from meshproxy.core.clock import Timer
@@ -20,14 +21,8 @@ from meshproxy.core.outcomes import FAILURE_REPLY, AttemptFailure, LocalReply, R
 from meshproxy.router.attempt import UpstreamAttempt
 from meshproxy.router.body import RequestBody
 from meshproxy.router.context import Downstream, RequestContext
-from meshproxy.router.decide import RouteDecision, decide
-from meshproxy.router.match import header_value, split_target
-from meshproxy.router.retry import (
-    RetryVerdict,
-    backoff_delay,
-    failure_verdict,
-    response_verdict,
-)
+from meshproxy.router.decide import RouteDecision, decide, request_target, request_timeout
+from meshproxy.router.retry import RetryVerdict, backoff_delay, failure_verdict, response_verdict
 from meshproxy.router.summary import summarize
 from meshproxy.router.tunnel import Tunnel
 from meshproxy.router.upstream_headers import upstream_head
@@ -99,6 +94,10 @@ class RouterRequest:
         return self.decision.retry
 
     @property
+    def done(self) -> bool:
+        return self.state is RequestState.DONE
+
+    @property
     def per_try_timeout(self) -> float | None:
         retry = self.decision.retry
         return retry.per_try_timeout if retry is not None else None
@@ -111,10 +110,9 @@ class RouterRequest:
     def begin(self) -> None:
         head = self.head
         ctx = self.ctx
-        authority, path = split_target(head.target)
-        if authority is None:
-            authority = header_value(head.headers, "host") or ""
-        self.authority = authority
+        target = request_target(head)
+        authority = self.authority = target.authority
+        path = target.path
         if not ctx.admit_request():
             # the listener's own connectionPool (a virtual gateway's): App Mesh applied it to the gateway's
             # self-redirect cluster, i.e. to the requests in flight through this listener
@@ -136,11 +134,7 @@ class RouterRequest:
             ctx.http_stats.no_cluster += 1
             self.local_reply(outcomes.NO_HEALTHY_UPSTREAM)
             return
-        self.timeout = decision.timeout
-        if head.http_version == "2":  # a gRPC deadline shorter than the route's timeout wins
-            deadline = grpc_timeout_of(head.headers)
-            if deadline is not None and (self.timeout is None or deadline < self.timeout):
-                self.timeout = deadline
+        self.timeout = request_timeout(decision, head)
         tracer = ctx.tracer
         if tracer is not None:
             self.trace = tracer.start_trace(ctx.stat_prefix, head.headers, head.method, authority, path)
@@ -149,9 +143,15 @@ class RouterRequest:
             decision,
             self.timeout,
             self.down.peer_ip,
+            authority=authority,
+            absolute_form=target.absolute_form,
+            host_present=target.host_present,
             untrusted=ctx.direction is ListenerDirection.GATEWAY,
             trace_headers=self.trace.upstream_headers if self.trace is not None else (),
         )
+        if self.upstream_head is None:
+            self.local_reply(outcomes.BAD_REQUEST)
+            return
         if head.expect_continue:
             self.down.send_informational(100, [])
             self.down.flush()
@@ -198,7 +198,7 @@ class RouterRequest:
             attempt.send_end()
             attempt.start_try_timer(self.per_try_timeout)
         attempt.flush()
-        if self.down_paused:
+        if self.down_paused and self.attempt is attempt:
             self.down_paused = False
             self.down.resume_reading()
 
@@ -206,8 +206,8 @@ class RouterRequest:
         if attempt is not self.attempt or self.state is RequestState.DONE:
             return
         self.attempt = None
-        if self.response_started:
-            self.flags.append(ResponseFlag.UPSTREAM_CONNECTION_TERMINATION.value)
+        if self.response_started:  # a reset now: UC, or DPE for a request the upstream codec refused
+            self.flags.append(FAILURE_REPLY[failure].flag.value)
             self.abort_downstream()
             return
         self.retry_or_fail(failure)
@@ -365,25 +365,36 @@ class RouterRequest:
         self.last_activity = self.ctx.clock.now()
         down = self.down
         done = False
-        for index, event in enumerate(events):
-            if isinstance(event, Data):
-                self.bytes_sent += len(event.data)
-                down.send_data(event.data)
-            elif isinstance(event, ResponseHead):
-                if not self._on_response_head(attempt, event):
-                    # Retrying this response. If it is already complete, the connection is clean and reusable
-                    # (an HTTP/1.1 connection mid-response is not: it is closed).
-                    complete = any(isinstance(e, EndOfMessage) for e in events[index + 1 :])
-                    self._end_attempt(reuse=complete and self.request_complete)
-                    self._schedule_retry()
+        try:
+            for index, event in enumerate(events):
+                if isinstance(event, Data):
+                    self.bytes_sent += len(event.data)
+                    down.send_data(event.data)
+                elif isinstance(event, ResponseHead):
+                    if not self._on_response_head(attempt, event):
+                        # Retrying this response. If it is already complete, the connection is clean and
+                        # reusable (an HTTP/1.1 connection mid-response is not: it is closed).
+                        complete = any(isinstance(e, EndOfMessage) for e in events[index + 1 :])
+                        self._end_attempt(reuse=complete and self.request_complete)
+                        self._schedule_retry()
+                        return
+                    if self.done:
+                        return  # answered locally: the downstream codec refused the head
+                elif isinstance(event, EndOfMessage):
+                    down.send_end(event.trailers)
+                    done = True
+                    break
+                elif isinstance(event, Upgraded):
+                    self._start_tunnel(attempt, event.trailing)
                     return
-            elif isinstance(event, EndOfMessage):
-                down.send_end(event.trailers)
-                done = True
-                break
-            elif isinstance(event, Upgraded):
-                self._start_tunnel(attempt, event.trailing)
-                return
+        except ProtocolError:
+            # The downstream codec refused the body (more bytes than the head's Content-Length): what was
+            # encoded goes out, then the client is reset, as Envoy resets a response it cannot complete.
+            down.flush()
+            self.flags.append(ResponseFlag.UPSTREAM_PROTOCOL_ERROR.value)
+            self._end_attempt(reuse=False)
+            self.abort_downstream()
+            return
         down.flush()
         if done:
             self._response_complete()
@@ -417,10 +428,17 @@ class RouterRequest:
             stats.upstream_rq_retry_success += 1
         self.service_time_ms = int(elapsed_ms)
         attempt.cancel_try_timer()
+        try:
+            self.down.send_head(head, self.service_time_ms)
+        except ProtocolError:
+            # a head the downstream codec refuses to write (CR, LF or NUL in a field): nothing was sent, so
+            # the client gets Envoy's 502 for an upstream protocol error instead
+            self._end_attempt(reuse=False)
+            self.local_reply(outcomes.UPSTREAM_PROTOCOL_ERROR)
+            return True
         self.response_status = status
         self.response_started = True
         self.state = RequestState.RESPONDING
-        self.down.send_head(head, self.service_time_ms)
         return True
 
     def _response_complete(self) -> None:
@@ -446,23 +464,6 @@ class RouterRequest:
         head = self.switch_head or ResponseHead(101, b"Switching Protocols", [], "1.1", False, BodyKind.NONE)
         self.tunnel = Tunnel(self, self.down, attempt)
         self.tunnel.open(head, self.service_time_ms, trailing)
-
-    def tunnel_send(self, data: bytes) -> None:
-        """Downstream bytes in a tunnel."""
-        if self.tunnel is not None:
-            self.tunnel.from_client(data)
-
-    def tunnel_downstream_eof(self) -> None:
-        if self.tunnel is not None:
-            self.tunnel.client_eof()
-
-    def attempt_tunnel_data(self, attempt: UpstreamAttempt, data: bytes) -> None:
-        if self.tunnel is not None and attempt is self.attempt:
-            self.tunnel.from_upstream(data)
-
-    def attempt_tunnel_eof(self, attempt: UpstreamAttempt) -> None:
-        if self.tunnel is not None and attempt is self.attempt:
-            self.tunnel.upstream_eof()
 
     def tunnel_ended(self) -> None:
         if self.state is not RequestState.DONE:

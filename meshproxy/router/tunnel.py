@@ -41,10 +41,10 @@ class Tunnel:
 
     def open(self, head: ResponseHead, service_time_ms: int, trailing: bytes) -> None:
         """Send the 101 on and switch both sides to raw bytes; `trailing` already belongs to the tunnel."""
-        self.attempt.start_tunnel()
+        self.attempt.start_tunnel(self)
         down = self.down
         down.send_head(head, service_time_ms)
-        down.start_tunnel()
+        down.start_tunnel(self)
         if trailing:
             self.owner.bytes_sent += len(trailing)
             down.send_data(trailing)

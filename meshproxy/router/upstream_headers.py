@@ -13,7 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from meshproxy.codec.headers import ENVOY_CONTROL_PREFIX, HOP_BY_HOP, connection_tokens, new_request_id
+from meshproxy.codec.headers import (
+    ENVOY_CONTROL_PREFIX,
+    HOP_BY_HOP,
+    connection_tokens,
+    new_request_id,
+    nominates_framing_or_host,
+)
 from meshproxy.config.snapshot import RetryPolicy
 from meshproxy.core.events import BodyKind, Headers, RequestHead
 from meshproxy.router.decide import RouteDecision
@@ -67,10 +73,20 @@ def upstream_head(
     timeout: float | None,
     peer_ip: bytes,
     *,
+    authority: str,
+    absolute_form: bool,
+    host_present: bool,
     untrusted: bool,
     trace_headers: Sequence[tuple[bytes, bytes]] = (),
-) -> RequestHead:
-    copied = _copy_fields(head, untrusted, decision.host_rewrite)
+) -> RequestHead | None:
+    """None when the request cannot go on as received: its `Connection` names Content-Length,
+    Transfer-Encoding or Host (the client gets 400, as Envoy answers `Connection: host`)."""
+    # RFC 9112 §3.2.2: an absolute-form target names the authority; Host is replaced by it (as Envoy does),
+    # unless a gateway route rewrites the host itself.
+    host_rewrite = decision.host_rewrite
+    if host_rewrite is None and absolute_form:
+        host_rewrite = authority
+    copied = _copy_fields(head, untrusted, host_rewrite)
     headers = copied.headers
     if trace_headers:
         replaced = {name for name, _ in trace_headers}
@@ -79,7 +95,11 @@ def upstream_head(
     if copied.has_connection:
         drop = connection_tokens(head.headers)  # names listed in Connection are hop-by-hop too
         if drop:
+            if nominates_framing_or_host(drop):
+                return None
             headers = [(n, v) for n, v in headers if n not in drop]
+    if not host_present:  # HTTP/1.0 without Host, or an absolute-form target without one
+        headers.append((b"host", (host_rewrite or authority).encode("latin-1")))
     if copied.request_id is None:
         headers.append((b"x-request-id", new_request_id()))
     if decision.original_path is not None:

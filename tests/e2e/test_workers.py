@@ -14,23 +14,26 @@ import pytest
 
 from .apps import AppLoop, ColourApp
 from .harness import Http1Client, MeshProxy, parse_stats, process_tree, wait_for
-from .resources import mesh, node_arn, route, service_via_router, virtual_node, virtual_router
+from .resources import Resource, mesh, node_arn, route, service_via_router, virtual_node, virtual_router
 
 COLOR = "color.demo.local"
+
+
+def _color_mesh(blue_port: int) -> list[Resource]:
+    return [
+        mesh(),
+        virtual_node("front", 18999, backends=[COLOR]),
+        virtual_node("blue", blue_port),
+        virtual_router("color-router"),
+        route("color-router", "all", targets=[("blue", 100)]),
+        service_via_router(COLOR, "color-router"),
+    ]
 
 
 @pytest.fixture
 def workers_proxy(app_loop: AppLoop, tmp_path: Path) -> Iterator[tuple[MeshProxy, ColourApp]]:
     blue = app_loop.colour_app("blue-w")
-    resources = [
-        mesh(),
-        virtual_node("front", 18999, backends=[COLOR]),
-        virtual_node("blue", blue.port),
-        virtual_router("color-router"),
-        route("color-router", "all", targets=[("blue", 100)]),
-        service_via_router(COLOR, "color-router"),
-    ]
-    proxy = MeshProxy(resources, node_arn("front"), tmp_path, env={"ENVOY_CONCURRENCY": "2"})
+    proxy = MeshProxy(_color_mesh(blue.port), node_arn("front"), tmp_path, env={"ENVOY_CONCURRENCY": "2"})
     try:
         yield proxy.start(), blue
     finally:
@@ -93,3 +96,28 @@ def test_sigterm_drains_every_worker_then_exits_zero(workers_proxy: tuple[MeshPr
         assert client.get("/", host=COLOR).status == 200
     assert proxy.wait_exit(proxy.drain_wait_s + 10) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_workers_never_import_a_meshproxy_folder_from_the_working_directory(
+    app_loop: AppLoop, tmp_path: Path
+) -> None:
+    # A decoy package where the proxy runs: importing it leaves a mark and kills the process.
+    decoy = tmp_path / "meshproxy"
+    decoy.mkdir()
+    mark = tmp_path / "decoy-imported"
+    (decoy / "__init__.py").write_text(f"import os\nopen({str(mark)!r}, 'w').close()\nos._exit(7)\n")
+    (decoy / "__main__.py").write_text("")
+    blue = app_loop.colour_app("blue-decoy")
+    proxy = MeshProxy(_color_mesh(blue.port), node_arn("front"), tmp_path, env={"ENVOY_CONCURRENCY": "2"})
+    try:
+        proxy.start()
+        assert wait_for(lambda: len(_workers(proxy)) == 2, 10)
+        workers = json.loads(proxy.admin("/workers").body)["workers"]
+        assert [w["state"] for w in workers] == ["LIVE", "LIVE"]
+        with Http1Client(proxy.egress_port) as client:
+            assert client.get("/", host=COLOR).status == 200
+        stats = parse_stats(proxy.admin("/stats").body.decode())
+        assert stats.get("meshproxy.worker_restarts", 0) == 0
+    finally:
+        proxy.stop()
+    assert not mark.exists(), "a worker imported the meshproxy/ folder of its working directory"

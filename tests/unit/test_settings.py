@@ -433,3 +433,24 @@ def test_http2_codec_is_a_named_choice() -> None:
     with pytest.raises(SettingsError) as raised:
         load_settings({**env, "MESHPROXY_HTTP2_CODEC": "nghttp2"})
     assert raised.value.variable == "MESHPROXY_HTTP2_CODEC"
+
+
+def test_request_head_limits_default_to_envoys_and_are_validated() -> None:
+    env = {"APPMESH_RESOURCE_ARN": "mesh/m/virtualNode/n"}
+    settings = load_settings(env)
+    assert (settings.max_request_headers_kb, settings.max_request_headers_count) == (60, 100)
+    tuned = load_settings(
+        {**env, "MESHPROXY_MAX_REQUEST_HEADERS_KB": " 96 ", "MESHPROXY_MAX_REQUEST_HEADERS_COUNT": "200"}
+    )
+    assert (tuned.max_request_headers_kb, tuned.max_request_headers_count) == (96, 200)
+    for variable, value in (
+        ("MESHPROXY_MAX_REQUEST_HEADERS_KB", "0"),
+        ("MESHPROXY_MAX_REQUEST_HEADERS_KB", "8193"),
+        ("MESHPROXY_MAX_REQUEST_HEADERS_KB", "60k"),
+        ("MESHPROXY_MAX_REQUEST_HEADERS_COUNT", "0"),
+        ("MESHPROXY_MAX_REQUEST_HEADERS_COUNT", "-5"),
+        ("MESHPROXY_MAX_REQUEST_HEADERS_COUNT", "ten"),
+    ):
+        with pytest.raises(SettingsError) as raised:
+            load_settings({**env, variable: value})
+        assert raised.value.variable == variable, value
