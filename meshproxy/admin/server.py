@@ -21,7 +21,8 @@ from urllib.parse import parse_qsl
 
 from meshproxy import __version__
 from meshproxy.codec.h1 import ProtocolError
-from meshproxy.codec.h1_httptools import HttptoolsServerCodec, encode_headers, reason_phrase
+from meshproxy.codec.h1_httptools import HttptoolsServerCodec
+from meshproxy.codec.h1_wire import encode_headers, reason_phrase
 from meshproxy.codec.headers import HTTP_DATE
 from meshproxy.core.events import Data, EndOfMessage, RequestHead
 from meshproxy.dataplane import Dataplane, ServerState

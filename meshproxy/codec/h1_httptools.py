@@ -23,6 +23,7 @@ from meshproxy.codec.h1 import (
     head_size,
     until_last_message,
 )
+from meshproxy.codec.h1_wire import LAST_CHUNK, encode_chunk, encode_headers, reason_phrase, request_line
 from meshproxy.core.events import (
     END,
     BodyKind,
@@ -35,47 +36,6 @@ from meshproxy.core.events import (
     Upgraded,
 )
 
-_CRLF = b"\r\n"
-_SEP = b": "
-
-
-def encode_headers(first_line: bytes, headers: Headers) -> bytes:
-    """A message head. Raises ProtocolError, writing nothing, if a name or value holds CR, LF or NUL.
-
-    Defence in depth behind the parsers (issue 11): a field that reached us with `\r\n` inside (through
-    HTTP/2, or a bug) must never become two lines upstream. The check counts line ends in the joined head
-    (C-speed scans, no per-header Python work): every line but the last must hold exactly one CR and one LF.
-    """
-    parts = [first_line]
-    for name, value in headers:
-        parts += (name, _SEP, value, _CRLF)
-    parts.append(_CRLF)
-    head = b"".join(parts)
-    lines = len(headers) + 2
-    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\x00" in head:
-        raise ProtocolError("CR, LF or NUL in a header field or the start line: not written")
-    return head
-
-
-def request_line(head: RequestHead) -> bytes:
-    """`METHOD SP target SP HTTP/1.1 CRLF`; ProtocolError if a space (or a character that is not ASCII in the
-    method, latin-1 in the target) would change what the upstream reads there. CR, LF and NUL are
-    `encode_headers`' to refuse."""
-    try:
-        method = head.method.encode("ascii")
-        target = head.target.encode("latin-1")
-    except UnicodeEncodeError:
-        raise ProtocolError("a request line that is not latin-1") from None
-    if b" " in method or b" " in target or not method or not target:
-        raise ProtocolError("a space in the method or the target, or an empty one")
-    return b"%b %b HTTP/1.1\r\n" % (method, target)
-
-
-def encode_chunk(data: bytes) -> bytes:
-    return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
-
-
-_LAST_CHUNK = b"0\r\n\r\n"
 # RFC 9110 §5.6.2 tchar: any token is a method (§9.1), registered or not.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _MAX_METHOD = 64  # bytes of an unknown method llhttp would refuse, before its end must have arrived
@@ -360,7 +320,7 @@ class HttptoolsServerCodec:
     def encode_end(self) -> bytes:
         if self._chunked_out:
             self._chunked_out = False
-            return _LAST_CHUNK
+            return LAST_CHUNK
         return b""
 
     def encode_informational(self, status: int, headers: Headers) -> bytes:
@@ -455,7 +415,7 @@ class HttptoolsClientCodec:
         self._until_close = kind is BodyKind.UNTIL_CLOSE
         self._reusable = keep_alive
         self._events.append(
-            ResponseHead(status, _reason_of(status), headers, version, keep_alive, kind, length)
+            ResponseHead(status, reason_phrase(status), headers, version, keep_alive, kind, length)
         )
         if self._head_request:
             self._events.append(END)
@@ -486,7 +446,7 @@ class HttptoolsClientCodec:
     def encode_end(self) -> bytes:
         if self._chunked_out:
             self._chunked_out = False
-            return _LAST_CHUNK
+            return LAST_CHUNK
         return b""
 
     def feed(self, data: bytes) -> list[Event]:
@@ -537,24 +497,3 @@ class HttptoolsClientCodec:
 
     def reusable(self) -> bool:
         return self._reusable
-
-
-_REASONS = {
-    200: b"OK", 201: b"Created", 202: b"Accepted", 204: b"No Content", 206: b"Partial Content",
-    301: b"Moved Permanently", 302: b"Found", 304: b"Not Modified", 307: b"Temporary Redirect",
-    308: b"Permanent Redirect", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
-    404: b"Not Found",
-    405: b"Method Not Allowed", 408: b"Request Timeout", 409: b"Conflict", 413: b"Payload Too Large",
-    429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error", 501: b"Not Implemented", 502: b"Bad Gateway",
-    503: b"Service Unavailable", 504: b"Gateway Timeout",
-}  # fmt: skip
-
-
-def _reason_of(status: int) -> bytes:
-    # Envoy does not keep the upstream reason phrase either: it writes the standard one for the code.
-    return _REASONS.get(status, b"Unknown")
-
-
-def reason_phrase(status: int) -> bytes:
-    return _reason_of(status)

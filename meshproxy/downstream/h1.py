@@ -16,7 +16,7 @@ from collections import deque
 from typing import cast
 
 from meshproxy.codec.h1 import ProtocolError, ServerCodec
-from meshproxy.codec.h1_httptools import reason_phrase
+from meshproxy.codec.h1_wire import reason_phrase
 from meshproxy.codec.h2_messages import h2c_upgrade_settings
 from meshproxy.codec.headers import HOP_BY_HOP, HTTP_DATE
 from meshproxy.core import outcomes
