@@ -1,9 +1,14 @@
 """HTTP/2 pieces shared by the downstream connection manager and the upstream pool. No I/O, no asyncio.
 
-Both sides use the h2 library's sans-I/O state machine with its checks switched off where the proxy already
-does the work (hot-path notes: h2's header validation and normalisation cost ~15% of a request), a large
-initial window and frame size (fewer WINDOW_UPDATE / DATA frames per byte), and HPACK without Huffman coding
-on output (the pure-Python Huffman encoder costs more than the bytes it saves on loopback and in a pod).
+Two codecs sit behind `new_connection`: the lean frame layer (`h2_lean`, the hot path) and the h2 library's
+sans-I/O state machine (the reference), with a large initial window and frame size (fewer WINDOW_UPDATE /
+DATA frames per byte) and HPACK without Huffman coding on output (the pure-Python Huffman encoder costs more
+than the bytes it saves on loopback and in a pod). Both check every received header block against the same
+message rules (`h2_rules`, RFC 9113 §8): the h2 library's own `validate_inbound_headers` is a per-character
+Python loop (~9.5 µs for a 10-field request, against ~1.7 µs for `h2_rules`), so it stays off and
+`CheckedH2Connection` applies `h2_rules` to the events h2 reports instead; h2 still counts DATA against
+`content-length` itself, and treats a mismatch as a connection error where the lean codec resets the stream
+(both are allowed, RFC 9113 §5.4.1; neither forwards the message).
 
 Converting between HTTP/2 header blocks and the router's `RequestHead` / `ResponseHead` lives here too, so a
 request can cross from one protocol to the other in either direction (RFC 9113 §8.2.2 connection-specific
@@ -12,23 +17,30 @@ fields dropped, §8.2.3 cookies joined for HTTP/1.1, `:authority` <-> `Host`).
 
 from __future__ import annotations
 
-import functools
-import types
+import contextlib
 from collections import deque
+from collections.abc import Iterable
 from typing import Any, Protocol
 
-import hpack.hpack
-import hpack.huffman_table
-import hpack.table
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
-from h2.events import Event
+from h2.events import (
+    DataReceived,
+    Event,
+    InformationalResponseReceived,
+    RequestReceived,
+    ResponseReceived,
+    StreamReset,
+    TrailersReceived,
+)
+from h2.exceptions import H2Error
 from h2.settings import SettingCodes
-from hpack import Encoder
 from hyperframe.frame import GoAwayFrame
 
+from meshproxy.http import h2_rules
 from meshproxy.http.codec import BodyKind, Headers, RequestHead, ResponseHead
+from meshproxy.http.h2_hpack import SILENT_LOGGER, Decoder, Encoder
 from meshproxy.http.h2_lean import LeanH2Connection
 from meshproxy.http.headers import HOP_BY_HOP
 
@@ -38,7 +50,12 @@ STREAM_WINDOW = 1 << 20  # 1 MiB
 CONNECTION_WINDOW = 16 << 20  # 16 MiB
 MAX_FRAME_SIZE = 1 << 20  # what we accept; what we send is bounded by the peer's SETTINGS_MAX_FRAME_SIZE
 SERVER_MAX_CONCURRENT_STREAMS = 1024  # per downstream connection (Envoy: 2^31-1; h2's default: 100)
-MAX_HEADER_LIST_SIZE = 64 * 1024  # Envoy's max_request_headers_kb default is 60
+# Received header blocks: bytes of names and values, and fields (Envoy's max_request_headers_kb 60 and
+# max_headers_count 100); the connection manager and the pool may pass others to new_connection.
+MAX_HEADER_LIST_SIZE = h2_rules.DEFAULT_MAX_HEADER_LIST_SIZE
+MAX_HEADER_COUNT = h2_rules.DEFAULT_MAX_HEADER_COUNT
+# RFC 7541 §4.1 size of a list within both limits: past it, HPACK decoding stops (a connection error)
+_FIELD_OVERHEAD = 32
 # Before the server's SETTINGS arrive, a client may not know its stream limit; RFC 9113 §6.5.2 recommends
 # servers allow at least 100, so that is what an upstream connection assumes until told.
 ASSUMED_PEER_MAX_STREAMS = 100
@@ -84,17 +101,6 @@ class _PlainEncoder(Encoder):
         return super().encode(headers, huffman=False)
 
 
-# h2 and hpack log every frame and header field at debug level (~25 calls per request even when disabled).
-# `"".format` is a C function that takes any arguments and does no work: a logger that costs nothing.
-_SILENT_LOGGER = types.SimpleNamespace(debug="".format, trace="".format)
-hpack.hpack.log = _SILENT_LOGGER  # type: ignore[assignment]
-hpack.table.log = _SILENT_LOGGER  # type: ignore[assignment]
-# hpack decodes Huffman strings in pure Python, and servers (nginx, grpc) Huffman-code every literal of every
-# response (date, server, content-type...). The decoding is a pure function of the bytes: memoise it.
-_decode_huffman = functools.lru_cache(maxsize=4096)(hpack.huffman_table.decode_huffman)
-hpack.hpack.decode_huffman = _decode_huffman  # type: ignore[attr-defined, assignment]
-
-
 def _configuration(client_side: bool) -> H2Configuration:
     config = H2Configuration(
         client_side=client_side,
@@ -104,7 +110,7 @@ def _configuration(client_side: bool) -> H2Configuration:
         validate_outbound_headers=False,
         normalize_outbound_headers=False,
     )
-    config.logger = _SILENT_LOGGER  # type: ignore[assignment]
+    config.logger = SILENT_LOGGER  # h2 logs every frame at debug level: ~25 calls per request even when off
     return config
 
 
@@ -173,9 +179,94 @@ def select(codec: str) -> None:
     HTTP2_CODEC = codec
 
 
-def new_connection(client_side: bool, codec: str | None = None) -> H2Codec:
+class CheckedH2Connection(H2Connection):
+    """The h2 library's connection with meshproxy's message rules (`h2_rules`) applied to every header block
+    it reports: a block that fails resets its stream (RFC 9113 §8.1.1) and is replaced by a StreamReset
+    with `remote_reset=False`, as the lean codec reports it; later events of that stream in the same read
+    are dropped (their DATA acknowledged, so the connection window reopens)."""
+
+    def __init__(self, config: H2Configuration, max_header_list_size: int, max_header_count: int) -> None:
+        super().__init__(config=config)
+        self.max_header_list_size = max_header_list_size
+        self.max_header_count = max_header_count
+        self.head_requests: set[int] = set()  # client side: streams whose request is HEAD
+
+    def send_headers(
+        self,
+        stream_id: int,
+        headers: Iterable[Any],
+        end_stream: bool = False,
+        priority_weight: int | None = None,
+        priority_depends_on: int | None = None,
+        priority_exclusive: bool | None = None,
+    ) -> None:
+        if self.config.client_side and (b":method", b"HEAD") in headers:
+            self.head_requests.add(stream_id)
+        super().send_headers(
+            stream_id, headers, end_stream, priority_weight, priority_depends_on, priority_exclusive
+        )
+
+    def receive_data(self, data: Any) -> list[Event]:
+        events = super().receive_data(data)
+        rejected: set[int] | None = None
+        out: list[Event] = []
+        for event in events:
+            sid = getattr(event, "stream_id", 0)
+            if rejected is not None and sid in rejected:
+                if isinstance(event, DataReceived) and event.flow_controlled_length:
+                    self.acknowledge_received_data(event.flow_controlled_length, sid)
+                continue
+            if isinstance(event, (RequestReceived, ResponseReceived, InformationalResponseReceived)):
+                try:
+                    self._check_head(event)
+                except h2_rules.StreamRejected as exc:
+                    rejected = self._reject(sid, exc, rejected, out)
+                    continue
+            elif isinstance(event, TrailersReceived):
+                try:
+                    h2_rules.check_trailers(event.headers, self.max_header_list_size, self.max_header_count)
+                except h2_rules.StreamRejected as exc:
+                    rejected = self._reject(sid, exc, rejected, out)
+                    continue
+            out.append(event)
+        return out
+
+    def _check_head(self, event: RequestReceived | ResponseReceived | InformationalResponseReceived) -> None:
+        headers = event.headers
+        limits = (self.max_header_list_size, self.max_header_count)
+        if isinstance(event, RequestReceived):
+            length = h2_rules.check_request(headers, *limits)
+        else:
+            status, length = h2_rules.check_response(headers, *limits)
+            if isinstance(event, InformationalResponseReceived) or status in (204, 304):
+                return
+            if event.stream_id in self.head_requests:
+                self.head_requests.discard(event.stream_id)
+                return
+        if event.stream_ended is not None and length > 0:  # RFC 9113 §8.1.1: no DATA to match it
+            raise h2_rules.StreamRejected(ErrorCodes.PROTOCOL_ERROR, "content-length without DATA")
+
+    def _reject(
+        self, sid: int, exc: h2_rules.StreamRejected, rejected: set[int] | None, out: list[Event]
+    ) -> set[int]:
+        with contextlib.suppress(H2Error):  # already closed by the END_STREAM of that block
+            self.reset_stream(sid, exc.code)
+        self.head_requests.discard(sid)
+        out.append(StreamReset(stream_id=sid, error_code=exc.code, remote_reset=False))
+        return {sid} if rejected is None else rejected | {sid}
+
+
+def new_connection(
+    client_side: bool,
+    codec: str | None = None,
+    *,
+    max_header_list_size: int = MAX_HEADER_LIST_SIZE,
+    max_header_count: int = MAX_HEADER_COUNT,
+) -> H2Codec:
     """An HTTP/2 connection object with the proxy's settings; its preface and SETTINGS are not yet queued
-    (`initiate_connection`, or `initiate_upgrade_connection` for servers answering `Upgrade: h2c`)."""
+    (`initiate_connection`, or `initiate_upgrade_connection` for servers answering `Upgrade: h2c`).
+    `max_header_list_size` (bytes of names and values) and `max_header_count` bound received header blocks:
+    over them the stream is reset (see h2_rules)."""
     if (codec or HTTP2_CODEC) == "lean":
         return LeanH2Connection(
             client_side,
@@ -183,14 +274,18 @@ def new_connection(client_side: bool, codec: str | None = None) -> H2Codec:
             connection_window=CONNECTION_WINDOW,
             max_frame_size=MAX_FRAME_SIZE,
             max_concurrent_streams=SERVER_MAX_CONCURRENT_STREAMS,
-            max_header_list_size=MAX_HEADER_LIST_SIZE,
+            max_header_list_size=max_header_list_size,
+            max_header_count=max_header_count,
         )
-    conn = H2Connection(config=_CLIENT_CONFIG if client_side else _SERVER_CONFIG)
+    conn = CheckedH2Connection(
+        _CLIENT_CONFIG if client_side else _SERVER_CONFIG, max_header_list_size, max_header_count
+    )
     conn.encoder = _PlainEncoder()
+    conn.decoder = Decoder()
     settings: dict[SettingCodes | int, int] = {
         SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
         SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
-        SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
+        SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
     }
     if client_side:
         settings[SettingCodes.ENABLE_PUSH] = 0
@@ -200,7 +295,8 @@ def new_connection(client_side: bool, codec: str | None = None) -> H2Codec:
     # Our local settings are in force once acknowledged; the preface SETTINGS frame carries them.
     conn.local_settings.acknowledge()
     conn.max_inbound_frame_size = MAX_FRAME_SIZE
-    conn.decoder.max_header_list_size = MAX_HEADER_LIST_SIZE
+    # HPACK decoding stops past this (h2: DenialOfServiceError, a connection error ENHANCE_YOUR_CALM)
+    conn.decoder.max_header_list_size = max_header_list_size + _FIELD_OVERHEAD * max_header_count
     return conn
 
 
