@@ -18,6 +18,7 @@ fields dropped, §8.2.3 cookies joined for HTTP/1.1, `:authority` <-> `Host`).
 from __future__ import annotations
 
 import contextlib
+import struct
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -34,8 +35,10 @@ from h2.events import (
     StreamReset,
     TrailersReceived,
 )
-from h2.exceptions import H2Error
+from h2.exceptions import H2Error, ProtocolError
 from h2.settings import SettingCodes
+from h2.stream import StreamClosedBy
+from hpack import HPACKError, OversizedHeaderListError
 from hyperframe.frame import GoAwayFrame
 
 from meshproxy.http import h2_rules
@@ -56,6 +59,13 @@ MAX_HEADER_LIST_SIZE = h2_rules.DEFAULT_MAX_HEADER_LIST_SIZE
 MAX_HEADER_COUNT = h2_rules.DEFAULT_MAX_HEADER_COUNT
 # RFC 7541 §4.1 size of a list within both limits: past it, HPACK decoding stops (a connection error)
 _FIELD_OVERHEAD = 32
+# CheckedH2Connection's scan of frame headers (RFC 9113 §4.1)
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_SCAN_HEADER = struct.Struct(">LBBL")  # a zero byte, then the 24-bit length, type, flags, stream id
+_DATA, _HEADERS, _SETTINGS, _CONTINUATION = 0x0, 0x1, 0x4, 0x9
+_ACK = 0x1
+_END_HEADERS = 0x4
+_ENDED_BY = (StreamClosedBy.SEND_END_STREAM, StreamClosedBy.RECV_END_STREAM)
 # Before the server's SETTINGS arrive, a client may not know its stream limit; RFC 9113 §6.5.2 recommends
 # servers allow at least 100, so that is what an upstream connection assumes until told.
 ASSUMED_PEER_MAX_STREAMS = 100
@@ -179,17 +189,45 @@ def select(codec: str) -> None:
     HTTP2_CODEC = codec
 
 
+class _CompressionError(ProtocolError):
+    error_code = ErrorCodes.COMPRESSION_ERROR
+
+
+class _CheckedDecoder(Decoder):
+    """h2 reports an HPACK decoding error as PROTOCOL_ERROR; RFC 9113 §4.3 and RFC 7541 §2.3.3 / §4.2 /
+    §5.2 / §6.1 / §6.3 demand COMPRESSION_ERROR (and the lean codec sends it). An oversized list stays h2's
+    DenialOfServiceError (ENHANCE_YOUR_CALM)."""
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        try:
+            return super().decode(data, raw)
+        except OversizedHeaderListError:
+            raise
+        except HPACKError as exc:
+            raise _CompressionError(f"HPACK: {exc}") from exc
+
+
 class CheckedH2Connection(H2Connection):
     """The h2 library's connection with meshproxy's message rules (`h2_rules`) applied to every header block
     it reports: a block that fails resets its stream (RFC 9113 §8.1.1) and is replaced by a StreamReset
     with `remote_reset=False`, as the lean codec reports it; later events of that stream in the same read
-    are dropped (their DATA acknowledged, so the connection window reopens)."""
+    are dropped (their DATA acknowledged, so the connection window reopens).
+
+    Before h2 sees the bytes, a light scan of the frame headers applies the frame rules h2 answers
+    differently from RFC 9113 and the lean codec: a SETTINGS ACK with a payload (FRAME_SIZE_ERROR, §6.5),
+    DATA or HEADERS on a stream closed by END_STREAM (a connection error STREAM_CLOSED, §5.1; h2 resets the
+    stream), and a header block growing past the lean codec's bound across CONTINUATION frames
+    (ENHANCE_YOUR_CALM; h2 buffers up to 64 frames of any size)."""
 
     def __init__(self, config: H2Configuration, max_header_list_size: int, max_header_count: int) -> None:
         super().__init__(config=config)
         self.max_header_list_size = max_header_list_size
         self.max_header_count = max_header_count
+        self.max_header_block = 2 * (max_header_list_size + _FIELD_OVERHEAD * max_header_count)
         self.head_requests: set[int] = set()  # client side: streams whose request is HEAD
+        self.scan_skip = 0 if config.client_side else len(_PREFACE)  # bytes to pass before a frame header
+        self.scan_header = b""  # a frame header split across reads
+        self.scan_block = -1  # compressed bytes of the header block being received (-1: none)
 
     def send_headers(
         self,
@@ -207,6 +245,7 @@ class CheckedH2Connection(H2Connection):
         )
 
     def receive_data(self, data: Any) -> list[Event]:
+        self._scan(bytes(data))
         events = super().receive_data(data)
         rejected: set[int] | None = None
         out: list[Event] = []
@@ -230,6 +269,43 @@ class CheckedH2Connection(H2Connection):
                     continue
             out.append(event)
         return out
+
+    def _scan(self, data: bytes) -> None:
+        pos = 0
+        end = len(data)
+        while pos < end:
+            if self.scan_skip:
+                step = min(self.scan_skip, end - pos)
+                self.scan_skip -= step
+                pos += step
+                continue
+            need = 9 - len(self.scan_header)
+            self.scan_header += data[pos : pos + need]
+            pos += need
+            if len(self.scan_header) < 9:
+                return
+            length, kind, flags, stream_id = _SCAN_HEADER.unpack(b"\0" + self.scan_header)
+            self.scan_header = b""
+            self.scan_skip = length
+            stream_id &= 0x7FFFFFFF
+            if kind == _SETTINGS and flags & _ACK and length:
+                self._scan_error(ErrorCodes.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            elif kind in (_DATA, _HEADERS):
+                stream = self.streams.get(stream_id)
+                if stream is not None and stream.closed and stream.closed_by in _ENDED_BY:
+                    self._scan_error(ErrorCodes.STREAM_CLOSED, f"frame on closed stream {stream_id}")
+            if kind == _HEADERS:
+                self.scan_block = -1 if flags & _END_HEADERS else length
+            elif kind == _CONTINUATION and self.scan_block >= 0:
+                self.scan_block = -1 if flags & _END_HEADERS else self.scan_block + length
+                if self.scan_block > self.max_header_block:
+                    self._scan_error(ErrorCodes.ENHANCE_YOUR_CALM, "header block too large")
+
+    def _scan_error(self, code: ErrorCodes, message: str) -> None:
+        self.close_connection(code)
+        error = ProtocolError(message)
+        error.error_code = code
+        raise error
 
     def _check_head(self, event: RequestReceived | ResponseReceived | InformationalResponseReceived) -> None:
         headers = event.headers
@@ -281,7 +357,7 @@ def new_connection(
         _CLIENT_CONFIG if client_side else _SERVER_CONFIG, max_header_list_size, max_header_count
     )
     conn.encoder = _PlainEncoder()
-    conn.decoder = Decoder()
+    conn.decoder = _CheckedDecoder()
     settings: dict[SettingCodes | int, int] = {
         SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
         SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
