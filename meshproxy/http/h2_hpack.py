@@ -30,18 +30,14 @@ _MEMO_MAX_LENGTH = 256
 _MEMO_ENTRIES = 4096
 
 _decode = hpack.huffman_table.decode_huffman
+_memoised = functools.lru_cache(maxsize=_MEMO_ENTRIES)(_decode)
 
 
-@functools.lru_cache(maxsize=_MEMO_ENTRIES)
-def _decode_memoised(data: bytes) -> bytes:
-    return _decode(data)
-
-
-def decode_huffman(data: bytes) -> bytes:
-    """RFC 7541 §5.2 Huffman decoding; a pure function of the bytes, so short strings are memoised."""
-    if len(data) <= _MEMO_MAX_LENGTH:
-        return _decode_memoised(bytes(data))
-    return _decode(data)
+def decode_huffman(data: bytes, _memoised: Any = _memoised, _decode: Any = _decode) -> bytes:
+    """RFC 7541 §5.2 Huffman decoding; a pure function of the bytes, so short strings are memoised (hpack
+    hands it bytes; the defaults bind the functions as locals: this runs once per literal)."""
+    result: bytes = _memoised(data) if len(data) <= _MEMO_MAX_LENGTH else _decode(data)
+    return result
 
 
 def _private_hpack() -> types.ModuleType:

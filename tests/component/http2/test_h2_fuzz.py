@@ -287,12 +287,14 @@ def test_h2_responses_become_one_http1_status_line_and_the_same_fields(
     assert {(bytes(n), bytes(v)) for n, v in response.headers} >= {(n.lower(), v) for n, v in head.headers}
 
 
+_FRAMING = (b"host", b"content-length")
 _H1_VALUE = st.builds(lambda a, b: a + b, _VISIBLE, st.sampled_from([b"", b" x", b"\tx y"]))
 
 
 @FUZZ
 @given(
-    fields=st.lists(st.tuples(_TOKEN, _H1_VALUE), max_size=8),
+    # host and content-length values are checked by the HTTP/1.1 parsers (framing, routing) before this
+    fields=st.lists(st.tuples(_TOKEN.filter(lambda n: n not in _FRAMING), _H1_VALUE), max_size=8),
     hop=st.lists(
         st.sampled_from([(b"connection", b"keep-alive"), (b"keep-alive", b"timeout=5"), (b"te", b"gzip"),
                          (b"transfer-encoding", b"chunked"), (b"upgrade", b"websocket"),
