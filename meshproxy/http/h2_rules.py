@@ -13,8 +13,9 @@ it. What is checked is what keeps a request from changing meaning on its way to 
   `upgrade`) and `te` other than `trailers` (§8.2.2);
 - pseudo-headers: only the defined ones, before every regular field, never repeated, request ones in
   requests and `:status` in responses, none in trailers; a request has `:method`, and `:scheme` and a
-  `:path` starting with "/" (or "*" for OPTIONS) unless it is a CONNECT (§8.3.1); `:protocol` is refused
-  (SETTINGS_ENABLE_CONNECT_PROTOCOL is never sent, RFC 8441 §3);
+  `:path` starting with "/" (or "*" for OPTIONS) unless it is a CONNECT (§8.3.1); `:protocol` only in an
+  extended CONNECT (RFC 8441 §4), which the connection manager answers 501 without forwarding it (the
+  proxy never sends SETTINGS_ENABLE_CONNECT_PROTOCOL; the 501 says why, where a reset would not);
 - `:path` and `:authority` / `host` hold only URI characters (no SP, no "#" fragment, no userinfo), and a
   `host` that differs from `:authority` makes the request malformed (§8.3.1);
 - `content-length`: one field of 1 to 18 digits (RFC 9110 §8.6; the codecs then check the DATA frames sum
@@ -106,7 +107,7 @@ _KNOWN.update(
 _KNOWN.update(_SPECIAL)
 _MAX_CONTENT_LENGTH_DIGITS = 18  # below 2^63, as Envoy and llhttp require
 
-_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
+_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority", b":protocol"})
 
 
 def _check_regular(name: bytes, value: bytes) -> int:
@@ -179,10 +180,15 @@ def check_request(headers: list[tuple[bytes, bytes]], max_size: int, max_count: 
     scheme = pseudo.get(b":scheme")
     path = pseudo.get(b":path")
     authority = pseudo.get(b":authority")
-    if method == b"CONNECT":
+    protocol = pseudo.get(b":protocol")
+    if method == b"CONNECT" and protocol is None:
         if scheme is not None or path is not None or not authority:
             raise _malformed("CONNECT needs :authority and no :scheme or :path")
     else:
+        if protocol is not None and (
+            method != b"CONNECT" or not authority or 0 in protocol.translate(_METHOD)
+        ):
+            raise _malformed(":protocol outside an extended CONNECT")
         if not scheme or 0 in scheme.translate(_SCHEME):
             raise _malformed("missing or invalid :scheme")
         if not path or 0 in path.translate(_PATH):
