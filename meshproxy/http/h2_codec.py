@@ -179,14 +179,20 @@ class _PeerLimits(Protocol):
 # Settings.http2_codec (MESHPROXY_HTTP2_CODEC) picks it once, at start-up, through `select`.
 HTTP2_CODECS = ("lean", "h2")
 HTTP2_CODEC = "lean"
+# The header-block limits every connection of this process gets (Settings.max_request_headers_kb / _count,
+# MESHPROXY_MAX_REQUEST_HEADERS_KB / _COUNT), set with the codec by `select`.
+HEADER_LIMITS = (MAX_HEADER_LIST_SIZE, MAX_HEADER_COUNT)
 
 
-def select(codec: str) -> None:
-    """Choose the process's HTTP/2 codec (called once by the data plane from Settings)."""
-    global HTTP2_CODEC
+def select(
+    codec: str, max_header_list_size: int = MAX_HEADER_LIST_SIZE, max_header_count: int = MAX_HEADER_COUNT
+) -> None:
+    """Choose the process's HTTP/2 codec and header limits (called once by the data plane from Settings)."""
+    global HTTP2_CODEC, HEADER_LIMITS
     if codec not in HTTP2_CODECS:
         raise ValueError(f"unknown HTTP/2 codec {codec!r}")
     HTTP2_CODEC = codec
+    HEADER_LIMITS = (max_header_list_size, max_header_count)
 
 
 class _CompressionError(ProtocolError):
@@ -336,13 +342,17 @@ def new_connection(
     client_side: bool,
     codec: str | None = None,
     *,
-    max_header_list_size: int = MAX_HEADER_LIST_SIZE,
-    max_header_count: int = MAX_HEADER_COUNT,
+    max_header_list_size: int | None = None,
+    max_header_count: int | None = None,
 ) -> H2Codec:
     """An HTTP/2 connection object with the proxy's settings; its preface and SETTINGS are not yet queued
     (`initiate_connection`, or `initiate_upgrade_connection` for servers answering `Upgrade: h2c`).
     `max_header_list_size` (bytes of names and values) and `max_header_count` bound received header blocks:
-    over them the stream is reset (see h2_rules)."""
+    over them the stream is reset (see h2_rules). Unset, they are the process's (`select`)."""
+    if max_header_list_size is None:
+        max_header_list_size = HEADER_LIMITS[0]
+    if max_header_count is None:
+        max_header_count = HEADER_LIMITS[1]
     if (codec or HTTP2_CODEC) == "lean":
         return LeanH2Connection(
             client_side,

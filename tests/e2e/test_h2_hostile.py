@@ -15,6 +15,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from h2.errors import ErrorCodes
@@ -230,3 +231,38 @@ def test_malformed_http2_responses_are_not_passed_on_to_http2_clients(
         else:
             assert response.status >= 500, response
             assert b"x-injected" not in repr(response.headers).lower().encode()
+
+
+@pytest.mark.parametrize("codec", HTTP2_CODECS)
+def test_header_limits_from_settings_apply_to_http2(
+    codec: str, tmp_path: Path, recorder_app: RecordingUpstream
+) -> None:
+    """MESHPROXY_MAX_REQUEST_HEADERS_COUNT reaches both HTTP/2 codecs: a request over it is reset with
+    ENHANCE_YOUR_CALM (Envoy resets such a stream too), one within it is served."""
+    resources = [
+        mesh(),
+        virtual_node("front", recorder_app.port, backends=[RAW]),
+        virtual_node("raw", recorder_app.port),
+        service_via_node(RAW, "raw"),
+    ]
+    env = {"MESHPROXY_HTTP2_CODEC": codec, "MESHPROXY_MAX_REQUEST_HEADERS_COUNT": "12"}
+    with running_proxy(resources, node_arn("front"), tmp_path, env=env) as proxy:
+        with H2Wire(proxy.egress_port) as w:
+            w.handshake()
+            many = [*request(RAW.encode()), *((b"x-field-%d" % i, b"v") for i in range(20))]
+            w.send(w.headers(1, many))
+            w.stream_or_connection_error(1, ErrorCodes.ENHANCE_YOUR_CALM)
+        with H2Wire(proxy.egress_port) as w:
+            w.handshake()
+            w.send(w.headers(1, [*request(RAW.encode()), (b"x-one", b"1")]))
+            assert w.response(1).status == 200
+
+
+@pytest.fixture
+def recorder_app(app_loop: AppLoop) -> Iterator[RecordingUpstream]:
+    app = RecordingUpstream()
+    app_loop.call(app.start())
+    try:
+        yield app
+    finally:
+        app_loop.call(app.stop())
