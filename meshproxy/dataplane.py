@@ -85,7 +85,11 @@ class Dataplane:
         self.server_codec_factory, self.client_codec_factory = codec_factories(
             settings.http1_parser, settings.max_request_headers_kb, settings.max_request_headers_count
         )
-        h2_codec.select(settings.http2_codec)
+        h2_codec.select(
+            settings.http2_codec,
+            settings.max_request_headers_kb * 1024,
+            settings.max_request_headers_count,
+        )
         self.clusters = ClusterManager(store, self.client_codec_factory, connector, clock)
         self.snapshot: Snapshot = empty_snapshot(settings.identity)
         self.state = ServerState.PRE_INITIALIZING

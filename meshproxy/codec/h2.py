@@ -1,33 +1,23 @@
-"""The HTTP/2 codec seam: one interface (`H2Codec`) over the lean frame layer and the h2 library, the
-proxy's settings, and the codec choice. No I/O, no asyncio.
+"""The HTTP/2 codec seam: one interface (`H2Codec`) over two codecs, the proxy's HTTP/2 settings, and the
+codec choice. No I/O, no asyncio.
 
-Both sides use the h2 library's sans-I/O state machine with its checks switched off where the proxy already
-does the work (hot-path notes: h2's header validation and normalisation cost ~15% of a request), a large
-initial window and frame size (fewer WINDOW_UPDATE / DATA frames per byte), and HPACK without Huffman coding
-on output (the pure-Python Huffman encoder costs more than the bytes it saves on loopback and in a pod).
-
-Flow-controlled bodies are in `h2_flow.py`; converting header blocks to and from the router's heads is in
-`h2_messages.py`.
+Two codecs sit behind `new_connection`: the lean frame layer (`h2_lean`, the hot path) and the h2 library
+(`h2_library`, the reference). Both check every received header block against the same message rules
+(`h2_rules`, RFC 9113 §8) and must give the same verdict on every input. Flow-controlled bodies are in
+`h2_flow.py`; converting header blocks to and from the router's heads is in `h2_messages.py`.
 """
 
 from __future__ import annotations
 
-import functools
-import types
 from typing import Any, Protocol
 
-import hpack.hpack
-import hpack.huffman_table
-import hpack.table
-from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import Event
-from h2.settings import SettingCodes
-from hpack import Encoder
 from hyperframe.frame import GoAwayFrame
 
+from meshproxy.codec import h2_rules
 from meshproxy.codec.h2_lean import LeanH2Connection
+from meshproxy.codec.h2_library import library_connection
 
 # RFC 9113 §6.5.2 / §6.9.2. The stream window bounds what one stalled stream can make the proxy hold; the
 # connection window bounds a whole connection (a slow reader slows the writer: acks are withheld).
@@ -35,45 +25,13 @@ STREAM_WINDOW = 1 << 20  # 1 MiB
 CONNECTION_WINDOW = 16 << 20  # 16 MiB
 MAX_FRAME_SIZE = 1 << 20  # what we accept; what we send is bounded by the peer's SETTINGS_MAX_FRAME_SIZE
 SERVER_MAX_CONCURRENT_STREAMS = 1024  # per downstream connection (Envoy: 2^31-1; h2's default: 100)
-MAX_HEADER_LIST_SIZE = 64 * 1024  # Envoy's max_request_headers_kb default is 60
+# Received header blocks: bytes of names and values, and fields (Envoy's max_request_headers_kb 60 and
+# max_headers_count 100); Settings can change both (`select`).
+MAX_HEADER_LIST_SIZE = h2_rules.DEFAULT_MAX_HEADER_LIST_SIZE
+MAX_HEADER_COUNT = h2_rules.DEFAULT_MAX_HEADER_COUNT
 # Before the server's SETTINGS arrive, a client may not know its stream limit; RFC 9113 §6.5.2 recommends
 # servers allow at least 100, so that is what an upstream connection assumes until told.
 ASSUMED_PEER_MAX_STREAMS = 100
-
-
-class _PlainEncoder(Encoder):
-    """HPACK encoding with the dynamic table but without Huffman coding (see module docstring)."""
-
-    def encode(self, headers: Any, huffman: bool = False) -> bytes:
-        return super().encode(headers, huffman=False)
-
-
-# h2 and hpack log every frame and header field at debug level (~25 calls per request even when disabled).
-# `"".format` is a C function that takes any arguments and does no work: a logger that costs nothing.
-_SILENT_LOGGER = types.SimpleNamespace(debug="".format, trace="".format)
-hpack.hpack.log = _SILENT_LOGGER  # type: ignore[assignment]
-hpack.table.log = _SILENT_LOGGER  # type: ignore[assignment]
-# hpack decodes Huffman strings in pure Python, and servers (nginx, grpc) Huffman-code every literal of every
-# response (date, server, content-type...). The decoding is a pure function of the bytes: memoise it.
-_decode_huffman = functools.lru_cache(maxsize=4096)(hpack.huffman_table.decode_huffman)
-hpack.hpack.decode_huffman = _decode_huffman  # type: ignore[attr-defined, assignment]
-
-
-def _configuration(client_side: bool) -> H2Configuration:
-    config = H2Configuration(
-        client_side=client_side,
-        header_encoding=None,
-        validate_inbound_headers=False,
-        normalize_inbound_headers=False,
-        validate_outbound_headers=False,
-        normalize_outbound_headers=False,
-    )
-    config.logger = _SILENT_LOGGER  # type: ignore[assignment]
-    return config
-
-
-_SERVER_CONFIG = _configuration(False)
-_CLIENT_CONFIG = _configuration(True)
 
 
 class H2Codec(Protocol):
@@ -127,19 +85,37 @@ class _PeerLimits(Protocol):
 # Settings.http2_codec (MESHPROXY_HTTP2_CODEC) picks it once, at start-up, through `select`.
 HTTP2_CODECS = ("lean", "h2")
 HTTP2_CODEC = "lean"
+# The header-block limits every connection of this process gets (Settings.max_request_headers_kb / _count,
+# MESHPROXY_MAX_REQUEST_HEADERS_KB / _COUNT), set with the codec by `select`.
+HEADER_LIMITS = (MAX_HEADER_LIST_SIZE, MAX_HEADER_COUNT)
 
 
-def select(codec: str) -> None:
-    """Choose the process's HTTP/2 codec (called once by the data plane from Settings)."""
-    global HTTP2_CODEC
+def select(
+    codec: str, max_header_list_size: int = MAX_HEADER_LIST_SIZE, max_header_count: int = MAX_HEADER_COUNT
+) -> None:
+    """Choose the process's HTTP/2 codec and header limits (called once by the data plane from Settings)."""
+    global HTTP2_CODEC, HEADER_LIMITS
     if codec not in HTTP2_CODECS:
         raise ValueError(f"unknown HTTP/2 codec {codec!r}")
     HTTP2_CODEC = codec
+    HEADER_LIMITS = (max_header_list_size, max_header_count)
 
 
-def new_connection(client_side: bool, codec: str | None = None) -> H2Codec:
+def new_connection(
+    client_side: bool,
+    codec: str | None = None,
+    *,
+    max_header_list_size: int | None = None,
+    max_header_count: int | None = None,
+) -> H2Codec:
     """An HTTP/2 connection object with the proxy's settings; its preface and SETTINGS are not yet queued
-    (`initiate_connection`, or `initiate_upgrade_connection` for servers answering `Upgrade: h2c`)."""
+    (`initiate_connection`, or `initiate_upgrade_connection` for servers answering `Upgrade: h2c`).
+    `max_header_list_size` (bytes of names and values) and `max_header_count` bound received header blocks:
+    over them the stream is reset (see h2_rules). Unset, they are the process's (`select`)."""
+    if max_header_list_size is None:
+        max_header_list_size = HEADER_LIMITS[0]
+    if max_header_count is None:
+        max_header_count = HEADER_LIMITS[1]
     if (codec or HTTP2_CODEC) == "lean":
         return LeanH2Connection(
             client_side,
@@ -147,25 +123,17 @@ def new_connection(client_side: bool, codec: str | None = None) -> H2Codec:
             connection_window=CONNECTION_WINDOW,
             max_frame_size=MAX_FRAME_SIZE,
             max_concurrent_streams=SERVER_MAX_CONCURRENT_STREAMS,
-            max_header_list_size=MAX_HEADER_LIST_SIZE,
+            max_header_list_size=max_header_list_size,
+            max_header_count=max_header_count,
         )
-    conn = H2Connection(config=_CLIENT_CONFIG if client_side else _SERVER_CONFIG)
-    conn.encoder = _PlainEncoder()
-    settings: dict[SettingCodes | int, int] = {
-        SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-        SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
-        SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
-    }
-    if client_side:
-        settings[SettingCodes.ENABLE_PUSH] = 0
-    else:
-        settings[SettingCodes.MAX_CONCURRENT_STREAMS] = SERVER_MAX_CONCURRENT_STREAMS
-    conn.local_settings.update(settings)
-    # Our local settings are in force once acknowledged; the preface SETTINGS frame carries them.
-    conn.local_settings.acknowledge()
-    conn.max_inbound_frame_size = MAX_FRAME_SIZE
-    conn.decoder.max_header_list_size = MAX_HEADER_LIST_SIZE
-    return conn
+    return library_connection(
+        client_side,
+        stream_window=STREAM_WINDOW,
+        max_frame_size=MAX_FRAME_SIZE,
+        max_concurrent_streams=SERVER_MAX_CONCURRENT_STREAMS,
+        max_header_list_size=max_header_list_size,
+        max_header_count=max_header_count,
+    )
 
 
 def open_connection_window(conn: H2Codec) -> None:

@@ -36,6 +36,8 @@ def request_head_from_h2(raw: list[Any], stream_ended: bool) -> RequestHead | No
                 authority = value
             continue
         if name == b"cookie":
+            if not value:
+                continue  # an empty crumb would leave "; " dangling in the joined field (RFC 9113 §8.2.3)
             if cookies is None:
                 cookies = [value]
             else:

@@ -151,6 +151,8 @@ class H2ConnectionManager(AcceptedConnection, asyncio.Protocol):
         elif isinstance(event, WindowUpdated):
             self._on_window_update(event.stream_id or 0)
         elif isinstance(event, StreamReset):
+            if not event.remote_reset:  # the codec reset a malformed stream (RFC 9113 §8.1.1)
+                self.ctx.http_stats.downstream_cx_protocol_error += 1
             stream = self.streams.pop(event.stream_id, None)
             if stream is not None:
                 if stream.state is H2StreamState.ACTIVE:
