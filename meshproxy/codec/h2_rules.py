@@ -174,6 +174,12 @@ def check_request(headers: list[tuple[bytes, bytes]], max_size: int, max_count: 
         if value and (0 in value.translate(_VALUE) or value[0] in _WHITESPACE or value[-1] in _WHITESPACE):
             raise _malformed(f"invalid value for {name[:64]!r}")
     _over_limits(size, max_size)
+    _check_request_pseudo(pseudo, host)
+    return length
+
+
+def _check_request_pseudo(pseudo: dict[bytes, bytes], host: bytes | None) -> None:
+    """RFC 9113 §8.3.1 (and RFC 8441 §4 for :protocol), and Host against :authority (§8.3.1)."""
     method = pseudo.get(b":method")
     if not method or 0 in method.translate(_METHOD):
         raise _malformed("missing or invalid :method")
@@ -202,7 +208,6 @@ def check_request(headers: list[tuple[bytes, bytes]], max_size: int, max_count: 
             raise _malformed("invalid host")
         if authority is not None and host != authority:
             raise _malformed("host differs from :authority")
-    return length
 
 
 def check_response(headers: list[tuple[bytes, bytes]], max_size: int, max_count: int) -> tuple[int, int]:
