@@ -19,7 +19,8 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY meshproxy ./meshproxy
-RUN pip install . && rm -rf /src
+# [aws]: boto3, for s3:// config sources and AWS Cloud Map discovery (imported only when used)
+RUN pip install ".[aws]" && rm -rf /src
 WORKDIR /
 
 # Init container: installs the App Mesh nat chains in the pod / task network namespace and exits.

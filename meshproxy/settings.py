@@ -17,9 +17,10 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from meshproxy.config.snapshot import Identity, ResourceKind
+from meshproxy.config.sources import SourceOptions, parse_headers
 from meshproxy.http.codec import MAX_HEADERS_COUNT, MAX_HEADERS_KB
 
 log = logging.getLogger("meshproxy.settings")
@@ -75,6 +76,14 @@ class Settings:
     xray_sampling_rule_manifest: str | None = None  # XRAY_SAMPLING_RULE_MANIFEST
     xray_segment_name: str = ""  # XRAY_SEGMENT_NAME, default "<mesh>/<resource>"
     otel_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT
+    # config source access: MESHPROXY_CONFIG_HEADERS / --config-header (secrets: kept out of the repr),
+    # MESHPROXY_CONFIG_CA_BUNDLE / --config-ca-bundle
+    config_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    config_ca_bundle: str | None = None
+
+    @property
+    def source_options(self) -> SourceOptions:
+        return SourceOptions(headers=self.config_headers, ca_bundle=self.config_ca_bundle)
 
 
 # Go strconv.ParseBool (spec §1.1).
@@ -368,6 +377,17 @@ def _non_negative(reader: _Env, name: str, value: float) -> float:
     return value
 
 
+def _config_headers(reader: _Env) -> tuple[tuple[str, str], ...]:
+    name = "MESHPROXY_CONFIG_HEADERS"
+    value = reader.get(name)
+    if value is None:
+        return ()
+    try:
+        return parse_headers(value)
+    except ValueError as exc:  # the reason never repeats a value: headers carry credentials
+        raise SettingsError(name, f"{exc} (one 'Name: value' per line)") from None
+
+
 def load_settings(env: Mapping[str, str], *, config_source: str | None = None) -> Settings:
     """Parse the App Mesh / Envoy environment into `Settings` (spec §1.1-1.7).
 
@@ -438,4 +458,6 @@ def load_settings(env: Mapping[str, str], *, config_source: str | None = None) -
         xray_sampling_rule_manifest=_sampling_manifest(reader),
         xray_segment_name=reader.text("XRAY_SEGMENT_NAME", segment_default),
         otel_endpoint=reader.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        config_headers=_config_headers(reader),
+        config_ca_bundle=reader.get("MESHPROXY_CONFIG_CA_BUNDLE"),
     )

@@ -454,3 +454,24 @@ def test_request_head_limits_default_to_envoys_and_are_validated() -> None:
         with pytest.raises(SettingsError) as raised:
             load_settings({**env, variable: value})
         assert raised.value.variable == variable, value
+
+
+# --- config source access (issue 16) -----------------------------------------------------------------------
+
+
+def test_config_headers_and_ca_bundle() -> None:
+    loaded = settings(
+        MESHPROXY_CONFIG_HEADERS="Authorization: Bearer SECRET-1\nX-Api-Key: SECRET-2\n",
+        MESHPROXY_CONFIG_CA_BUNDLE="/etc/ssl/private-ca.pem",
+    )
+    assert loaded.config_headers == (("Authorization", "Bearer SECRET-1"), ("X-Api-Key", "SECRET-2"))
+    assert loaded.source_options.headers == loaded.config_headers
+    assert loaded.source_options.ca_bundle == "/etc/ssl/private-ca.pem"
+    assert "SECRET" not in repr(loaded) and "SECRET" not in repr(loaded.source_options)
+    assert settings().config_headers == () and settings().config_ca_bundle is None
+
+
+def test_a_malformed_header_line_is_fatal_without_echoing_it() -> None:
+    error = fatal(MESHPROXY_CONFIG_HEADERS="Authorization: Bearer ok\nBearer SECRET")
+    assert error.variable == "MESHPROXY_CONFIG_HEADERS"
+    assert "line 2" in error.message and "SECRET" not in str(error)
