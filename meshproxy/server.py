@@ -92,10 +92,24 @@ class Server:
     def listeners(self) -> list[HttpListener]:
         return list(self.http_listeners)
 
-    def config_dump(self) -> dict[str, object]:
-        from meshproxy.config.dump import snapshot_to_dict
+    async def config_dump(self, envoy: bool) -> dict[str, object]:
+        return self.render_config_dump(envoy)
 
-        return {"configs": [snapshot_to_dict(self.dataplane.snapshot)]}
+    def render_config_dump(self, envoy: bool) -> dict[str, object]:
+        dataplane = self.dataplane
+        if not envoy:
+            from meshproxy.config.dump import snapshot_to_dict
+
+            return {"configs": [snapshot_to_dict(dataplane.snapshot)]}
+        from meshproxy.admin.config_dump import envoy_config_dump
+
+        def endpoints(name: str) -> list[tuple[str, int]] | None:
+            runtime = dataplane.clusters.clusters.get(name)
+            return None if runtime is None else [(h.address, h.port) for h in runtime.hosts]
+
+        return envoy_config_dump(
+            dataplane.snapshot, self.settings, applied_at=dataplane.applied_at, endpoints=endpoints
+        )
 
     def drain(self, inbound_only: bool, exit_after: bool) -> None:
         if exit_after and self.dataplane.state in (ServerState.PRE_INITIALIZING, ServerState.INITIALIZING):
@@ -183,8 +197,8 @@ class Server:
             return str(cluster_status(self.dataplane.clusters, False)).encode()
         if command is WorkerCommand.CLUSTERS_JSON:
             return json.dumps(cluster_status(self.dataplane.clusters, True)).encode()
-        if command is WorkerCommand.CONFIG_DUMP:
-            return json.dumps(self.config_dump()).encode()
+        if command in (WorkerCommand.CONFIG_DUMP, WorkerCommand.CONFIG_DUMP_ENVOY):
+            return json.dumps(self.render_config_dump(command is WorkerCommand.CONFIG_DUMP_ENVOY)).encode()
         if command is WorkerCommand.RESET:
             self.reset_counters()
         elif command is WorkerCommand.DRAIN:
