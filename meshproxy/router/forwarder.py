@@ -329,9 +329,10 @@ class UpstreamRequest:
         head = self.head
         down = self.down
         headers: Headers = []
-        request_id = forwarded_for = None
+        request_id = forwarded_for = original_host = None
         has_connection = False
-        untrusted = down.listener.direction is ListenerDirection.GATEWAY
+        direction = down.listener.direction
+        untrusted = direction is ListenerDirection.GATEWAY
         host_rewrite = self.host_rewrite
         for name, value in head.headers:
             if name in HOP_BY_HOP:
@@ -340,6 +341,7 @@ class UpstreamRequest:
             if untrusted and name.startswith(ENVOY_CONTROL_PREFIX):
                 continue  # a client outside the mesh may not steer retries or timeouts
             if host_rewrite is not None and name == b"host":
+                original_host = value
                 value = host_rewrite.encode()
             if name == b"x-forwarded-for":
                 forwarded_for = value
@@ -366,8 +368,18 @@ class UpstreamRequest:
             headers.append((b"x-request-id", new_request_id()))
         if self.original_path is not None:
             headers.append((b"x-envoy-original-path", self.original_path.encode("latin-1")))
-        peer = down.peer_ip
-        headers.append((b"x-forwarded-for", forwarded_for + b", " + peer if forwarded_for else peer))
+        if original_host is not None:
+            # Envoy (>= 1.35) keeps the Host a route rewrote (a gateway's default target hostname) in
+            # x-envoy-original-host; checked against Envoy 1.40.
+            headers.append((b"x-envoy-original-host", original_host))
+        if direction is ListenerDirection.EGRESS:
+            # App Mesh's Envoy never appended the caller to XFF (use_remote_address off, roadmap #349,
+            # #413): the app's own header, if any, goes out as it came.
+            if forwarded_for is not None:
+                headers.append((b"x-forwarded-for", forwarded_for))
+        else:
+            peer = down.peer_ip
+            headers.append((b"x-forwarded-for", forwarded_for + b", " + peer if forwarded_for else peer))
         if header_value(head.headers, "x-forwarded-proto") is None:
             headers.append((b"x-forwarded-proto", b"http"))
         expected = self.timeout

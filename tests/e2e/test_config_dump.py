@@ -18,6 +18,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +70,17 @@ TELEMETRY_ENV = {
 }
 
 
+ORACLES = REPO_ROOT / ".venv" / "oracles"  # xds-protos, installed apart by scripts/setup
+
+
 def parse_config_dump(dump: dict[str, Any]) -> Any:
     """`dump` as an `envoy.admin.v3.ConfigDump`; raises on any field or type Envoy's API does not have."""
     from google.protobuf import json_format
 
+    if not (ORACLES / "envoy" / "admin").is_dir():
+        pytest.fail(f"Envoy's API protos are missing from {ORACLES}: run scripts/setup")
+    if str(ORACLES) not in sys.path:
+        sys.path.append(str(ORACLES))  # last: the venv's own google / opentelemetry packages win
     for module in _PROTO_MODULES:
         importlib.import_module(module)
     from envoy.admin.v3.config_dump_pb2 import ConfigDump
