@@ -1,4 +1,4 @@
-"""`meshproxy` command line: run | demo | validate | render | iptables | export."""
+"""`meshproxy` command line: run | demo | validate | render | iptables | export | inject | webhook."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "render": ("meshproxy.config.commands", "render_main", "print the compiled config for one node"),
     "iptables": ("meshproxy.interception.commands", "main", "apply | clean | status | render the rules"),
     "export": ("meshproxy.config.export", "main", "pull a mesh from the App Mesh API into a config file"),
+    "inject": ("meshproxy.kubernetes.manifests", "inject_main", "add the sidecar to Kubernetes manifests"),
+    "webhook": ("meshproxy.kubernetes.webhook", "main", "the same injection as an admission webhook"),
 }
 
 

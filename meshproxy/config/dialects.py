@@ -81,11 +81,31 @@ def read_file(path: str) -> ReadResult:
     return _resolve_kubernetes(_read_file(path))
 
 
-def read_files(paths: Sequence[str]) -> ReadResult:
-    """Read several files as one configuration: Kubernetes objects may refer to objects in other files."""
+def read_files(paths: Sequence[str], objects: list[kubernetes.KubernetesObject] | None = None) -> ReadResult:
+    """Read several files as one configuration: Kubernetes objects may refer to objects in other files.
+
+    `objects`, when given, receives the App Mesh Kubernetes objects as read (with their pod selectors and
+    namespaces, which the resources they become do not keep): what sidecar injection matches pods against.
+    """
     result = ReadResult()
     for path in paths:
         result.extend(_read_file(path))
+    return _with_objects(result, objects)
+
+
+def read_sources(
+    sources: Sequence[tuple[str, bytes]], objects: list[kubernetes.KubernetesObject] | None = None
+) -> ReadResult:
+    """`read_files` over (name, bytes) pairs already fetched (http, s3 or file sources)."""
+    result = ReadResult()
+    for name, data in sources:
+        result.extend(_read_bytes(data, source=name))
+    return _with_objects(result, objects)
+
+
+def _with_objects(result: ReadResult, objects: list[kubernetes.KubernetesObject] | None) -> ReadResult:
+    if objects is not None:
+        objects.extend(result.kubernetes)
     return _resolve_kubernetes(result)
 
 

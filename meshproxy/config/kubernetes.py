@@ -340,6 +340,11 @@ def _api(kind: ResourceType, body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def mesh_of(obj: KubernetesObject, objects: Sequence[KubernetesObject]) -> str | None:
+    """The AWS name of the mesh `obj` belongs to, decided as `resolve_objects` decides it (None: unknown)."""
+    return _Resolver(objects).mesh_of(obj)
+
+
 def resolve_objects(objects: Sequence[KubernetesObject]) -> ReadResult:
     """Turn collected objects into App Mesh API resources, resolving names and references among them."""
     resolver = _Resolver(objects)
