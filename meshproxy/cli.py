@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def usage() -> str:
-    lines = ["usage: meshproxy COMMAND [ARGS]", "", "commands:"]
+    lines = ["usage: meshproxy COMMAND [ARGS]    (meshproxy --version)", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -29,6 +29,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
+        return 0
+    if args[0] in ("--version", "-V", "version"):
+        from meshproxy import __version__
+
+        print(f"meshproxy {__version__}")
         return 0
     entry = COMMANDS.get(args[0])
     if entry is None:
