@@ -1,8 +1,11 @@
 # syntax=docker/dockerfile:1
 # meshproxy images.
 #
-#   docker build -t meshproxy .                       # the sidecar / virtual gateway (default, last stage)
-#   docker build -t meshproxy:init --target init .    # the init container that installs the iptables rules
+#   docker build -t meshproxy:0.1.0 .                           # the sidecar / virtual gateway (default stage)
+#   docker build -t meshproxy:0.1.0-init --target init .        # the init container (iptables rules)
+#
+# Multi-arch (amd64 + arm64) and pushed, as the README's "Building and pushing the image" shows:
+#   docker buildx build --platform linux/amd64,linux/arm64 -t $REPO:0.1.0 --push .
 #
 # The sidecar runs as UID 1337, the UID the interception rules skip (IgnoredUID / APPMESH_IGNORE_UID, spec
 # §6.4), and needs no capabilities. Only the init image runs as root, with NET_ADMIN, and exits.
