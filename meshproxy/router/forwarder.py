@@ -105,6 +105,7 @@ class UpstreamRequest:
         "host_rewrite",
         "idle_timeout",
         "last_activity",
+        "original_host",
         "original_path",
         "path",
         "pool",
@@ -168,6 +169,7 @@ class UpstreamRequest:
         self.switch_head: ResponseHead | None = None
         self.tunnel_eofs = 0
         self.original_path: str | None = None  # before a gateway rewrite (x-envoy-original-path)
+        self.original_host: str | None = None  # before a gateway route's Host rewrite (x-envoy-original-host)
         self.idle_timeout: float | None = None  # the route's (or ingress listener's) `idle`; None = disabled
         self.last_activity = self.start
         self.host_rewrite: str | None = None
@@ -321,6 +323,7 @@ class UpstreamRequest:
                 self.original_path = path
                 self.path = new_path
             if rewrite.hostname is not None:
+                self.original_host = self.authority
                 self.host_rewrite = rewrite.hostname
         return route
 
@@ -329,7 +332,7 @@ class UpstreamRequest:
         head = self.head
         down = self.down
         headers: Headers = []
-        request_id = forwarded_for = original_host = None
+        request_id = forwarded_for = None
         has_connection = False
         direction = down.listener.direction
         untrusted = direction is ListenerDirection.GATEWAY
@@ -341,7 +344,6 @@ class UpstreamRequest:
             if untrusted and name.startswith(ENVOY_CONTROL_PREFIX):
                 continue  # a client outside the mesh may not steer retries or timeouts
             if host_rewrite is not None and name == b"host":
-                original_host = value
                 value = host_rewrite.encode()
             if name == b"x-forwarded-for":
                 forwarded_for = value
@@ -368,10 +370,10 @@ class UpstreamRequest:
             headers.append((b"x-request-id", new_request_id()))
         if self.original_path is not None:
             headers.append((b"x-envoy-original-path", self.original_path.encode("latin-1")))
-        if original_host is not None:
+        if self.original_host is not None:
             # Envoy (>= 1.35) keeps the Host a route rewrote (a gateway's default target hostname) in
             # x-envoy-original-host; checked against Envoy 1.40.
-            headers.append((b"x-envoy-original-host", original_host))
+            headers.append((b"x-envoy-original-host", self.original_host.encode("latin-1")))
         if direction is ListenerDirection.EGRESS:
             # App Mesh's Envoy never appended the caller to XFF (use_remote_address off, roadmap #349,
             # #413): the app's own header, if any, goes out as it came.
