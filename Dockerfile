@@ -1,8 +1,11 @@
 # syntax=docker/dockerfile:1
 # meshproxy images.
 #
-#   docker build -t meshproxy .                       # the sidecar / virtual gateway (default, last stage)
-#   docker build -t meshproxy:init --target init .    # the init container that installs the iptables rules
+#   docker build -t meshproxy:0.1.0 .                           # the sidecar / virtual gateway (default stage)
+#   docker build -t meshproxy:0.1.0-init --target init .        # the init container (iptables rules)
+#
+# Multi-arch (amd64 + arm64) and pushed, as the README's "Building and pushing the image" shows:
+#   docker buildx build --platform linux/amd64,linux/arm64 -t $REPO:0.1.0 --push .
 #
 # The sidecar runs as UID 1337, the UID the interception rules skip (IgnoredUID / APPMESH_IGNORE_UID, spec
 # §6.4), and needs no capabilities. Only the init image runs as root, with NET_ADMIN, and exits.
@@ -19,7 +22,8 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY meshproxy ./meshproxy
-RUN pip install . && rm -rf /src
+# [aws]: boto3, for s3:// config sources and AWS Cloud Map discovery (imported only when used)
+RUN pip install ".[aws]" && rm -rf /src
 WORKDIR /
 
 # Init container: installs the App Mesh nat chains in the pod / task network namespace and exits.

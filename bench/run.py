@@ -34,9 +34,9 @@ from bench import environment, grpc_probe, h2load, mesh, nginx, procstat, report
 from bench.envoy_config import (
     EgressBootstrap,
     EnvoyConfigError,
-    EnvoyTelemetry,
     TcpBootstrap,
     bench_bootstrap,
+    bench_telemetry,
     bootstrap_from_snapshot,
     bootstrap_yaml,
     compile_config_file,
@@ -351,7 +351,7 @@ class Bench:
             return bootstrap
         rules = self.out_dir / "sampling-rules.json"
         rules.write_text(json.dumps(sampling_rules_manifest(XRAY_SAMPLING_RATE)) + "\n")
-        telemetry = EnvoyTelemetry(
+        telemetry = bench_telemetry(
             access_log_path=str(sink.access_log), xray_port=sink.xray.port, sampling_rules=str(rules)
         )
         return dataclasses.replace(bootstrap, telemetry=telemetry)

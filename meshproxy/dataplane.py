@@ -94,6 +94,7 @@ class Dataplane:
         self.snapshot: Snapshot = empty_snapshot(settings.identity)
         self.state = ServerState.PRE_INITIALIZING
         self.started = time.time()
+        self.applied_at = self.started  # when the current snapshot was applied (/config_dump last_updated)
         self.health_failed = False  # /healthcheck/fail
 
     def __repr__(self) -> str:
@@ -119,6 +120,7 @@ class Dataplane:
     def apply(self, snapshot: Snapshot) -> None:
         self.clusters.apply(snapshot)
         self.snapshot = snapshot
+        self.applied_at = time.time()
         server = self.store.server
         server.cluster_manager_cds_update_success += 1
         server.listener_manager_lds_update_success += 1

@@ -3,7 +3,8 @@
 A `front` virtual node calls the virtual service `color.demo.local`, whose router splits traffic between
 `blue` and `green`. The green app fails one request in three with a 503, and the route's retry policy turns
 those into successes. The demo starts the colour apps on loopback, runs meshproxy as `front` in a subprocess,
-sends a bounded burst through its egress listener, prints what happened, and exits.
+sends a bounded burst through its egress listener, prints what happened, and exits. With `--serve` the apps
+and the proxy stay up until Ctrl-C (or SIGTERM), with a curl command printed to try them.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import asyncio
 import collections
 import json
 import os
+import shlex
+import signal
 import socket
 import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import ClientSession, ClientTimeout, web
 
@@ -76,7 +80,25 @@ def _stat_lines(text: str, wanted: Sequence[str]) -> list[str]:
     return [line for line in text.splitlines() if any(w in line for w in wanted)]
 
 
-async def run_demo(requests: int, weights: tuple[int, int]) -> int:
+def meshproxy_command() -> list[str]:
+    """How to run this very meshproxy again: the venv's console script, else this interpreter's module."""
+    script = Path(sys.executable).with_name("meshproxy")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "meshproxy"]
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def run_demo(requests: int, weights: tuple[int, int], serve: bool = False) -> int:
     blue, green, front = ColourApp("blue"), ColourApp("green", fail_every=3), ColourApp("front")
     ports = {name: free_port() for name in ("blue", "green", "front", "ingress", "egress", "admin")}
     runners = [await app.start(ports[app.colour]) for app in (blue, green, front)]
@@ -122,8 +144,6 @@ async def run_demo(requests: int, weights: tuple[int, int]) -> int:
                     seen[f"{response.status} {body.strip()}" if response.status != 200 else body.strip()] += 1
             async with session.get(f"{admin}/stats") as response:
                 stats = await response.text()
-            async with session.post(f"{admin}/quitquitquit") as response:
-                await response.read()
         print(f"\n{requests} requests to http://color.demo.local/ through the egress listener "
               f"(route weights blue {weights[0]} / green {weights[1]}):")  # fmt: skip
         for answer, count in sorted(seen.items()):
@@ -135,10 +155,25 @@ async def run_demo(requests: int, weights: tuple[int, int]) -> int:
                  "upstream_cx_total", "downstream_rq_total")  # fmt: skip
         for line in _stat_lines(stats, shown):
             print(f"  {line}")
-        print(f"\nThe proxy's log: {log_path}. Run it yourself with:")
-        print(f"  APPMESH_RESOURCE_ARN=mesh/demo/virtualNode/front meshproxy run --config {config}")
+        print(f"\nThe proxy's log: {log_path}.")
         if sum(c for a, c in seen.items() if not a[0].isalpha()) > 0:
             status = 1
+        if serve:
+            curl = ["curl", "-s", "-H", "Host: color.demo.local", url]
+            print("\nServing until Ctrl-C. Try:", flush=True)
+            print(f"  {shlex.join(curl)}", flush=True)
+            print(f"  curl -s {admin}/stats/prometheus", flush=True)
+            await _until_stopped()
+        else:
+            print(
+                "Run it yourself (the apps and the proxy stay up, with a curl command to try, until Ctrl-C):"
+            )
+            print(f"  {shlex.join([*meshproxy_command(), 'demo', '--serve'])}")
+        async with (
+            ClientSession(timeout=ClientTimeout(total=10)) as session,
+            session.post(f"{admin}/quitquitquit") as response,
+        ):
+            await response.read()
     finally:
         if proxy.returncode is None:
             proxy.terminate()
@@ -155,6 +190,7 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="meshproxy demo", description=__doc__)
     parser.add_argument("--requests", type=int, default=200, help="how many requests to send (default 200)")
     parser.add_argument("--weights", default="50,50", help="blue,green route weights (default 50,50)")
+    parser.add_argument("--serve", action="store_true", help="keep the apps and the proxy up until Ctrl-C")
     args = parser.parse_args(list(argv))
     try:
         blue_weight, green_weight = (int(w) for w in args.weights.split(","))
@@ -162,4 +198,4 @@ def main(argv: Sequence[str]) -> int:
         parser.error("--weights must be two integers, e.g. 80,20")
     if not 1 <= args.requests <= 100_000:
         parser.error("--requests must be in 1..100000")
-    return asyncio.run(run_demo(args.requests, (blue_weight, green_weight)))
+    return asyncio.run(run_demo(args.requests, (blue_weight, green_weight), serve=args.serve))

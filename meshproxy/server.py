@@ -25,7 +25,14 @@ from meshproxy.admin.server import AdminServer, cluster_status, worker_entry
 from meshproxy.config.errors import ConfigError, Issue
 from meshproxy.config.load import snapshot_from_bytes
 from meshproxy.config.snapshot import ResourceKind, Snapshot
-from meshproxy.config.sources import PollSchedule, SourceError, open_source, source_problem
+from meshproxy.config.sources import (
+    PollSchedule,
+    SourceError,
+    header_names,
+    open_source,
+    parse_header,
+    source_problem,
+)
 from meshproxy.core.direction import ListenerDirection
 from meshproxy.dataplane import Dataplane, ServerState
 from meshproxy.listeners.listener import HttpListener
@@ -68,7 +75,8 @@ class Server:
         if settings.listen_address in ("127.0.0.1", "::1"):
             address = settings.listen_address
         self.admin = AdminServer(self.dataplane, self.telemetry, self, address, settings.admin_port)
-        self.source = open_source(settings.config_source) if settings.config_source else None
+        options = settings.source_options
+        self.source = open_source(settings.config_source, options) if settings.config_source else None
         # refresh interval with jitter, exponential backoff while the source fails (config/sources.py)
         self.schedule = PollSchedule(settings.config_refresh_s)
         self._stop = asyncio.Event()
@@ -84,10 +92,24 @@ class Server:
     def listeners(self) -> list[HttpListener]:
         return list(self.http_listeners)
 
-    def config_dump(self) -> dict[str, object]:
-        from meshproxy.config.dump import snapshot_to_dict
+    async def config_dump(self, envoy: bool) -> dict[str, object]:
+        return self.render_config_dump(envoy)
 
-        return {"configs": [snapshot_to_dict(self.dataplane.snapshot)]}
+    def render_config_dump(self, envoy: bool) -> dict[str, object]:
+        dataplane = self.dataplane
+        if not envoy:
+            from meshproxy.config.dump import snapshot_to_dict
+
+            return {"configs": [snapshot_to_dict(dataplane.snapshot)]}
+        from meshproxy.admin.config_dump import envoy_config_dump
+
+        def endpoints(name: str) -> list[tuple[str, int]] | None:
+            runtime = dataplane.clusters.clusters.get(name)
+            return None if runtime is None else [(h.address, h.port) for h in runtime.hosts]
+
+        return envoy_config_dump(
+            dataplane.snapshot, self.settings, applied_at=dataplane.applied_at, endpoints=endpoints
+        )
 
     def drain(self, inbound_only: bool, exit_after: bool) -> None:
         if exit_after and self.dataplane.state in (ServerState.PRE_INITIALIZING, ServerState.INITIALIZING):
@@ -175,8 +197,8 @@ class Server:
             return str(cluster_status(self.dataplane.clusters, False)).encode()
         if command is WorkerCommand.CLUSTERS_JSON:
             return json.dumps(cluster_status(self.dataplane.clusters, True)).encode()
-        if command is WorkerCommand.CONFIG_DUMP:
-            return json.dumps(self.config_dump()).encode()
+        if command in (WorkerCommand.CONFIG_DUMP, WorkerCommand.CONFIG_DUMP_ENVOY):
+            return json.dumps(self.render_config_dump(command is WorkerCommand.CONFIG_DUMP_ENVOY)).encode()
         if command is WorkerCommand.RESET:
             self.reset_counters()
         elif command is WorkerCommand.DRAIN:
@@ -192,6 +214,9 @@ class Server:
             log.critical("no configuration source: pass --config FILE or set MESHPROXY_CONFIG")
             return False
         timeout = self.settings.initial_fetch_timeout_s or None
+        if self.settings.config_headers:
+            log.info("configuration from %s, sending headers %s", source.name,
+                     header_names(self.settings.config_headers))  # fmt: skip
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -343,7 +368,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--config",
-        help="App Mesh resources: a JSON/YAML file or an http(s) URL (default: $MESHPROXY_CONFIG)",
+        help="App Mesh resources: a JSON/YAML file, an http(s):// URL or s3://bucket/key "
+        "(default: $MESHPROXY_CONFIG)",
+    )
+    parser.add_argument(
+        "--config-header",
+        action="append",
+        default=[],
+        type=_header,
+        metavar="'NAME: VALUE'",
+        help="send this header with every http(s) config request; repeatable, added to the lines of "
+        "$MESHPROXY_CONFIG_HEADERS (one 'Name: value' per line). Values never appear in logs",
+    )
+    parser.add_argument(
+        "--config-ca-bundle",
+        metavar="FILE",
+        help="PEM CA bundle that https:// and s3:// config sources are verified against, instead of the "
+        "system trust store (default: $MESHPROXY_CONFIG_CA_BUNDLE)",
     )
     parser.add_argument(
         "--refresh-interval",
@@ -352,6 +393,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="poll the config source this often; 0 reads it once (default: $MESHPROXY_CONFIG_REFRESH_S or 5)",
     )
     return parser.parse_args(list(argv))
+
+
+def _header(text: str) -> tuple[str, str]:
+    try:
+        return parse_header(text)
+    except ValueError as exc:  # the message never repeats the value: it may be a credential
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _seconds(text: str) -> float:
@@ -374,7 +422,13 @@ def main(argv: Sequence[str]) -> int:
         return 1
     if args.refresh_interval is not None:
         settings = dataclasses.replace(settings, config_refresh_s=args.refresh_interval)
-    problem = source_problem(settings.config_source) if settings.config_source else None
+    settings = dataclasses.replace(
+        settings,
+        config_headers=settings.config_headers + tuple(args.config_header),
+        config_ca_bundle=args.config_ca_bundle or settings.config_ca_bundle,
+    )
+    options = settings.source_options
+    problem = source_problem(settings.config_source, options) if settings.config_source else None
     if problem is not None:
         print(f"meshproxy: --config: {problem}", file=sys.stderr)
         return 1

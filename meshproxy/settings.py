@@ -15,12 +15,14 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from meshproxy.codec.h1 import MAX_HEADERS_COUNT, MAX_HEADERS_KB
 from meshproxy.config.snapshot import Identity, ResourceKind
+from meshproxy.config.sources import SourceOptions, parse_headers
 
 log = logging.getLogger("meshproxy.settings")
 
@@ -48,7 +50,9 @@ class Settings:
     # admin
     admin_port: int = 9901  # ENVOY_ADMIN_ACCESS_PORT
     admin_ipv6: bool = False  # ENVOY_ADMIN_ACCESS_ENABLE_IPV6
-    admin_access_log: str = "/tmp/envoy_admin_access.log"  # ENVOY_ADMIN_ACCESS_LOG_FILE
+    admin_access_log: str = (
+        "/tmp/envoy_admin_access.log"  # ENVOY_ADMIN_ACCESS_LOG_FILE (default_admin_access_log)
+    )
     # process
     log_level: str = "info"  # ENVOY_LOG_LEVEL: trace debug info warn error critical off ("warning" -> "warn")
     concurrency: int = 1  # ENVOY_CONCURRENCY (worker processes)
@@ -75,6 +79,14 @@ class Settings:
     xray_sampling_rule_manifest: str | None = None  # XRAY_SAMPLING_RULE_MANIFEST
     xray_segment_name: str = ""  # XRAY_SEGMENT_NAME, default "<mesh>/<resource>"
     otel_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT
+    # config source access: MESHPROXY_CONFIG_HEADERS / --config-header (secrets: kept out of the repr),
+    # MESHPROXY_CONFIG_CA_BUNDLE / --config-ca-bundle
+    config_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    config_ca_bundle: str | None = None
+
+    @property
+    def source_options(self) -> SourceOptions:
+        return SourceOptions(headers=self.config_headers, ca_bundle=self.config_ca_bundle)
 
 
 # Go strconv.ParseBool (spec §1.1).
@@ -355,6 +367,14 @@ def _bounded(reader: _Env, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def default_admin_access_log(uid: int, admin_port: int) -> str:
+    """ENVOY_ADMIN_ACCESS_LOG_FILE's default: App Mesh's `/tmp/envoy_admin_access.log`, named per user and
+    admin port, so that proxies sharing a /tmp (a host, an ECS task on EC2, the tests) each write their own,
+    and a file left by another user (root) never stops UID 1337 from writing. In a container /tmp is its
+    own; set the variable to keep App Mesh's exact path."""
+    return f"/tmp/envoy_admin_access_{uid}_{admin_port}.log"
+
+
 def _choice(reader: _Env, name: str, choices: tuple[str, ...], default: str) -> str:
     value = reader.text(name, default)
     if value not in choices:
@@ -366,6 +386,17 @@ def _non_negative(reader: _Env, name: str, value: float) -> float:
     if value < 0:
         raise SettingsError(name, f"must not be negative, got {reader.get(name)!r}")
     return value
+
+
+def _config_headers(reader: _Env) -> tuple[tuple[str, str], ...]:
+    name = "MESHPROXY_CONFIG_HEADERS"
+    value = reader.get(name)
+    if value is None:
+        return ()
+    try:
+        return parse_headers(value)
+    except ValueError as exc:  # the reason never repeats a value: headers carry credentials
+        raise SettingsError(name, f"{exc} (one 'Name: value' per line)") from None
 
 
 def load_settings(env: Mapping[str, str], *, config_source: str | None = None) -> Settings:
@@ -394,6 +425,7 @@ def load_settings(env: Mapping[str, str], *, config_source: str | None = None) -
 
     xray = _tracing(reader)
     xray_address, xray_port = _xray_daemon(reader)
+    admin_port = reader.port("ENVOY_ADMIN_ACCESS_PORT", 9901)
     segment_default = f"{identity.mesh_name}/{identity.name}"
 
     return Settings(
@@ -410,9 +442,11 @@ def load_settings(env: Mapping[str, str], *, config_source: str | None = None) -
         ingress_port=reader.port("APPMESH_ENVOY_INGRESS_PORT", 15000),
         egress_port=reader.port("APPMESH_ENVOY_EGRESS_PORT", 15001),
         listen_address=listen_address,
-        admin_port=reader.port("ENVOY_ADMIN_ACCESS_PORT", 9901),
+        admin_port=admin_port,
         admin_ipv6=reader.flag("ENVOY_ADMIN_ACCESS_ENABLE_IPV6"),
-        admin_access_log=reader.text("ENVOY_ADMIN_ACCESS_LOG_FILE", "/tmp/envoy_admin_access.log"),
+        admin_access_log=reader.text(
+            "ENVOY_ADMIN_ACCESS_LOG_FILE", default_admin_access_log(os.getuid(), admin_port)
+        ),
         log_level=_log_level(reader),
         # unset or <= 0 means "Envoy's default" to the agent; for us that is one worker process
         concurrency=concurrency if concurrency > 0 else 1,
@@ -438,4 +472,6 @@ def load_settings(env: Mapping[str, str], *, config_source: str | None = None) -
         xray_sampling_rule_manifest=_sampling_manifest(reader),
         xray_segment_name=reader.text("XRAY_SEGMENT_NAME", segment_default),
         otel_endpoint=reader.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        config_headers=_config_headers(reader),
+        config_ca_bundle=reader.get("MESHPROXY_CONFIG_CA_BUNDLE"),
     )

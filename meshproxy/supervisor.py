@@ -135,7 +135,6 @@ class Supervisor:
         self.retired: list[StatsStore] = []
         self.restarts = 0
         self._stop = asyncio.Event()
-        self._config_dump: dict[str, object] = {"configs": []}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[bytes | None]] = set()
 
@@ -146,8 +145,14 @@ class Supervisor:
     def listeners(self) -> list[HttpListener]:
         return []  # the listeners live in the workers; /listeners there lists none
 
-    def config_dump(self) -> dict[str, object]:
-        return self._config_dump
+    async def config_dump(self, envoy: bool) -> dict[str, object]:
+        """Worker 0's (every worker runs the same snapshot), asked at each request so it is never stale."""
+        command = WorkerCommand.CONFIG_DUMP_ENVOY if envoy else WorkerCommand.CONFIG_DUMP
+        for worker in self.workers:
+            data = await worker.call(command)
+            if data is not None:
+                return cast(dict[str, object], json.loads(data))
+        return {"configs": []}
 
     def drain(self, inbound_only: bool, exit_after: bool) -> None:
         if self.dataplane.state is not ServerState.DRAINING:
@@ -215,9 +220,6 @@ class Supervisor:
                 self._tasks.append(loop.create_task(self._watch(worker)))
             if not await self._all_live():
                 return 1
-            dump = await self.workers[0].call(WorkerCommand.CONFIG_DUMP)
-            if dump is not None:
-                self._config_dump = json.loads(dump)
             self.store.server.control_plane_connected_state = 1
             self.dataplane.set_state(ServerState.LIVE)
             log.info("LIVE: %s with %d workers", self.settings.identity.node_id, len(self.workers))

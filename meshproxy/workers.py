@@ -27,7 +27,8 @@ class WorkerCommand(enum.StrEnum):
     STATS = "stats"
     CLUSTERS = "clusters"
     CLUSTERS_JSON = "clusters-json"
-    CONFIG_DUMP = "config-dump"
+    CONFIG_DUMP = "config-dump"  # meshproxy's own view
+    CONFIG_DUMP_ENVOY = "config-dump-envoy"
     RESET = "reset"
     DRAIN = "drain"
     QUIT = "quit"

@@ -76,7 +76,9 @@ class Lifecycle(Protocol):
 
     def listeners(self) -> list[HttpListener]: ...
 
-    def config_dump(self) -> dict[str, object]: ...
+    async def config_dump(self, envoy: bool) -> dict[str, object]:
+        """Envoy's ConfigDump shape (`envoy`), or meshproxy's own view of the compiled snapshot."""
+        ...
 
     async def refresh_stats(self) -> None:
         """Bring the stats the renderers read up to date (totals across worker processes)."""
@@ -268,7 +270,12 @@ class AdminServer:
         return AdminResponse(200, self.stats.render_prometheus(), PROMETHEUS_CONTENT_TYPE.encode())
 
     async def config_dump(self, query: Query) -> AdminResponse:
-        return AdminResponse.json(self.lifecycle.config_dump(), indent=2)
+        """Envoy's `envoy.admin.v3.ConfigDump` (admin/config_dump.py); `?format=meshproxy` for the compiled
+        snapshot as meshproxy holds it."""
+        fmt = query.get("format", "json")
+        if fmt not in ("json", "meshproxy"):
+            return AdminResponse.text(f"unknown format {fmt!r}: use json (Envoy's shape) or meshproxy\n", 400)
+        return AdminResponse.json(await self.lifecycle.config_dump(envoy=fmt == "json"), indent=2)
 
     async def clusters(self, query: Query) -> AdminResponse:
         status = await self.lifecycle.cluster_status(query.get("format") == "json")

@@ -12,7 +12,12 @@ items or a single item. An item is recognised as:
 - a CloudFormation template with `AWS::AppMesh::*` resources (`cloudformation.py`; YAML short forms such as
   `!Ref` and `!GetAtt` are read as their long forms);
 - a Kubernetes `appmesh.k8s.aws/v1beta2` object, or a `kind: List` of them (`kubernetes.py`). These refer to
-  each other by Kubernetes name, possibly across files, so `read_files` resolves them after reading all files.
+  each other by Kubernetes name, possibly across files, so `read_files` resolves them after reading all files;
+- a Kubernetes `ConfigMap` whose `data` entries hold any of the above (each entry is read as JSON or YAML, by
+  its key's extension or by trying); entries that are not JSON/YAML or hold no App Mesh resource are skipped
+  with a warning, so an application's own ConfigMaps can sit in the same file;
+- any other Kubernetes object (a Deployment, a Service, ...): skipped with a warning, as the App Mesh
+  controller ignores them. A manifest file can therefore hold an application and its mesh together.
 
 `metadata` and `status` are ignored. Every problem becomes an `Issue`; nothing here raises for bad input.
 """
@@ -76,11 +81,31 @@ def read_file(path: str) -> ReadResult:
     return _resolve_kubernetes(_read_file(path))
 
 
-def read_files(paths: Sequence[str]) -> ReadResult:
-    """Read several files as one configuration: Kubernetes objects may refer to objects in other files."""
+def read_files(paths: Sequence[str], objects: list[kubernetes.KubernetesObject] | None = None) -> ReadResult:
+    """Read several files as one configuration: Kubernetes objects may refer to objects in other files.
+
+    `objects`, when given, receives the App Mesh Kubernetes objects as read (with their pod selectors and
+    namespaces, which the resources they become do not keep): what sidecar injection matches pods against.
+    """
     result = ReadResult()
     for path in paths:
         result.extend(_read_file(path))
+    return _with_objects(result, objects)
+
+
+def read_sources(
+    sources: Sequence[tuple[str, bytes]], objects: list[kubernetes.KubernetesObject] | None = None
+) -> ReadResult:
+    """`read_files` over (name, bytes) pairs already fetched (http, s3 or file sources)."""
+    result = ReadResult()
+    for name, data in sources:
+        result.extend(_read_bytes(data, source=name))
+    return _with_objects(result, objects)
+
+
+def _with_objects(result: ReadResult, objects: list[kubernetes.KubernetesObject] | None) -> ReadResult:
+    if objects is not None:
+        objects.extend(result.kubernetes)
     return _resolve_kubernetes(result)
 
 
@@ -119,54 +144,51 @@ def read_text(text: str, *, source: str = "<text>", syntax: str | None = None) -
     return _resolve_kubernetes(_read_text(text, source=source, syntax=syntax))
 
 
-def _read_text(text: str, *, source: str, syntax: str | None) -> ReadResult:
-    if syntax is None:
-        extension = os.path.splitext(source)[1].lower()
-        syntax = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}.get(extension)
+_SYNTAX_BY_EXTENSION: Mapping[str, str] = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+
+
+def _syntax_of(name: str) -> str | None:
+    return _SYNTAX_BY_EXTENSION.get(os.path.splitext(name)[1].lower())
+
+
+def _parse(text: str, syntax: str | None) -> list[Any] | tuple[str, str]:
+    """The documents in `text`, or (where, message) saying why it is not JSON / YAML."""
     if syntax is None:
         try:
-            documents: list[Any] = [json.loads(text)]
+            return [json.loads(text)]
         except ValueError:
             syntax = "yaml"
-        else:
-            return _read_documents(documents, source)
     if syntax == "json":
         try:
-            documents = [json.loads(text)]
+            return [json.loads(text)]
         except json.JSONDecodeError as exc:
-            return ReadResult(
-                issues=[
-                    Issue(
-                        "",
-                        "",
-                        f"line {exc.lineno} column {exc.colno}",
-                        f"invalid JSON: {exc.msg}",
-                        source=source,
-                    )
-                ]
-            )
-    else:
-        try:
-            documents = list(yaml.load_all(text, Loader=_YamlLoader))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            return ReadResult(issues=[Issue("", "", where, f"invalid YAML: {problem}", source=source)])
-    return _read_documents(documents, source)
+            return f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}"
+    try:
+        return list(yaml.load_all(text, Loader=_YamlLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        return where, f"invalid YAML: {getattr(exc, 'problem', None) or exc}"
 
 
-def _read_documents(documents: Sequence[Any], source: str) -> ReadResult:
+def _read_text(text: str, *, source: str, syntax: str | None) -> ReadResult:
+    parsed = _parse(text, syntax or _syntax_of(source))
+    if isinstance(parsed, tuple):
+        return ReadResult(issues=[Issue("", "", parsed[0], parsed[1], source=source)])
+    result = _read_documents(parsed, source)
+    if not result.resources and not result.issues and not result.kubernetes:
+        result.issues.append(Issue("", "", "", "no App Mesh resources found", Severity.WARNING, source))
+    return result
+
+
+def _read_documents(documents: Sequence[Any], source: str, location: str = "") -> ReadResult:
     result = ReadResult()
     several = len(documents) > 1
     for number, document in enumerate(documents, start=1):
         if document is None:  # an empty YAML document (`---` at the end, comments only)
             continue
-        result.extend(
-            read_document(document, source=source, location=f"document {number}" if several else "")
-        )
-    if not result.resources and not result.issues and not result.kubernetes:
-        result.issues.append(Issue("", "", "", "no App Mesh resources found", Severity.WARNING, source))
+        where = _at(location, f"document {number}") if several else location
+        result.extend(read_document(document, source=source, location=where))
     return result
 
 
@@ -201,6 +223,10 @@ def _read_item(item: Any, source: str, location: str) -> ReadResult:
         return read_document(item["items"], source=source, location=location)
     if kubernetes.is_manifest(item):
         return kubernetes.read_manifest(item, source=source, location=location)
+    if kubernetes.is_object(item):
+        if item["kind"] == "ConfigMap":
+            return _read_config_map(item, source, location)
+        return _skipped(source, location, f"{kubernetes.describe(item)} is not an App Mesh kind; skipped")
     # describe-* response: {"virtualNode": {...}}
     if len(keys) == 1 and (key := next(iter(keys))) in _DESCRIBE_KEYS:
         inner = item[key]
@@ -231,6 +257,38 @@ def _read_item(item: Any, source: str, location: str) -> ReadResult:
         f"not an App Mesh resource (members: {known}); expected a describe-* response such as "
         '{"virtualNode": {...}} or a resource object with meshName / virtualNodeName / routeName / ...',
     )
+
+
+def _skipped(source: str, location: str, message: str) -> ReadResult:
+    return ReadResult(issues=[Issue("", "", location, message, Severity.WARNING, source)])
+
+
+def _read_config_map(item: Mapping[str, Any], source: str, location: str) -> ReadResult:
+    """The App Mesh resources held in a ConfigMap's `data` entries (see the module docstring)."""
+    name = kubernetes.describe(item)
+    data = item.get("data")
+    result = ReadResult()
+    if "binaryData" in item:
+        result.extend(_skipped(source, location, f"{name}: binaryData is not read"))
+    if data is None:
+        return result
+    if not isinstance(data, dict):
+        return _problem(source, _at(location, f"{name} data"), "expected a mapping of keys to text")
+    for key, value in data.items():
+        where = _at(location, f"{name} data[{key!r}]")
+        if not isinstance(value, str):
+            result.extend(_problem(source, where, f"expected text, got {type(value).__name__}"))
+            continue
+        parsed = _parse(value, _syntax_of(str(key)))
+        if isinstance(parsed, tuple):
+            result.extend(_skipped(source, where, "not JSON or YAML; skipped"))
+            continue
+        entry = _read_documents(parsed, source, where)
+        if not entry.resources and not entry.kubernetes:
+            result.extend(_skipped(source, where, "holds no App Mesh resources; skipped"))
+            continue
+        result.extend(entry)
+    return result
 
 
 def resolve_document(document: Any, *, source: str = "") -> ReadResult:

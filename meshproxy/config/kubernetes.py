@@ -55,6 +55,21 @@ def is_manifest(document: Mapping[str, Any]) -> bool:
     return str(document.get("apiVersion", "")).startswith(API_GROUP) and "kind" in document
 
 
+def is_object(document: Mapping[str, Any]) -> bool:
+    """Any Kubernetes object: `apiVersion` and `kind` are both strings."""
+    return isinstance(document.get("apiVersion"), str) and isinstance(document.get("kind"), str)
+
+
+def describe(document: Mapping[str, Any]) -> str:
+    """`<kind> <namespace>/<name>` (or `<kind> <name>`) of a Kubernetes object, for messages."""
+    metadata = document.get("metadata")
+    name = namespace = None
+    if isinstance(metadata, dict):
+        name, namespace = metadata.get("name"), metadata.get("namespace")
+    label = f"{namespace}/{name}" if isinstance(namespace, str) and namespace else str(name or "(unnamed)")
+    return f"{document.get('kind')} {label}"
+
+
 @dataclass(frozen=True, slots=True)
 class KubernetesObject:
     kind: str  # Mesh, VirtualNode, ...
@@ -323,6 +338,11 @@ class _Resolver:
 def _api(kind: ResourceType, body: dict[str, Any]) -> dict[str, Any]:
     body["spec"] = to_api_members(body.get("spec") or {}, RESOURCE_TYPES[kind].spec_shape)
     return body
+
+
+def mesh_of(obj: KubernetesObject, objects: Sequence[KubernetesObject]) -> str | None:
+    """The AWS name of the mesh `obj` belongs to, decided as `resolve_objects` decides it (None: unknown)."""
+    return _Resolver(objects).mesh_of(obj)
 
 
 def resolve_objects(objects: Sequence[KubernetesObject]) -> ReadResult:

@@ -49,6 +49,7 @@ class RouteDecision(NamedTuple):
     passthrough: tuple[str, int] | None = None  # ALLOW_ALL: the original destination
     original_path: str | None = None  # before a gateway rewrite (x-envoy-original-path)
     host_rewrite: str | None = None
+    original_host: str | None = None  # before a gateway route's Host rewrite (x-envoy-original-host)
 
 
 class Target(NamedTuple):
@@ -151,10 +152,11 @@ def decide_gateway(
     decision = _routed(route, vhost.name, new_path)
     if isinstance(decision, LocalReply):
         return decision
-    rewrite = gateway_entry.rewrite
+    hostname = gateway_entry.rewrite.hostname if gateway_entry.rewrite is not None else None
     return decision._replace(
         original_path=path if new_path != path else None,
-        host_rewrite=rewrite.hostname if rewrite is not None else None,
+        host_rewrite=hostname,
+        original_host=authority if hostname is not None else None,
     )
 
 

@@ -15,7 +15,6 @@ from meshproxy.codec.h1 import ProtocolError
 from meshproxy.config.snapshot import RetryPolicy
 from meshproxy.core import outcomes
 from meshproxy.core.clock import Timer
-from meshproxy.core.direction import ListenerDirection
 from meshproxy.core.events import BodyKind, Data, EndOfMessage, Event, RequestHead, ResponseHead, Upgraded
 from meshproxy.core.outcomes import FAILURE_REPLY, AttemptFailure, LocalReply, ResponseFlag
 from meshproxy.router.attempt import UpstreamAttempt
@@ -146,7 +145,7 @@ class RouterRequest:
             authority=authority,
             absolute_form=target.absolute_form,
             host_present=target.host_present,
-            untrusted=ctx.direction is ListenerDirection.GATEWAY,
+            direction=ctx.direction,
             trace_headers=self.trace.upstream_headers if self.trace is not None else (),
         )
         if self.upstream_head is None:

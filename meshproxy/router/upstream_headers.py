@@ -4,8 +4,10 @@ function over the downstream head and the route decision.
 Hop-by-hop fields are dropped (RFC 9110 §7.6.1), including those the client names in `Connection`; the codec
 that sends the message writes its own framing. Added or rewritten: `x-request-id` (kept, or generated),
 `x-forwarded-for` (the client address appended), `x-forwarded-proto`, `x-envoy-expected-rq-timeout-ms`, the
-trace headers, `x-envoy-original-path` after a gateway rewrite, a gateway's host rewrite. At a gateway the
-client is outside the mesh, so its `x-envoy-*` control headers are stripped.
+trace headers, `x-envoy-original-path` after a gateway rewrite, a gateway's host rewrite (and the Host it
+replaced in `x-envoy-original-host`, as Envoy >= 1.35). At a gateway the client is outside the mesh, so its
+`x-envoy-*` control headers are stripped. On egress the caller is not appended to `x-forwarded-for`: App
+Mesh's Envoy never did (use_remote_address off; roadmap #349, #413), the app's own header goes out as it came.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from meshproxy.codec.headers import (
     nominates_framing_or_host,
 )
 from meshproxy.config.snapshot import RetryPolicy
+from meshproxy.core.direction import ListenerDirection
 from meshproxy.core.events import BodyKind, Headers, RequestHead
 from meshproxy.router.decide import RouteDecision
 
@@ -76,7 +79,7 @@ def upstream_head(
     authority: str,
     absolute_form: bool,
     host_present: bool,
-    untrusted: bool,
+    direction: ListenerDirection,
     trace_headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> RequestHead | None:
     """None when the request cannot go on as received: its `Connection` names Content-Length,
@@ -86,7 +89,7 @@ def upstream_head(
     host_rewrite = decision.host_rewrite
     if host_rewrite is None and absolute_form:
         host_rewrite = authority
-    copied = _copy_fields(head, untrusted, host_rewrite)
+    copied = _copy_fields(head, direction is ListenerDirection.GATEWAY, host_rewrite)
     headers = copied.headers
     if trace_headers:
         replaced = {name for name, _ in trace_headers}
@@ -104,8 +107,13 @@ def upstream_head(
         headers.append((b"x-request-id", new_request_id()))
     if decision.original_path is not None:
         headers.append((b"x-envoy-original-path", decision.original_path.encode("latin-1")))
+    if decision.original_host is not None:
+        headers.append((b"x-envoy-original-host", decision.original_host.encode("latin-1")))
     forwarded_for = copied.forwarded_for
-    headers.append((b"x-forwarded-for", forwarded_for + b", " + peer_ip if forwarded_for else peer_ip))
+    if direction is not ListenerDirection.EGRESS:
+        headers.append((b"x-forwarded-for", forwarded_for + b", " + peer_ip if forwarded_for else peer_ip))
+    elif forwarded_for is not None:
+        headers.append((b"x-forwarded-for", forwarded_for))
     if not copied.has_forwarded_proto:
         headers.append((b"x-forwarded-proto", b"http"))
     expected = expected_timeout(timeout, decision.retry)

@@ -109,6 +109,7 @@ class ClusterStats(_Scope):
     upstream_cx_active: int = 0
     upstream_cx_connect_fail: int = 0
     upstream_cx_connect_timeout: int = 0
+    upstream_cx_none_healthy: int = 0  # no host to pick (Envoy's counter behind 503 UH)
     upstream_cx_destroy: int = 0
     upstream_cx_destroy_remote: int = 0
     upstream_cx_destroy_local: int = 0

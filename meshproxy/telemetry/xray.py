@@ -244,17 +244,20 @@ def build_segment(record: RequestSummary, ctx: TraceContext, config: SegmentConf
         "method": record.method,
         "url": _s(record.scheme + "://" + authority + (record.original_path or record.path)),
     }
-    user_agent = headers.get("user-agent")
-    if user_agent:
-        request["user_agent"] = _s(user_agent)
+    # As Envoy's X-Ray tracer writes them (tracer.cc, checked against Envoy 1.40 with App Mesh's HCM): the
+    # user_agent tag is always set, "-" without a User-Agent; client_ip is the request's X-Forwarded-For
+    # value as it stands (not its first address) with x_forwarded_for true, else the peer's address with
+    # x_forwarded_for false.
+    request["user_agent"] = _s(headers.get("user-agent") or "-")
     forwarded = headers.get("x-forwarded-for")
     if forwarded:
-        request["client_ip"] = _s(forwarded.split(",", 1)[0].strip())
+        request["client_ip"] = _s(forwarded)
         request["x_forwarded_for"] = True
     else:
         client = _host(record.downstream_remote_address)
         if client:
             request["client_ip"] = client
+            request["x_forwarded_for"] = False
     code = record.response_code
     response: dict[str, object] = {"content_length": record.bytes_sent}
     if code:

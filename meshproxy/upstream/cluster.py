@@ -138,6 +138,12 @@ class ClusterRuntime:
         Below Envoy's panic threshold (fewer than 50 % of hosts healthy) every host is eligible, so load
         spreads over all of them instead of piling onto the few healthy ones.
         """
+        host = self._choose(exclude)
+        if host is None:
+            self.stats.upstream_cx_none_healthy += 1
+        return host
+
+    def _choose(self, exclude: tuple[Host, ...]) -> Host | None:
         hosts = self.hosts
         n = len(hosts)
         if n == 0:

@@ -174,6 +174,17 @@ def test_explicit_prefix_value_and_exact_path_rewrites(yelb: Yelb) -> None:
     assert yelb.ui.last.path == "/rewritten"
 
 
+def test_a_rewritten_host_is_kept_in_x_envoy_original_host(yelb: Yelb) -> None:
+    """As Envoy 1.40 does (checked against it): only when the gateway route rewrote the Host, never forged."""
+    status, _ = yelb.get("/index.html", host="www.yelb.example:8088", headers={"x-envoy-original-host": "x"})
+    assert status == 200
+    assert yelb.ui.last.headers["host"] == "ui.yelb.local"
+    assert yelb.ui.last.headers["x-envoy-original-host"] == "www.yelb.example:8088"
+    status, _ = yelb.get("/static/app.js", host="yelb.example.com", headers={"x-envoy-original-host": "x"})
+    assert status == 200  # defaultTargetHostname DISABLED: no rewrite, no header (the forged one is dropped)
+    assert "x-envoy-original-host" not in yelb.ui.last.headers
+
+
 def test_client_envoy_control_headers_are_stripped(yelb: Yelb) -> None:
     status, _ = yelb.get("/", headers={"x-envoy-max-retries": "9", "x-envoy-upstream-rq-timeout-ms": "1"})
     assert status == 200

@@ -372,7 +372,7 @@ def test_forwarding_headers_and_hop_by_hop_headers(colour_mesh: ColourMesh) -> N
     assert (reply.status, reply.app) == (200, "red"), reply
     seen = reply.json()["headers"]
     assert seen["x-request-id"] == "keep-me-123"
-    assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+    assert seen["x-forwarded-for"] == "203.0.113.7"  # egress: passed on, nothing appended (as App Mesh)
     assert seen["x-forwarded-proto"] == "http"
     assert seen["x-envoy-expected-rq-timeout-ms"] == "15000"  # App Mesh's default route timeout
     assert seen["x-custom"] == "custom value"
@@ -384,7 +384,7 @@ def test_forwarding_headers_and_hop_by_hop_headers(colour_mesh: ColourMesh) -> N
 
     generated = [r.json()["headers"].get("x-request-id", "") for r in (first, second)]
     assert all(generated) and generated[0] != generated[1], generated
-    assert first.json()["headers"]["x-forwarded-for"] == "127.0.0.1"
+    assert "x-forwarded-for" not in first.json()["headers"]
 
 
 def test_ingress_forwards_to_the_local_app(colour_mesh: ColourMesh) -> None:
@@ -395,6 +395,7 @@ def test_ingress_forwards_to_the_local_app(colour_mesh: ColourMesh) -> None:
     seen = reply.json()
     assert seen["path"] == "/inbound?x=1"
     assert seen["headers"]["x-forwarded-proto"] == "http"
+    assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"  # ingress still records the caller
     assert seen["headers"]["x-request-id"]
     assert seen["headers"]["x-envoy-expected-rq-timeout-ms"] == "15000"  # listener default perRequest
     assert reply.headers["server"] == "envoy"

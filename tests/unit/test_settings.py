@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,12 @@ def test_defaults() -> None:
     assert s.config_source is None
     assert (s.ingress_port, s.egress_port, s.admin_port) == (15000, 15001, 9901)
     assert s.listen_address == "0.0.0.0"
-    assert s.admin_access_log == "/tmp/envoy_admin_access.log"
+    # per user and admin port: proxies sharing /tmp write their own, a root-owned file never blocks UID 1337
+    assert s.admin_access_log == f"/tmp/envoy_admin_access_{os.getuid()}_9901.log"
+    assert settings(ENVOY_ADMIN_ACCESS_PORT="9902").admin_access_log.endswith("_9902.log")
+    assert settings(ENVOY_ADMIN_ACCESS_LOG_FILE="/tmp/envoy_admin_access.log").admin_access_log == (
+        "/tmp/envoy_admin_access.log"
+    )
     assert (s.log_level, s.concurrency, s.drain_wait_s, s.http1_parser) == ("info", 1, 20, "httptools")
     assert (s.stats_tags, s.dogstatsd, s.xray) == (False, False, False)
     assert s.stats_flush_interval_s == 5.0
@@ -454,3 +460,24 @@ def test_request_head_limits_default_to_envoys_and_are_validated() -> None:
         with pytest.raises(SettingsError) as raised:
             load_settings({**env, variable: value})
         assert raised.value.variable == variable, value
+
+
+# --- config source access (issue 16) -----------------------------------------------------------------------
+
+
+def test_config_headers_and_ca_bundle() -> None:
+    loaded = settings(
+        MESHPROXY_CONFIG_HEADERS="Authorization: Bearer SECRET-1\nX-Api-Key: SECRET-2\n",
+        MESHPROXY_CONFIG_CA_BUNDLE="/etc/ssl/private-ca.pem",
+    )
+    assert loaded.config_headers == (("Authorization", "Bearer SECRET-1"), ("X-Api-Key", "SECRET-2"))
+    assert loaded.source_options.headers == loaded.config_headers
+    assert loaded.source_options.ca_bundle == "/etc/ssl/private-ca.pem"
+    assert "SECRET" not in repr(loaded) and "SECRET" not in repr(loaded.source_options)
+    assert settings().config_headers == () and settings().config_ca_bundle is None
+
+
+def test_a_malformed_header_line_is_fatal_without_echoing_it() -> None:
+    error = fatal(MESHPROXY_CONFIG_HEADERS="Authorization: Bearer ok\nBearer SECRET")
+    assert error.variable == "MESHPROXY_CONFIG_HEADERS"
+    assert "line 2" in error.message and "SECRET" not in str(error)

@@ -326,7 +326,7 @@ def test_grpc_route_default_retry_adds_unavailable() -> None:
 
 
 def test_telemetry_renders_app_mesh_access_log_and_xray() -> None:
-    telemetry = ec.EnvoyTelemetry(access_log_path="/tmp/a.log", xray_port=2999, sampling_rules="/tmp/r.json")
+    telemetry = ec.bench_telemetry(access_log_path="/tmp/a.log", xray_port=2999, sampling_rules="/tmp/r.json")
     rendered = ec.render_bootstrap(
         ec.bench_bootstrap(upstream_port=8080, egress_port=15001, admin_port=9901, telemetry=telemetry)
     )
@@ -349,7 +349,7 @@ def test_telemetry_renders_app_mesh_access_log_and_xray() -> None:
             upstream_port=8080,
             egress_port=15001,
             admin_port=9901,
-            telemetry=ec.EnvoyTelemetry(access_log_path="/tmp/a.log"),
+            telemetry=ec.bench_telemetry(access_log_path="/tmp/a.log"),
         )
     )
     assert "tracing" not in _hcm(log_only)

@@ -16,8 +16,13 @@ from meshproxy.config.sources import (
     FileSource,
     HttpSource,
     PollSchedule,
+    S3Source,
     SourceError,
+    SourceOptions,
     open_source,
+    parse_header,
+    parse_headers,
+    redact_url,
     source_problem,
 )
 
@@ -25,26 +30,45 @@ from meshproxy.config.sources import (
 
 
 @pytest.mark.parametrize(
-    "spec", ["http://127.0.0.1:8080/mesh.json", "https://config.example/mesh?node=a", "HTTP://HOST/x"]
+    ("spec", "name"),
+    [
+        ("http://127.0.0.1:8080/mesh.json", "http://127.0.0.1:8080/mesh.json"),
+        (
+            "https://config.example/mesh?node=a",
+            "https://config.example/mesh?node=***",
+        ),  # values may be secret
+        ("HTTP://HOST/x", "http://HOST/x"),
+    ],
 )
-def test_http_urls_open_an_http_source(spec: str) -> None:
+def test_http_urls_open_an_http_source(spec: str, name: str) -> None:
     source = open_source(spec)
     assert isinstance(source, HttpSource)
-    assert source.name == spec
+    assert source.url == spec
+    assert source.name == name
 
 
 @pytest.mark.parametrize(
     ("spec", "path"),
     [
-        ("/etc/meshproxy/mesh.json", "/etc/meshproxy/mesh.json"),
+        ("{tmp}/mesh.json", "{tmp}/mesh.json"),
         ("mesh.yaml", "mesh.yaml"),
-        ("file:///srv/mesh%20export.json", "/srv/mesh export.json"),
+        ("file://{tmp}/mesh%20export.json", "{tmp}/mesh export.json"),
     ],
 )
-def test_paths_and_file_urls_open_a_file_source(spec: str, path: str) -> None:
-    source = open_source(spec)
+def test_paths_and_file_urls_open_a_file_source(spec: str, path: str, tmp_path: Path) -> None:
+    source = open_source(spec.format(tmp=tmp_path))
     assert isinstance(source, FileSource)
-    assert source.name == path
+    assert source.name == path.format(tmp=tmp_path)
+
+
+def test_s3_urls_open_an_s3_source() -> None:
+    source = open_source("s3://config-bucket/meshes/apps%20v2.json")
+    assert isinstance(source, S3Source)
+    assert (source.bucket, source.key, source.name) == (
+        "config-bucket",
+        "meshes/apps v2.json",
+        "s3://config-bucket/meshes/apps v2.json",
+    )
 
 
 def test_an_existing_file_whose_name_looks_like_a_scheme_is_a_file(
@@ -58,10 +82,16 @@ def test_an_existing_file_whose_name_looks_like_a_scheme_is_a_file(
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ("s3://bucket/mesh.json", "unsupported scheme 's3'"),
+        ("ftp://host/mesh.json", "unsupported scheme 'ftp'"),
         ("http:///mesh.json", "the URL has no host"),
         ("file://", "the file URL has no path"),
         ("   ", "empty configuration source"),
+        ("s3://bucket-only", "expected s3://bucket/key"),
+        ("s3:///key", "expected s3://bucket/key"),
+        ("/nonexistent-dir-16/mesh.json", "directory /nonexistent-dir-16 does not exist"),
+        ("file:///nonexistent-dir-16/mesh.json", "directory /nonexistent-dir-16 does not exist"),
+        ("/etc/hostname/mesh.json", "/etc/hostname is not a directory"),
+        ("/etc", "'/etc' is a directory; name the file in it"),
     ],
 )
 def test_unusable_specs_are_named_before_start_up(spec: str, expected: str) -> None:
@@ -71,9 +101,65 @@ def test_unusable_specs_are_named_before_start_up(spec: str, expected: str) -> N
         open_source(spec)
 
 
-def test_usable_specs_have_no_problem() -> None:
+def test_usable_specs_have_no_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     assert source_problem("https://h/x") is None
-    assert source_problem("relative/mesh.json") is None  # not there yet: the server waits for it
+    assert source_problem("s3://bucket/mesh.json") is None
+    # the directory exists, the file is not there yet (a volume being filled): the server waits for it
+    assert source_problem(str(tmp_path / "mesh.json")) is None
+    assert source_problem("mesh.json") is None
+    (tmp_path / "conf").mkdir()
+    assert source_problem("conf/mesh.json") is None
+    assert source_problem("later/mesh.json") is not None  # no such directory under the working directory
+
+
+def test_an_unreadable_ca_bundle_is_named(tmp_path: Path) -> None:
+    problem = source_problem("https://h/x", SourceOptions(ca_bundle=str(tmp_path / "none.pem")))
+    assert problem is not None and "none.pem" in problem and "cannot be read" in problem
+
+
+# ------------------------------------------------------------------------------------------ secrets
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://config.example/mesh.json", "https://config.example/mesh.json"),
+        ("https://bot:s3cr3t@config.example/mesh.json", "https://bot:***@config.example/mesh.json"),
+        (
+            "https://h/m.json?X-Amz-Signature=abc&X-Amz-Date=1",
+            "https://h/m.json?X-Amz-Signature=***&X-Amz-Date=***",
+        ),
+        ("https://h/m.json?token", "https://h/m.json?token=***"),
+        ("https://h/m.json#frag", "https://h/m.json"),
+    ],
+)
+def test_urls_are_redacted_for_logs(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert open_source(url).name == shown
+    assert "s3cr3t" not in repr(open_source(url)) and "abc" not in repr(open_source(url))
+
+
+def test_headers_parse_and_their_values_never_show_in_errors_or_reprs() -> None:
+    assert parse_header("Authorization: Bearer abc:def ") == ("Authorization", "Bearer abc:def")
+    assert parse_headers("X-Api-Key: k1\n\n  Authorization:Bearer t ") == (
+        ("X-Api-Key", "k1"),
+        ("Authorization", "Bearer t"),
+    )
+    for bad, reason in [
+        ("Bearer-token-without-colon", "expected 'Name: value'"),
+        (": value", "expected 'Name: value'"),
+        ("Bad Name: SECRET", "'Bad Name' is not a valid header name"),
+    ]:
+        with pytest.raises(ValueError, match=reason) as caught:
+            parse_header(bad)
+        assert "SECRET" not in str(caught.value)
+    with pytest.raises(ValueError, match="line 2: ") as caught:
+        parse_headers("A: 1\nno colon SECRET")
+    assert "SECRET" not in str(caught.value)
+    options = SourceOptions(headers=(("Authorization", "Bearer SECRET"),))
+    assert "SECRET" not in repr(options) and "Authorization" in repr(options)
+    assert "SECRET" not in repr(open_source("https://h/x", options))
 
 
 # ------------------------------------------------------------------------------------------ PollSchedule

@@ -7,6 +7,7 @@ model, and the interception settings in both against our own validation.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,11 @@ import yaml
 from botocore.validate import ParamValidator  # type: ignore[import-untyped]
 
 from meshproxy.interception.spec import FIELDS, collect_values, parse_spec
+from meshproxy.kubernetes.injector import init_image_for
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = REPO_ROOT / "deploy"
+MESHPROXY = [sys.executable, "-m", "meshproxy.cli"]
 HEALTH_COMMAND = "curl -s http://localhost:9901/server_info | grep state | grep -q LIVE"
 
 
@@ -135,7 +138,8 @@ def test_pod_init_container_installs_valid_rules_and_the_sidecar_runs_as_the_ign
     (pod,) = yaml_docs("pod.yaml")
     assert pod["kind"] == "Pod"
     (init,) = pod["spec"]["initContainers"]
-    assert init["image"].endswith("meshproxy:init")
+    sidecar_image = next(c["image"] for c in pod["spec"]["containers"] if c["name"] == "envoy")
+    assert init["image"] == init_image_for(sidecar_image)  # the tag convention `meshproxy inject` assumes
     assert "NET_ADMIN" in init["securityContext"]["capabilities"]["add"]
     spec = parse_spec(collect_values(env_of(init), {}))  # the route manager's variables, validated
     containers = {c["name"]: c for c in pod["spec"]["containers"]}
@@ -197,3 +201,39 @@ def test_readme_says_what_changes() -> None:
     assert "the image, and where the mesh configuration comes from" in text
     for name in ("MESHPROXY_CONFIG", "APPMESH_RESOURCE_ARN", "1337", "task-definition.json", "pod.yaml"):
         assert name in text
+
+
+def test_readme_builds_both_images_for_both_architectures() -> None:
+    """The README's build commands: buildx for amd64 and arm64, the init image tagged as `inject` expects."""
+    text = (REPO_ROOT / "README.md").read_text()
+    builds = [line for line in text.splitlines() if line.startswith("docker buildx build")]
+    assert len(builds) == 2, builds
+    for line in builds:
+        assert "--platform linux/amd64,linux/arm64" in line and "--push" in line
+    sidecar, init = builds
+    assert "--target init" in init and "--target" not in sidecar
+    sidecar_tag = sidecar.split(" -t ")[1].split()[0]
+    init_tag = init.split(" -t ")[1].split()[0]
+    assert init_tag == init_image_for(sidecar_tag)
+    for heading in (
+        "Moving an ECS service off aws-appmesh-envoy",
+        "Moving an EKS cluster off aws-appmesh-envoy",
+    ):
+        assert heading in text
+
+
+def test_readme_commands_name_real_flags() -> None:
+    """Every `meshproxy inject|webhook|run ...` line of the READMEs uses flags the commands have."""
+    import re
+    import subprocess
+
+    text = (REPO_ROOT / "README.md").read_text() + (DEPLOY / "README.md").read_text()
+    for command in ("inject", "webhook", "run"):
+        flags = set(re.findall(rf"meshproxy {command}\b[^`\n]*", text))
+        used = {flag for line in flags for flag in re.findall(r"(--[a-z][a-z-]+)", line)}
+        done = subprocess.run(
+            [*MESHPROXY, command, "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        unknown = {flag for flag in used if flag not in done.stdout}
+        assert not unknown, (command, unknown)

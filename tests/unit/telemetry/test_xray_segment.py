@@ -64,6 +64,7 @@ def test_segment_fields(node: Identity, segment_rules: Callable[[dict[str, Any]]
             "url": "http://serviceb.apps.local/ping",
             "user_agent": "curl/8.5.0",
             "client_ip": "10.0.1.23",
+            "x_forwarded_for": False,
         },
         "response": {"status": 200, "content_length": 2},
     }
@@ -113,11 +114,13 @@ def test_forwarded_client_and_original_path(
     seg = build_segment(rec, context(), SegmentConfig.from_identity(node, ""))
     segment_rules(seg)
     request = seg["http"]["request"]  # type: ignore[index]
-    assert request["client_ip"] == "203.0.113.9" and request["x_forwarded_for"] is True
+    # Envoy writes the header as it stands, every address of it (checked against Envoy 1.40)
+    assert request["client_ip"] == "203.0.113.9, 10.0.0.1" and request["x_forwarded_for"] is True
     assert request["url"] == "http://serviceb.apps.local/ping"
     rec = record(request_headers={}, downstream_remote_address="[2001:db8::5]:4000")
     request = build_segment(rec, context(), SegmentConfig.from_identity(node, ""))["http"]["request"]  # type: ignore[index]
-    assert request["client_ip"] == "2001:db8::5" and "x_forwarded_for" not in request
+    assert request["client_ip"] == "2001:db8::5" and request["x_forwarded_for"] is False
+    assert request["user_agent"] == "-"  # Envoy's tag value when the request has no User-Agent
 
 
 def test_long_values_are_truncated_to_the_document_limits(
