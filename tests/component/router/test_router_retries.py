@@ -165,6 +165,44 @@ def test_a_connect_failure_is_not_retried_without_a_matching_event(
     run(scenario())
 
 
+# ------------------------------------------------------------------------------------ the retry limit
+
+
+def test_past_the_retry_limit_the_last_response_is_relayed_with_urx(
+    run: Run, net: MemoryNetwork, http1_parser: str
+) -> None:
+    async def scenario() -> None:
+        app = serve_h1(net, Respond(503, b"still failing"))
+        snapshot = egress_snapshot(retry=policy(2, http=("server-error",)))
+        async with running_proxy(net, snapshot, parser=http1_parser) as proxy:
+            client = await proxy.get()
+
+            assert (client.response().status, client.response().body) == (503, b"still failing")
+            assert len(app.requests) == 3
+            stats = proxy.cluster_stats()
+            assert (stats.upstream_rq_retry, stats.upstream_rq_retry_limit_exceeded) == (2, 1)
+            summary = proxy.observer.last
+            assert (summary.response_code, summary.response_flags, summary.attempts) == (503, "URX", 3)
+
+    run(scenario())
+
+
+def test_connect_failures_past_the_limit_give_503_uf_with_urx(
+    run: Run, net: MemoryNetwork, http1_parser: str
+) -> None:
+    async def scenario() -> None:
+        snapshot = egress_snapshot(hosts=HOSTS, retry=policy(2, http=(), tcp=("connection-error",)))
+        async with running_proxy(net, snapshot, parser=http1_parser) as proxy:
+            client = await proxy.get()
+
+            assert client.response().body == RESET_REPLY + b"connection failure"
+            assert sorted(net.connector.attempts) == sorted(HOSTS)
+            assert proxy.cluster_stats().upstream_rq_retry_limit_exceeded == 1
+            assert flags(proxy.observer.last.response_flags) == {"UF", "URX"}
+
+    run(scenario())
+
+
 # ------------------------------------------------------------------------- App Mesh's default policy
 
 
