@@ -19,6 +19,34 @@ def answer_all(app: H1App, body: bytes = b"ok") -> None:
         connection.respond(Respond(200, body))
 
 
+def test_an_idle_connection_is_reused_most_recently_used_first(
+    run: Run, net: MemoryNetwork, h1: CodecPair
+) -> None:
+    async def scenario() -> None:
+        app = serve_h1(net, Hold())
+        runtime = cluster_runtime(net, h1[1])
+        pool = runtime.pool_for(runtime.hosts[0])
+        first, second = Waiter("/1"), Waiter("/2")
+        assert acquire(pool, first) is acquire(pool, second) is Acquire.PENDING
+        await net.settle()
+        assert len(app.connections) == 2
+        connection_of = {r.target: r.connection for r in app.requests}
+        for waiter in (first, second):  # the second request's connection is freed last
+            app.connections[connection_of[waiter.path]].respond(Respond(200))
+            await net.settle()
+            waiter.release()
+
+        third = Waiter("/3")
+        assert acquire(pool, third) is Acquire.READY  # no waiting, no new connection
+        await net.settle()
+        assert app.requests[-1].connection == connection_of["/2"]
+        assert net.connector.attempts == [HOST, HOST]
+        assert runtime.stats.upstream_cx_total == 2
+        runtime.shutdown()
+
+    run(scenario())
+
+
 def test_at_max_connections_requests_wait_and_are_served_in_arrival_order(
     run: Run, net: MemoryNetwork, h1: CodecPair
 ) -> None:
