@@ -149,6 +149,30 @@ def test_a_connect_timeout_fails_the_waiter_on_the_fake_clock(
     run(scenario())
 
 
+def test_a_connection_closed_as_idle_is_never_handed_out(run: Run, net: MemoryNetwork, h1: CodecPair) -> None:
+    """The idle sweep closes a connection; its connection_lost comes a loop turn later. A request in
+    between must not be given the closing connection (its bytes would be lost and the request reset)."""
+
+    async def scenario() -> None:
+        app = serve_h1(net, Respond(200, b"ok"))
+        runtime = cluster_runtime(net, h1[1])
+        pool = runtime.pool_for(runtime.hosts[0])
+        first = Waiter("/1")
+        acquire(pool, first)
+        await net.settle()
+        first.release()
+
+        pool.close_idle(older_than=0.0)
+        second = Waiter("/2")
+        assert acquire(pool, second) is Acquire.PENDING  # a new connection, not the closing one
+        await net.settle()
+        assert (second.body, second.lost) == (b"ok", None)
+        assert len(app.connections) == 2
+        runtime.shutdown()
+
+    run(scenario())
+
+
 def test_shutdown_closes_idle_connections_now_busy_ones_when_done_and_fails_the_queue(
     run: Run, net: MemoryNetwork, h1: CodecPair
 ) -> None:
