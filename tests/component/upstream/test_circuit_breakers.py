@@ -4,13 +4,20 @@ tcp listener's maxConnections holds (issue 12: it was compiled but never read)."
 
 from __future__ import annotations
 
+import asyncio
+
+from meshproxy.codec.h1_httptools import HttptoolsClientCodec
+from meshproxy.config.compile import DEFAULT_TCP_RETRY_POLICY
 from meshproxy.config.snapshot import ConnectionPoolLimits, ListenerProtocol
 from meshproxy.core.direction import ListenerDirection
+from meshproxy.tcp.proxy import TcpProxySession, TcpState
+from meshproxy.telemetry.stats import TcpProxyStats
 
 from ..clients import H1Client
-from ..memory import Accept, MemoryNetwork, Run
-from ..proxy import LOCAL_APP, LOCAL_CLUSTER, RESET_REPLY, ingress_snapshot, running_proxy, serve_h1
+from ..memory import Accept, MemoryNetwork, Refuse, Run
+from ..proxy import HOSTS, LOCAL_APP, LOCAL_CLUSTER, RESET_REPLY, ingress_snapshot, running_proxy, serve_h1
 from ..upstreams import H2App, Hold, Respond, TcpApp
+from .waiter import cluster_runtime
 
 OVERFLOW_REPLY = RESET_REPLY + b"overflow"
 INGRESS = ListenerDirection.INGRESS
@@ -114,5 +121,35 @@ def test_tcp_max_connections_is_enforced(run: Run, net: MemoryNetwork) -> None:
             cluster = proxy.dataplane.clusters.get(LOCAL_CLUSTER)
             assert cluster is not None
             assert (stats.upstream_cx_active, cluster.breakers.connections) == (1, 1)
+
+    run(scenario())
+
+
+def test_tcp_connect_failure_is_retried_after_a_back_off_on_the_clock(run: Run, net: MemoryNetwork) -> None:
+    """A TCP route's connection-error retry (before any byte flows) goes to another host after Envoy's
+    back-off, timed by the clock seam like every other retry."""
+
+    async def scenario() -> None:
+        app = TcpApp()
+        net.connector.route(HOSTS[0], Accept(app.server))
+        net.connector.route(HOSTS[1], Refuse())
+        runtime = cluster_runtime(net, HttptoolsClientCodec, hosts=HOSTS[:2], protocol=ListenerProtocol.TCP)
+        client = H1Client()
+        _, accepted = net.connect(client, asyncio.Protocol())  # the session takes the accepted transport
+        session = TcpProxySession(
+            accepted, b"early bytes", runtime, TcpProxyStats(), DEFAULT_TCP_RETRY_POLICY
+        )
+        accepted.set_protocol(session.protocol)
+        session.start()
+        await net.settle()
+        assert net.connector.attempts == [HOSTS[1]]  # round robin tries the refusing host first
+        assert session.state is TcpState.CONNECTING
+        await net.advance(0.025)  # the first back-off is at most 25 ms
+
+        assert net.connector.attempts == [HOSTS[1], HOSTS[0]]
+        assert bytes(app.connections[0].received) == b"early bytes"
+        assert runtime.stats.upstream_rq_retry == 1
+        session.close()
+        runtime.shutdown()
 
     run(scenario())
