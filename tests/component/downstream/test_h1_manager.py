@@ -5,7 +5,7 @@ answered in order, the request/next-cycle loop, flow control both ways, tunnels 
 from __future__ import annotations
 
 from ..clients import H1Client
-from ..memory import MemoryNetwork, Run
+from ..memory import MemoryNetwork, MemoryTransport, Run
 from ..proxy import egress_snapshot, patterned, running_proxy, serve_h1
 from ..upstreams import H1App, H1Upstream, Hold, Respond, Switch
 
@@ -257,5 +257,47 @@ def test_a_local_reply_closes_the_connection_when_the_body_was_not_read(
             reply = client.response()
             assert (reply.status, reply.header("connection")) == (404, "close")
             assert toward_client.is_closing() and client.eof
+
+    run(scenario())
+
+
+def test_a_local_reply_without_a_body_to_skip_keeps_the_connection(
+    run: Run, net: MemoryNetwork, http1_parser: str
+) -> None:
+    async def scenario() -> None:
+        serve_h1(net, Respond(200, b"ok"))
+        async with running_proxy(net, egress_snapshot(), parser=http1_parser) as proxy:
+            client = H1Client()
+            toward_client: MemoryTransport = proxy.connect(client)
+            client.get("/", host="unknown.apps.local")
+            await net.settle()
+            assert client.response().status == 404 and client.response().header("connection") is None
+            client.get("/")
+            await net.settle()
+
+            assert [r.status for r in client.responses()] == [404, 200]
+            assert not toward_client.is_closing()
+
+    run(scenario())
+
+
+def test_after_an_early_response_the_connection_serves_the_next_request(
+    run: Run, net: MemoryNetwork, http1_parser: str
+) -> None:
+    """The upstream answers before the request body has arrived (an early 413): the proxy reads the rest
+    of the body and then serves the next request on the same connection."""
+
+    async def scenario() -> None:
+        serve_h1(net, Respond(413, b"too big", early=True), Respond(200, b"next"))
+        async with running_proxy(net, egress_snapshot(), parser=http1_parser) as proxy:
+            client = proxy.h1()
+            client.send(b"PUT /big HTTP/1.1\r\nHost: backend.apps.local\r\nContent-Length: 10\r\n\r\n")
+            await net.settle()
+            assert client.response().status == 413
+            client.send(b"0123456789")
+            client.send(GET % b"/next")
+            await net.settle()
+
+            assert [r.body for r in client.responses()] == [b"too big", b"next"]
 
     run(scenario())
