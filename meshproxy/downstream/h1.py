@@ -172,6 +172,10 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
                 request, self.receiving = self.receiving, None
                 if request is not None:
                     request.on_request_end()
+                    if self.responding is None and index == len(events) - 1:
+                        # answered before the request ended (a local reply at the head, an early response):
+                        # the exchange ends here, so the next request may be parsed (h11 needs a new cycle)
+                        self._next_exchange()
             elif isinstance(event, Upgraded):
                 self.tunnel_bytes += event.trailing
                 self.pause_reading()  # nothing more is read until the upstream accepts or refuses
@@ -284,6 +288,10 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
             return
         if self.receiving is not None:
             return  # the upstream answered early; the rest of the request body is still being consumed
+        self._next_exchange()
+
+    def _next_exchange(self) -> None:
+        """Both directions of the exchange are over: go on with the next request, held or still to come."""
         if self.held:
             # Requests parsed with the one just answered go first; the codec's own (and an error it found
             # after them: garbage after a valid request gets its 400 only now) come once they are answered.

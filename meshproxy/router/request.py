@@ -227,6 +227,8 @@ class RouterRequest:
             return
         if verdict is RetryVerdict.LIMIT_EXCEEDED:
             self.flags.append(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED.value)
+            if self.cluster is not None:  # Envoy counts each request that ran out of retries
+                self.cluster.stats.upstream_rq_retry_limit_exceeded += 1
         self.fail(failure)
 
     def _schedule_retry(self) -> None:
@@ -422,6 +424,7 @@ class RouterRequest:
             return False  # the caller ends this attempt and schedules the retry
         if verdict is RetryVerdict.LIMIT_EXCEEDED:
             stats.upstream_rq_time.record(elapsed_ms)
+            stats.upstream_rq_retry_limit_exceeded += 1
             self.flags.append(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED.value)
         elif self.retries:
             stats.upstream_rq_retry_success += 1

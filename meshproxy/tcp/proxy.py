@@ -146,7 +146,7 @@ class TcpProxySession:
                 cluster.breakers.connection_closed()
                 if self._retry_connect():
                     cluster.stats.upstream_rq_retry += 1
-                    await asyncio.sleep(backoff_delay(self.attempts))
+                    await self._back_off(backoff_delay(self.attempts))
                     continue
                 self.close()
                 return
@@ -163,6 +163,12 @@ class TcpProxySession:
                 up.transport.write_eof()
             self.down_pause(False)
             return
+
+    async def _back_off(self, delay: float) -> None:
+        """Envoy's retry back-off, timed on the clock seam as the router's is."""
+        elapsed = asyncio.get_running_loop().create_future()
+        self.cluster.clock.call_later(delay, lambda: None if elapsed.done() else elapsed.set_result(None))
+        await elapsed
 
     def _retry_connect(self) -> bool:
         retry = self.retry

@@ -198,7 +198,8 @@ class Http1UpstreamConnection(asyncio.Protocol):
         """Close and forget the current stream (it has already been told, or does not care)."""
         self.stream = None
         self.out.clear()
-        if self.transport is not None and self.state is not ConnectionState.CLOSED:
-            self.transport.close()
-        elif self.state is ConnectionState.CONNECTING:
+        if self.state is not ConnectionState.CLOSED:
+            if self.transport is not None:
+                self.transport.close()
+            # closed now, not at connection_lost a loop turn later: the pool must not hand it out meanwhile
             self.state = ConnectionState.CLOSED

@@ -173,20 +173,21 @@ class HostPool:
 
     # ---------------------------------------------------------------- ConnectionOwner
     def on_capacity(self, connection: PooledConnection) -> None:
+        ready = self.ready
+        if connection in ready:
+            ready.remove(connection)  # to the end: most recently used, so reused first (LIFO)
         if self.pending:
             # Serve the queue on the next turn of the loop, not inside the callback that freed the slot (the
             # request that released it may still be finishing).
             if not self.serve_scheduled:
                 self.serve_scheduled = True
                 self.clock.call_soon(self._serve_pending)
-            if connection not in self.ready:
-                self.ready.append(connection)
+            ready.append(connection)
             return
         if self.state is PoolState.CLOSED and connection.active == 0:
             connection.close()
             return
-        if connection not in self.ready:
-            self.ready.append(connection)
+        ready.append(connection)
 
     def _serve_pending(self) -> None:
         self.serve_scheduled = False

@@ -4,18 +4,27 @@
 proxy can run (`MESHPROXY_HTTP1_PARSER`), built by the same `codec_factories` the data plane uses, so each
 codec test runs on httptools and on h11. `h1_peer` is the implementation at the other end of the wire, for the
 cross-checks (bytes one implementation writes must parse with the other).
+
+`run` and `net` are for the tests that drive the router, the pools and the connection managers over the
+in-memory network (memory.py): a fresh event loop per test, and a fake clock every timer runs on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
+import uvloop
 
 from meshproxy.codec.h1 import ClientCodec, ServerCodec
 from meshproxy.dataplane import codec_factories
-from meshproxy.settings import HTTP1_PARSERS
+from meshproxy.settings import HTTP1_PARSERS, HTTP2_CODECS
 
+from .memory import MemoryNetwork
+
+T = TypeVar("T")
 CodecPair = tuple[Callable[[], ServerCodec], Callable[[], ClientCodec]]
 
 
@@ -43,3 +52,27 @@ def peer_http1_parser(request: pytest.FixtureRequest) -> str:
 def h1_peer(peer_http1_parser: str) -> CodecPair:
     """(server codec factory, client codec factory) of the implementation at the other end."""
     return codec_factories(peer_http1_parser)
+
+
+@pytest.fixture
+def run() -> Iterator[Callable[[Coroutine[Any, Any, T]], T]]:
+    """Run a scenario on a fresh uvloop loop. Any exception that escapes a callback (one the loop would only
+    log) fails the test: the proxy must never leak a traceback on what a peer does."""
+    leaked: list[dict[str, Any]] = []
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.get_loop().set_exception_handler(lambda _loop, context: leaked.append(context))
+        yield runner.run
+    assert not leaked, leaked
+
+
+@pytest.fixture
+def net() -> MemoryNetwork:
+    """The in-memory network of one test: fake clock, scripted connector (tests/component/memory.py)."""
+    return MemoryNetwork()
+
+
+@pytest.fixture(params=HTTP2_CODECS)
+def h2_codec(request: pytest.FixtureRequest) -> str:
+    """The proxy's HTTP/2 codec under test (`MESHPROXY_HTTP2_CODEC`): the lean frame layer, the h2 library."""
+    name: str = request.param
+    return name
