@@ -7,6 +7,7 @@ of every listener; the telemetry hub is the requests' tracer and observer.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import functools
 import time
@@ -18,7 +19,7 @@ from meshproxy.codec.h1 import MAX_HEADERS_COUNT, MAX_HEADERS_KB, ClientCodec, S
 from meshproxy.codec.h1_h11 import H11ClientCodec, H11ServerCodec
 from meshproxy.codec.h1_httptools import HttptoolsClientCodec, HttptoolsServerCodec
 from meshproxy.config.snapshot import EgressFilter, Identity, RouteTable, Snapshot
-from meshproxy.core.clock import LOOP_CLOCK, Clock
+from meshproxy.core.clock import Clock, LoopClock
 from meshproxy.net.connector import LOOP_CONNECTOR, Connector
 from meshproxy.router.context import RequestObserver, Tracer
 from meshproxy.settings import Settings
@@ -76,12 +77,13 @@ class Dataplane:
         telemetry: Telemetry | None = None,
         *,
         connector: Connector = LOOP_CONNECTOR,
-        clock: Clock = LOOP_CLOCK,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.telemetry = telemetry
-        self.clock = clock
+        # the running loop's own clock (constructed inside it); tests give a fake one
+        self.clock: Clock = clock if clock is not None else LoopClock(asyncio.get_running_loop())
         self.server_codec_factory, self.client_codec_factory = codec_factories(
             settings.http1_parser, settings.max_request_headers_kb, settings.max_request_headers_count
         )
@@ -90,7 +92,7 @@ class Dataplane:
             settings.max_request_headers_kb * 1024,
             settings.max_request_headers_count,
         )
-        self.clusters = ClusterManager(store, self.client_codec_factory, connector, clock)
+        self.clusters = ClusterManager(store, self.client_codec_factory, connector, self.clock)
         self.snapshot: Snapshot = empty_snapshot(settings.identity)
         self.state = ServerState.PRE_INITIALIZING
         self.started = time.time()

@@ -33,7 +33,7 @@ from meshproxy.core.events import (
 from meshproxy.core.outcomes import LocalReply
 from meshproxy.downstream.context import ConnectionContext
 from meshproxy.net.accepted import AcceptedConnection
-from meshproxy.net.batch import WriteBatch
+from meshproxy.net.batch import write_batch
 from meshproxy.net.original_dst import Redirect
 from meshproxy.router.context import TunnelEnd
 from meshproxy.router.request import RequestState, RouterRequest
@@ -84,7 +84,7 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
         self.receiving: RouterRequest | None = None  # request whose body is still arriving
         self.responding: RouterRequest | None = None  # request whose response is not complete
         self.held: deque[Event] = deque()  # pipelined events waiting for the current response
-        self.out = WriteBatch()
+        self.out: list[bytes] = []  # parts of the next write (net/batch.py)
         self.paused = False
         self.last_activity = self.opened = ctx.clock.now()
         self.close_after_response = False
@@ -209,7 +209,7 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
 
     # ---------------------------------------------------------------- Downstream (called by the router)
     def send_informational(self, status: int, headers: Headers) -> None:
-        self.out.add(self.codec.encode_informational(status, headers))
+        self.out.append(self.codec.encode_informational(status, headers))
 
     def send_head(self, head: ResponseHead, service_time_ms: int) -> None:
         self.status_sent = head.status
@@ -219,9 +219,12 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
             headers = [(n, v) for n, v in head.headers if n != b"server"]
             headers.append((b"x-envoy-upstream-service-time", b"%d" % service_time_ms))
             headers.append(_SERVER)
-            self.out.add(codec.encode_informational(101, headers))
+            self.out.append(codec.encode_informational(101, headers))
             return
-        headers = [(n, v) for n, v in head.headers if n not in HOP_BY_HOP and n != b"server"]
+        headers = []
+        for name, value in head.headers:
+            if name not in HOP_BY_HOP and name != b"server":
+                headers.append((name, value))
         if service_time_ms >= 0:
             headers.append((b"x-envoy-upstream-service-time", b"%d" % service_time_ms))
         headers.append(_SERVER)
@@ -238,24 +241,32 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
             self.close_after_response = True
             headers.append(_CONNECTION_CLOSE)
         response = ResponseHead(
-            head.status, reason_phrase(head.status), headers, "1.1", not close, kind, head.content_length
+            head.status,
+            head.reason or reason_phrase(head.status),
+            headers,
+            "1.1",
+            not close,
+            kind,
+            head.content_length,
         )
-        self.out.add(codec.encode_response_head(response))
+        self.out.append(codec.encode_response_head(response))
 
     def send_data(self, data: bytes) -> None:
         if self.state is DownstreamState.TUNNEL:
-            self.out.add(data)
+            self.out.append(data)
         elif data:
-            self.out.add(self.codec.encode_data(data))
+            self.out.append(self.codec.encode_data(data))
 
     def send_end(self, trailers: Headers | None) -> None:
         # trailers from an HTTP/2 upstream are not carried on HTTP/1.1 (as Envoy without enable_trailers)
-        self.out.add(self.codec.encode_end())  # b"" for a Content-Length body: nothing to write
+        end = self.codec.encode_end()
+        if end:  # b"" for a Content-Length body: nothing to write
+            self.out.append(end)
 
     def flush(self) -> None:
         if self.out:
             transport = self.transport if self.state is not DownstreamState.CLOSED else None
-            self.ctx.http_stats.downstream_cx_tx_bytes_total += self.out.write_to(transport)
+            self.ctx.http_stats.downstream_cx_tx_bytes_total += write_batch(transport, self.out)
 
     def send_local_reply(self, reply: LocalReply) -> None:
         request = self.responding
@@ -383,10 +394,10 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
             reply.status, reason_phrase(reply.status), headers, "1.1", not close, BodyKind.LENGTH, len(body)
         )
         try:
-            self.out.add(codec.encode_response_head(response))
+            self.out.append(codec.encode_response_head(response))
             if not head_only:
-                self.out.add(codec.encode_data(body))
-            self.out.add(codec.encode_end())
+                self.out.append(codec.encode_data(body))
+            self.out.append(codec.encode_end())
         except ProtocolError:
             self.out.clear()
             self._close()

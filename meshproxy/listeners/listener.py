@@ -90,6 +90,10 @@ class HttpListener:
         self.host = host
         self.new_server_codec = server_codec_factory
         self.policy = _policy_for(direction)
+        # what does not change while the process runs, as attributes (read on every request)
+        self.clock: Clock = host.clock
+        self.tracer: Tracer | None = host.tracer
+        self.observer: RequestObserver | None = host.observer
         self.listener_stats = host.store.listener(f"{address}_{port}")
         self.http_stats = host.store.http_conn_manager(self.stat_prefix)
         self.tcp_stats = host.store.tcp_proxy(self.stat_prefix)
@@ -108,20 +112,8 @@ class HttpListener:
         return f"{self.address}:{self.port}"
 
     @property
-    def clock(self) -> Clock:
-        return self.host.clock
-
-    @property
     def snapshot(self) -> Snapshot:
         return self.host.snapshot
-
-    @property
-    def tracer(self) -> Tracer | None:
-        return self.host.tracer
-
-    @property
-    def observer(self) -> RequestObserver | None:
-        return self.host.observer
 
     @property
     def draining(self) -> bool:

@@ -88,10 +88,6 @@ class UpstreamAttempt:
     def __repr__(self) -> str:
         return f"<UpstreamAttempt {self.host.label} {self.state.value}>"
 
-    @property
-    def attached(self) -> bool:
-        return self.upstream is not None
-
     # ---------------------------------------------------------------- starting
     def begin(self) -> None:
         pool = self.cluster.pool_for(self.host)
@@ -127,37 +123,56 @@ class UpstreamAttempt:
             self.owner.attempt_failed(self, failure)
 
     # ---------------------------------------------------------------- the request going out
-    # A request the upstream codec refuses to write (a field holding CR, LF or NUL; more body than its
-    # Content-Length) cannot be forwarded as received: the connection, possibly mid-request, is closed and
-    # the attempt fails with INVALID_REQUEST (the client gets 400, or a reset once its response started).
-    def send_head(self, head: RequestHead) -> None:
-        if self.upstream is not None:
-            try:
-                self.upstream.send_head(head)
-            except ProtocolError:
-                self._refused()
+    # Each send is flushed: one write per event toward the upstream. A request the upstream codec refuses to
+    # write (a field holding CR, LF or NUL; more body than its Content-Length) cannot be forwarded as
+    # received: the connection, possibly mid-request, is closed and the attempt fails with INVALID_REQUEST
+    # (the client gets 400, or a reset once its response started).
+    def send_request(
+        self, head: RequestHead, body: list[bytes], complete: bool, per_try_timeout: float | None
+    ) -> None:
+        """The head, the body received so far and, if the request is complete, its end; the per-try
+        timeout starts once the whole request is out."""
+        upstream = self.upstream
+        if upstream is None:
+            return
+        try:
+            upstream.send_head(head)
+            for chunk in body:
+                upstream.send_data(chunk)
+            if complete:
+                upstream.send_end()
+        except ProtocolError:
+            self._refused()
+            return
+        upstream.flush()
+        if complete and per_try_timeout is not None:
+            self.try_timer = self.clock.call_later(per_try_timeout, self._on_try_timeout)
 
     def send_data(self, data: bytes) -> None:
-        if self.upstream is not None:
+        upstream = self.upstream
+        if upstream is not None:
             try:
-                self.upstream.send_data(data)
+                upstream.send_data(data)
             except ProtocolError:
                 self._refused()
+                return
+            upstream.flush()
 
-    def send_end(self) -> None:
-        if self.upstream is not None:
+    def send_end(self, per_try_timeout: float | None) -> None:
+        upstream = self.upstream
+        if upstream is not None:
             try:
-                self.upstream.send_end()
+                upstream.send_end()
             except ProtocolError:
                 self._refused()
+                return
+            upstream.flush()
+            if per_try_timeout is not None and self.try_timer is None:
+                self.try_timer = self.clock.call_later(per_try_timeout, self._on_try_timeout)
 
     def _refused(self) -> None:
         self.end(reuse=False)
         self.owner.attempt_failed(self, AttemptFailure.INVALID_REQUEST)
-
-    def flush(self) -> None:
-        if self.upstream is not None:
-            self.upstream.flush()
 
     def pause_reading(self) -> None:
         if self.upstream is not None:
@@ -166,10 +181,6 @@ class UpstreamAttempt:
     def resume_reading(self) -> None:
         if self.upstream is not None:
             self.upstream.resume_reading()
-
-    def start_try_timer(self, per_try_timeout: float | None) -> None:
-        if per_try_timeout is not None and self.try_timer is None and self.state is AttemptState.SENDING:
-            self.try_timer = self.clock.call_later(per_try_timeout, self._on_try_timeout)
 
     def cancel_try_timer(self) -> None:
         if self.try_timer is not None:
@@ -246,6 +257,7 @@ class UpstreamAttempt:
     def _settle(self) -> None:
         """The attempt no longer holds its upstream: counters and the circuit breaker slot go back."""
         self.state = AttemptState.DONE
-        self.cancel_try_timer()
+        if self.try_timer is not None:
+            self.cancel_try_timer()
         self.cluster.breakers.request_done()
         self.host.rq_active -= 1

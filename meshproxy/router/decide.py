@@ -20,7 +20,7 @@ from meshproxy.core import outcomes
 from meshproxy.core.direction import ListenerDirection
 from meshproxy.core.events import RequestHead
 from meshproxy.core.outcomes import LocalReply
-from meshproxy.router.match import find_virtual_host, header_value, pick_weighted, select_route, split_target
+from meshproxy.router.match import find_virtual_host, pick_weighted, select_route
 
 PASSTHROUGH_TIMEOUT_S = 15.0
 
@@ -50,23 +50,6 @@ class RouteDecision(NamedTuple):
     original_path: str | None = None  # before a gateway rewrite (x-envoy-original-path)
     host_rewrite: str | None = None
     original_host: str | None = None  # before a gateway route's Host rewrite (x-envoy-original-host)
-
-
-class Target(NamedTuple):
-    """Where a request says it is going."""
-
-    authority: str  # from an absolute-form target, else from Host ("" when neither)
-    path: str
-    absolute_form: bool
-    host_present: bool
-
-
-def request_target(head: RequestHead) -> Target:
-    authority, path = split_target(head.target)
-    host = header_value(head.headers, "host")
-    if authority is None:
-        return Target(host or "", path, False, host is not None)
-    return Target(authority, path, True, host is not None)
 
 
 def request_timeout(decision: RouteDecision, head: RequestHead) -> float | None:

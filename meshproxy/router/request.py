@@ -15,12 +15,14 @@ from meshproxy.codec.h1 import ProtocolError
 from meshproxy.config.snapshot import RetryPolicy
 from meshproxy.core import outcomes
 from meshproxy.core.clock import Timer
+from meshproxy.core.direction import ListenerDirection
 from meshproxy.core.events import BodyKind, Data, EndOfMessage, Event, RequestHead, ResponseHead, Upgraded
 from meshproxy.core.outcomes import FAILURE_REPLY, AttemptFailure, LocalReply, ResponseFlag
 from meshproxy.router.attempt import UpstreamAttempt
 from meshproxy.router.body import RequestBody
 from meshproxy.router.context import Downstream, RequestContext
-from meshproxy.router.decide import RouteDecision, decide, request_target, request_timeout
+from meshproxy.router.decide import RouteDecision, decide, request_timeout
+from meshproxy.router.match import header_value, split_target
 from meshproxy.router.retry import RetryVerdict, backoff_delay, failure_verdict, response_verdict
 from meshproxy.router.summary import summarize
 from meshproxy.router.tunnel import Tunnel
@@ -63,7 +65,7 @@ class RouterRequest:
         self.cluster: ClusterRuntime | None = None
         self.timeout: float | None = None
         self.upstream_head: RequestHead | None = None
-        self.body = RequestBody()
+        self.body: RequestBody | None = None  # made when the first body bytes arrive
         self.request_complete = False
         self.attempt: UpstreamAttempt | None = None
         self.tried: tuple[Host, ...] = ()
@@ -97,9 +99,8 @@ class RouterRequest:
         return self.state is RequestState.DONE
 
     @property
-    def per_try_timeout(self) -> float | None:
-        retry = self.decision.retry
-        return retry.per_try_timeout if retry is not None else None
+    def replayable(self) -> bool:
+        return self.body is None or self.body.replayable
 
     @property
     def cluster_stats(self) -> ClusterStats | None:
@@ -109,10 +110,10 @@ class RouterRequest:
     def begin(self) -> None:
         head = self.head
         ctx = self.ctx
-        target = request_target(head)
-        authority = self.authority = target.authority
-        path = target.path
-        if not ctx.admit_request():
+        target_authority, path = split_target(head.target)
+        host = header_value(head.headers, "host")
+        authority = self.authority = target_authority or host or ""
+        if ctx.direction is ListenerDirection.GATEWAY and not ctx.admit_request():
             # the listener's own connectionPool (a virtual gateway's): App Mesh applied it to the gateway's
             # self-redirect cluster, i.e. to the requests in flight through this listener
             self.local_reply(outcomes.OVERFLOW)
@@ -133,7 +134,7 @@ class RouterRequest:
             ctx.http_stats.no_cluster += 1
             self.local_reply(outcomes.NO_HEALTHY_UPSTREAM)
             return
-        self.timeout = request_timeout(decision, head)
+        self.timeout = decision.timeout if head.http_version != "2" else request_timeout(decision, head)
         tracer = ctx.tracer
         if tracer is not None:
             self.trace = tracer.start_trace(ctx.stat_prefix, head.headers, head.method, authority, path)
@@ -143,8 +144,8 @@ class RouterRequest:
             self.timeout,
             self.down.peer_ip,
             authority=authority,
-            absolute_form=target.absolute_form,
-            host_present=target.host_present,
+            absolute_form=target_authority is not None,
+            host_present=host is not None,
             direction=ctx.direction,
             trace_headers=self.trace.upstream_headers if self.trace is not None else (),
         )
@@ -189,14 +190,12 @@ class RouterRequest:
             return
         self.state = RequestState.FORWARDING
         assert self.upstream_head is not None
-        attempt.send_head(self.upstream_head)
-        for chunk in self.body.chunks:
-            attempt.send_data(chunk)
-        self.body.taken()
-        if self.request_complete:
-            attempt.send_end()
-            attempt.start_try_timer(self.per_try_timeout)
-        attempt.flush()
+        body = self.body
+        retry = self.decision.retry
+        per_try = retry.per_try_timeout if retry is not None else None
+        attempt.send_request(self.upstream_head, body.chunks if body else [], self.request_complete, per_try)
+        if body is not None:
+            body.taken()
         if self.down_paused and self.attempt is attempt:
             self.down_paused = False
             self.down.resume_reading()
@@ -221,7 +220,7 @@ class RouterRequest:
         self.retry_or_fail(AttemptFailure.PER_TRY_TIMEOUT)
 
     def retry_or_fail(self, failure: AttemptFailure) -> None:
-        verdict = failure_verdict(self.retry, failure, self.body.replayable, self.retries)
+        verdict = failure_verdict(self.decision.retry, failure, self.replayable, self.retries)
         if verdict is RetryVerdict.RETRY:
             self._schedule_retry()
             return
@@ -266,10 +265,6 @@ class RouterRequest:
             self.local_reply(reply)
 
     # ---------------------------------------------------------------- timers
-    def _start_request_timer(self) -> None:
-        if self.timeout is not None and self.timer is None:
-            self.timer = self.ctx.clock.call_later(self.timeout, self._on_timeout)
-
     def _cancel_timers(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
@@ -310,10 +305,11 @@ class RouterRequest:
         # the request keeps flowing after the response started (gRPC bidirectional streams)
         forwarding = state is RequestState.FORWARDING or state is RequestState.RESPONDING
         body = self.body
+        if body is None:
+            body = self.body = RequestBody()
         body.add(data, forwarded=forwarding)
         if attempt is not None and forwarding:
             attempt.send_data(data)
-            attempt.flush()
         elif (
             state is not RequestState.DONE
             and not self.down_paused
@@ -326,13 +322,13 @@ class RouterRequest:
         self.request_complete = True
         attempt = self.attempt
         state = self.state
+        if self.state is RequestState.DONE:
+            return
+        if self.timeout is not None and self.timer is None:
+            self.timer = self.ctx.clock.call_later(self.timeout, self._on_timeout)
         if attempt is not None and (state is RequestState.FORWARDING or state is RequestState.RESPONDING):
-            attempt.send_end()
-            attempt.flush()
-        if self.state is not RequestState.DONE:
-            self._start_request_timer()
-            if attempt is not None and attempt.attached:
-                attempt.start_try_timer(self.per_try_timeout)
+            retry = self.decision.retry
+            attempt.send_end(retry.per_try_timeout if retry is not None else None)
 
     def on_downstream_write_paused(self) -> None:
         if self.attempt is not None:
@@ -412,13 +408,13 @@ class RouterRequest:
             self.service_time_ms = int(elapsed_ms)
             self.switch_head = head  # sent on when the Upgraded event confirms the switch
             return True
-        policy = self.retry
+        policy = self.decision.retry
         # grpcRetryEvents read grpc-status from the headers of a trailers-only response
         grpc_status = grpc_status_of(head.headers) if policy is not None and policy.grpc_statuses else None
         stats.count_response(status)
         verdict = GIVE_UP_AFTER_START
         if not self.response_started:
-            verdict = response_verdict(policy, status, grpc_status, self.body.replayable, self.retries)
+            verdict = response_verdict(policy, status, grpc_status, self.replayable, self.retries)
         if verdict is RetryVerdict.RETRY:
             stats.upstream_rq_time.record(elapsed_ms)
             return False  # the caller ends this attempt and schedules the retry

@@ -53,7 +53,6 @@ class Tunnel:
     def from_client(self, data: bytes) -> None:
         self.owner.bytes_received += len(data)
         self.attempt.send_data(data)
-        self.attempt.flush()
 
     def from_upstream(self, data: bytes) -> None:
         """b"": the upstream connection is gone."""

@@ -16,7 +16,7 @@ from meshproxy.codec.h1 import ClientCodec, ProtocolError
 from meshproxy.core.clock import Clock
 from meshproxy.core.events import RequestHead
 from meshproxy.core.outcomes import AttemptFailure
-from meshproxy.net.batch import WriteBatch
+from meshproxy.net.batch import write_batch
 from meshproxy.upstream.ports import ConnectionOwner, Upstream, UpstreamStream
 
 
@@ -49,7 +49,7 @@ class Http1UpstreamConnection(asyncio.Protocol):
         self.state = ConnectionState.CONNECTING
         self.transport: asyncio.Transport | None = None
         self.stream: UpstreamStream | None = None
-        self.out = WriteBatch()
+        self.out: list[bytes] = []  # parts of the next write (net/batch.py)
         self.requests = 0
         self.idle_since = 0.0
         self.draining = False
@@ -153,20 +153,22 @@ class Http1UpstreamConnection(asyncio.Protocol):
 
     def send_head(self, head: RequestHead) -> None:
         """Raises ProtocolError if the head cannot be written as HTTP/1.1 (the attempt answers locally)."""
-        self.out.add(self.codec.encode_request_head(head))
+        self.out.append(self.codec.encode_request_head(head))
 
     def send_data(self, data: bytes) -> None:
         if self.state is ConnectionState.TUNNEL:
-            self.out.add(data)
+            self.out.append(data)
         elif data:
-            self.out.add(self.codec.encode_data(data))
+            self.out.append(self.codec.encode_data(data))
 
     def send_end(self) -> None:
-        self.out.add(self.codec.encode_end())  # b"" for a Content-Length body: nothing to write
+        end = self.codec.encode_end()
+        if end:  # b"" for a Content-Length body: nothing to write
+            self.out.append(end)
 
     def flush(self) -> None:
         if self.out:
-            self.owner.stats.upstream_cx_tx_bytes_total += self.out.write_to(self.transport)
+            self.owner.stats.upstream_cx_tx_bytes_total += write_batch(self.transport, self.out)
 
     def pause_reading(self) -> None:
         if self.transport is not None and self.state is not ConnectionState.CLOSED:

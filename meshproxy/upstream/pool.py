@@ -114,7 +114,7 @@ class HostPool:
             connection = ready[-1]
             if connection.has_capacity():
                 upstream = connection.new_stream()
-                if not connection.has_capacity():
+                if self.streams_per_connection == 1 or not connection.has_capacity():
                     ready.pop()
                 return Acquire.READY, upstream
             ready.pop()
