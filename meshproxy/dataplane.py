@@ -19,7 +19,7 @@ from meshproxy.codec.h1 import MAX_HEADERS_COUNT, MAX_HEADERS_KB, ClientCodec, S
 from meshproxy.codec.h1_h11 import H11ClientCodec, H11ServerCodec
 from meshproxy.codec.h1_httptools import HttptoolsClientCodec, HttptoolsServerCodec
 from meshproxy.config.snapshot import EgressFilter, Identity, RouteTable, Snapshot
-from meshproxy.core.clock import Clock, LoopClock
+from meshproxy.core.clock import LOOP_CLOCK, Clock, LoopClock
 from meshproxy.net.connector import LOOP_CONNECTOR, Connector
 from meshproxy.router.context import RequestObserver, Tracer
 from meshproxy.settings import Settings
@@ -38,6 +38,14 @@ class ServerState(enum.IntEnum):
 
 class Telemetry(RequestObserver, Tracer, Protocol):
     """The telemetry hub (telemetry/hub.py) as the data plane uses it: tracer and request observer."""
+
+
+def _loop_clock() -> Clock:
+    """The running loop's own clock; before a loop runs (the supervisor), whichever loop will run."""
+    try:
+        return LoopClock(asyncio.get_running_loop())
+    except RuntimeError:
+        return LOOP_CLOCK
 
 
 def codec_factories(
@@ -82,8 +90,7 @@ class Dataplane:
         self.settings = settings
         self.store = store
         self.telemetry = telemetry
-        # the running loop's own clock (constructed inside it); tests give a fake one
-        self.clock: Clock = clock if clock is not None else LoopClock(asyncio.get_running_loop())
+        self.clock: Clock = clock if clock is not None else _loop_clock()
         self.server_codec_factory, self.client_codec_factory = codec_factories(
             settings.http1_parser, settings.max_request_headers_kb, settings.max_request_headers_count
         )
