@@ -102,6 +102,8 @@ class Dataplane:
         self.clusters = ClusterManager(store, self.client_codec_factory, connector, self.clock)
         self.snapshot: Snapshot = empty_snapshot(settings.identity)
         self.state = ServerState.PRE_INITIALIZING
+        # read by every HTTP/1.1 response (Connection: close while draining): an attribute, set with the state
+        self.draining = False
         self.started = time.time()
         self.applied_at = self.started  # when the current snapshot was applied (/config_dump last_updated)
         self.health_failed = False  # /healthcheck/fail
@@ -117,12 +119,9 @@ class Dataplane:
     def observer(self) -> RequestObserver | None:
         return self.telemetry
 
-    @property
-    def draining(self) -> bool:
-        return self.state is ServerState.DRAINING
-
     def set_state(self, state: ServerState) -> None:
         self.state = state
+        self.draining = state is ServerState.DRAINING
         self.store.server.server_state = int(state)
         self.store.server.server_live = 1 if state is ServerState.LIVE else 0
 
