@@ -38,6 +38,11 @@ def with_telemetry(proxy: str) -> str:
     return proxy + TELEMETRY_SUFFIX
 
 
+def is_meshproxy_row(proxy: str) -> bool:
+    """A meshproxy variant measured without telemetry (`meshproxy`, `meshproxy-pure`, `meshproxy@abc1234`)."""
+    return proxy.startswith(MESHPROXY) and not proxy.endswith(TELEMETRY_SUFFIX)
+
+
 @dataclass(frozen=True, slots=True)
 class Measurement:
     """One timed load run against one target. `cpu_s` is the proxy tree's CPU seconds during the run."""
@@ -323,7 +328,7 @@ def table(report: ScenarioReport) -> str:
                 f"{t.lines_per_request:.2f} per request)"
             )
     ratio_lines = []
-    pairs = [(MESHPROXY, ENVOY, "meshproxy / Envoy")]
+    pairs = [(s.proxy, ENVOY, f"{s.proxy} / Envoy") for s in report.summaries if is_meshproxy_row(s.proxy)]
     if report.telemetry:
         pairs.append((with_telemetry(MESHPROXY), with_telemetry(ENVOY), "meshproxy / Envoy, telemetry on"))
     for top, bottom, label in pairs:

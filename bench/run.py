@@ -24,13 +24,25 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import environment, grpc_probe, h2load, mesh, nginx, procstat, report, scenarios, tcp_load, wrk
+from bench import (
+    environment,
+    grpc_probe,
+    h2load,
+    mesh,
+    nginx,
+    procstat,
+    report,
+    scenarios,
+    tcp_load,
+    variants,
+    wrk,
+)
 from bench.envoy_config import (
     EgressBootstrap,
     EnvoyConfigError,
@@ -296,7 +308,12 @@ class Bench:
     def _sink(self, telemetry: bool, name: str) -> TelemetrySink | None:
         return TelemetrySink(XrayReceiver(), self.out_dir / f"access-{name}.log") if telemetry else None
 
-    def start_meshproxy(self, scenario: Scenario, workers: int, tag: str, telemetry: bool) -> Target:
+    def start_meshproxy(
+        self, scenario: Scenario, workers: int, tag: str, telemetry: bool, proxy: str = report.MESHPROXY
+    ) -> Target:
+        chosen = variants.variant(proxy, self.tools.meshproxy)
+        name = chosen.label.replace("@", "-")
+        tag = f"{name.removeprefix('meshproxy-')}-{tag}" if name != report.MESHPROXY else tag
         admin, ingress, egress = free_ports(3)
         sink = self._sink(telemetry, f"meshproxy-{tag}")
         config = self.mesh_file(scenario, tag, sink.access_log if sink is not None else None)
@@ -310,6 +327,7 @@ class Bench:
                 "ENVOY_CONCURRENCY": str(workers),
                 "ENVOY_ADMIN_ACCESS_LOG_FILE": str(self.out_dir / f"meshproxy-admin-{tag}.log"),
                 "MESHPROXY_LISTEN_ADDRESS": "127.0.0.1",
+                **chosen.env,
             }
         )
         if sink is not None:
@@ -321,9 +339,9 @@ class Bench:
                     "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{sink.xray.port}",
                 }
             )
-        argv = [*self.tools.meshproxy, "run", "--config", str(config)]
+        argv = [*chosen.argv, "run", "--config", str(config)]
         child = self.supervisor.spawn(f"meshproxy-{tag}", argv, env=env)
-        label = report.with_telemetry(report.MESHPROXY) if telemetry else report.MESHPROXY
+        label = report.with_telemetry(chosen.label) if telemetry else chosen.label
         port = ingress if not scenario.is_http else egress
         return self._ready(Target(label, port, mesh.VIRTUAL_SERVICE, child, sink=sink), admin)
 
@@ -643,18 +661,17 @@ class Bench:
     # one scenario
 
     def start_targets(self, scenario: Scenario, workers: int, telemetry: bool) -> list[Target]:
-        starters: dict[str, Callable[[Scenario, int, str, bool], Target]] = {
-            report.MESHPROXY: self.start_meshproxy,
-            report.ENVOY: self.start_envoy,
-        }
-        variants = (False, True) if telemetry else (False,)
+        telemetry_settings = (False, True) if telemetry else (False,)
         targets: list[Target] = []
-        for with_telemetry in variants:
+        for with_telemetry in telemetry_settings:
             for proxy in self.options.proxies:
                 label = report.with_telemetry(proxy) if with_telemetry else proxy
                 tag = f"{scenario.name}-w{workers}{'-telemetry' if with_telemetry else ''}"
                 try:
-                    targets.append(starters[proxy](scenario, workers, tag, with_telemetry))
+                    if variants.is_meshproxy(proxy):
+                        targets.append(self.start_meshproxy(scenario, workers, tag, with_telemetry, proxy))
+                    else:
+                        targets.append(self.start_envoy(scenario, workers, tag, with_telemetry))
                 except ChildError as exc:
                     say(f"bench: {label} failed: {exc.reason}")
                     if exc.log_tail:
@@ -796,7 +813,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
         "--connections", type=int, default=32, help="wrk and tcp-small connections (default 32)"
     )
     parser.add_argument(
-        "--proxies", default="meshproxy,envoy", help="which proxies (default meshproxy,envoy)"
+        "--proxies",
+        default="meshproxy,envoy",
+        help="which proxies: meshproxy, meshproxy-pure (the same install as pure Python), meshproxy@PATH "
+        "(another checkout), envoy (default meshproxy,envoy)",
     )
     parser.add_argument(
         "--direct",
@@ -838,7 +858,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
     except ValueError:
         parser.error(f"--workers must be comma-separated integers, got {args.workers!r}")
     proxies = tuple(_csv(args.proxies))
-    unknown = [p for p in proxies if p not in (report.MESHPROXY, report.ENVOY)]
+    unknown = [p for p in proxies if p != report.ENVOY and not variants.is_meshproxy(p)]
+    for proxy in proxies:
+        if proxy.startswith(variants.CHECKOUT_PREFIX):
+            try:
+                variants.variant(proxy, ())
+            except variants.VariantError as exc:
+                parser.error(str(exc))
     checks = [
         (not chosen, "no scenario selected"),
         (not workers or any(not 1 <= w <= 64 for w in workers), "--workers values must be 1..64"),
@@ -847,7 +873,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
         (not 0 <= args.warmup <= 60, "--warmup must be 0..60 seconds"),
         (not 0 <= args.quiet_wait <= 600, "--quiet-wait must be 0..600 seconds"),
         (not 1 <= args.connections <= 10000, "--connections must be 1..10000"),
-        (bool(unknown), f"unknown proxies {unknown}; choose from meshproxy, envoy"),
+        (
+            bool(unknown),
+            f"unknown proxies {unknown}; choose from meshproxy, meshproxy-pure, meshproxy@PATH, envoy",
+        ),
         (not proxies and not args.direct, "nothing to measure"),
     ]
     for failed, message in checks:
