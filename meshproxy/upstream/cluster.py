@@ -138,32 +138,30 @@ class ClusterRuntime:
         Below Envoy's panic threshold (fewer than 50 % of hosts healthy) every host is eligible, so load
         spreads over all of them instead of piling onto the few healthy ones.
         """
-        host = self._choose(exclude)
-        if host is None:
-            self.stats.upstream_cx_none_healthy += 1
-        return host
-
-    def _choose(self, exclude: tuple[Host, ...]) -> Host | None:
         hosts = self.hosts
         n = len(hosts)
-        if n == 0:
-            return None
-        now = time.monotonic()
-        if n == 1:
+        if n == 1:  # the common case: one host (DNS LOADBALANCER), healthy (no clock read)
             host = hosts[0]
-            return host if host.available(now) or self._panic(now) else None
-        panic = self._panic(now)
-        fallback: Host | None = None
-        for _ in range(n):
-            self._rr = (self._rr + 1) % n
-            host = hosts[self._rr]
-            if not panic and not host.available(now):
-                continue
-            if host in exclude:
-                fallback = fallback or host
-                continue
-            return host
-        return fallback
+            if host.health is HostHealth.HEALTHY:
+                return host
+        now = time.monotonic()
+        chosen: Host | None = None
+        if n == 1:
+            chosen = host if host.available(now) or self._panic(now) else None
+        elif n:
+            panic = self._panic(now)
+            for _ in range(n):
+                self._rr = (self._rr + 1) % n
+                candidate = hosts[self._rr]
+                if not panic and not candidate.available(now):
+                    continue
+                if candidate in exclude:
+                    chosen = chosen or candidate  # a host already tried, if no other one is left
+                    continue
+                return candidate
+        if chosen is None:
+            self.stats.upstream_cx_none_healthy += 1
+        return chosen
 
     def _panic(self, now: float) -> bool:
         healthy = sum(1 for h in self.hosts if h.available(now))
