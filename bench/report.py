@@ -107,10 +107,12 @@ class ProxySummary:
     errors: int = 0  # socket errors + wrong answers, summed over rounds
     failure: str | None = None
     telemetry: TelemetryCount | None = None
+    idle_rss_kib: int | None = None  # idle scenario: resident set per worker before any connection
+    bytes_per_idle_connection: float | None = None  # idle scenario: growth per idle connection held
 
     @property
     def ok(self) -> bool:
-        return self.failure is None and self.rounds > 0
+        return self.failure is None and (self.rounds > 0 or self.idle_rss_kib is not None)
 
 
 def summarize(
@@ -293,9 +295,28 @@ def telemetry_cost_line(report: ScenarioReport, proxy: str) -> str | None:
     )
 
 
+def memory_table(report: ScenarioReport) -> str:
+    """The idle scenario's table: resident memory, no load."""
+    lines = [
+        "| proxy | idle RSS per worker MiB | per idle connection KiB | connections held |",
+        "|---|---:|---:|---:|",
+    ]
+    notes = []
+    for s in report.summaries:
+        if not s.ok or s.idle_rss_kib is None:
+            lines.append(f"| {s.proxy} | — | — | — |")
+            notes.append(f"- {s.proxy}: not measured: {s.failure}")
+            continue
+        per = f"{s.bytes_per_idle_connection / 1024:.2f}" if s.bytes_per_idle_connection is not None else "—"
+        lines.append(f"| {s.proxy} | {s.idle_rss_kib / 1024:.1f} | {per} | {s.rate:,.0f} |")
+    return "\n".join([*lines, *(["", *notes] if notes else [])])
+
+
 def table(report: ScenarioReport) -> str:
     """The per-proxy table (Markdown, readable as plain text too), the ratio lines and any failures."""
     figure = report.scenario.figure
+    if figure is Figure.MEMORY:
+        return memory_table(report)
     rate_heading, cpu_heading = _units(figure)
     lines = [
         f"| proxy | {rate_heading} | p50 ms | p99 ms | p99.9 ms | {cpu_heading} | peak RSS MiB | errors |",
@@ -410,7 +431,35 @@ _NOTES_END = "<!-- bench:notes-end -->"
 _NOTES = re.compile(re.escape(_NOTES_BEGIN) + r"\n.*?" + re.escape(_NOTES_END), re.DOTALL)
 
 
+TARGETS_KEY = "targets"
+
+
+def targets_section(
+    checked: str, reports: Sequence[ScenarioReport], machine: Machine, versions: Versions
+) -> str:
+    """The RESULTS.md section with the latest run's targets table (bench/targets.py)."""
+    names = ", ".join(
+        dict.fromkeys(r.scenario.name + (TELEMETRY_SUFFIX if r.telemetry else "") for r in reports)
+    )
+    date = reports[-1].date if reports else ""
+    return "\n".join(
+        [
+            f"<!-- bench:begin {TARGETS_KEY} -->",
+            "## Targets (issue 15): the latest run",
+            "",
+            f"Run {date} on {machine.describe()}: {names}.  ",
+            f"{versions.describe()}.  ",
+            f"Load: {reports[-1].load.describe() if reports else ''}. Ratios are to Envoy in the same run.",
+            "",
+            checked,
+            f"<!-- bench:end {TARGETS_KEY} -->",
+        ]
+    )
+
+
 def _order(key: str) -> tuple[int, str, int, int]:
+    if key == TARGETS_KEY:
+        return -1, key, 0, 0
     name, _, workers = key.partition("/workers=")
     telemetry = name.endswith(TELEMETRY_SUFFIX)
     base = name.removesuffix(TELEMETRY_SUFFIX)

@@ -34,11 +34,13 @@ from bench import (
     environment,
     grpc_probe,
     h2load,
+    idle,
     mesh,
     nginx,
     procstat,
     report,
     scenarios,
+    targets,
     tcp_load,
     variants,
     wrk,
@@ -67,6 +69,11 @@ RESULTS_MD = BENCH_DIR / "RESULTS.md"
 OUT_DIR = BENCH_DIR / "out"
 
 REPO = BENCH_DIR.parent
+# --quick: one scenario per target family, short alternated rounds (about 90 s on two cores)
+QUICK_SCENARIOS = ("small", "h2-h2", "grpc", "tcp-small", "tcp-bulk", "idle")
+QUICK_DURATION_S = 2.0
+QUICK_ROUNDS = 3
+QUICK_WARMUP_S = 0.5
 
 READY_TIMEOUT_S = 30.0  # a proxy must answer /ready within this long
 SANITY_TIMEOUT_S = 5.0  # ... and then route a request to the upstream within this long
@@ -444,7 +451,7 @@ class Bench:
     def probe_once(self, target: Target, scenario: Scenario) -> str | None:
         """One probe exchange; None when it came back right, else what was wrong."""
         match scenario.load:
-            case LoadKind.HTTP1_WRK:
+            case LoadKind.HTTP1_WRK | LoadKind.IDLE:
                 status, body = http_get(target.port, scenario.path, host=target.host)
                 if status == 200 and len(body) == scenario.body_size:
                     return None
@@ -598,6 +605,8 @@ class Bench:
                     total_bytes=scenarios.TCP_BULK_BYTES,
                 )
                 result = tcp_load.run(argv, timeout_s=timeout, cwd=str(REPO))
+            case LoadKind.IDLE:
+                raise BenchError("the idle scenario has no load (run_idle)")
         target.answered += result.requests
         return result
 
@@ -685,7 +694,53 @@ class Bench:
             )
         return targets
 
+    def run_idle(self, scenario: Scenario, workers: int) -> report.ScenarioReport:
+        """The idle scenario (bench/idle.py): each proxy's memory idle and holding idle connections."""
+        say(f"bench: scenario {scenario.name} ({scenario.description}), {workers} worker(s)")
+        summaries: list[report.ProxySummary] = []
+        targets = self.start_targets(scenario, workers, telemetry=False)
+        try:
+            for target in targets:
+                if target.live:
+                    self.sanity_check(target, scenario)
+                if not target.live or target.child is None:
+                    summaries.append(
+                        report.ProxySummary(target.proxy, failure=target.failure or "no process")
+                    )
+                    continue
+                try:
+                    memory = idle.measure(target.child.pid, target.port, target.host, scenario.path)
+                except idle.IdleError as exc:
+                    summaries.append(report.ProxySummary(target.proxy, failure=str(exc)))
+                    continue
+                say(
+                    f"  {target.proxy:<19} idle {memory.idle_rss_kib / 1024:.1f} MiB, "
+                    f"{memory.bytes_per_connection / 1024:.2f} KiB per idle connection"
+                )
+                summaries.append(
+                    report.ProxySummary(
+                        target.proxy,
+                        rate=memory.connections,
+                        idle_rss_kib=memory.idle_rss_kib // workers,
+                        bytes_per_idle_connection=memory.bytes_per_connection,
+                    )
+                )
+        finally:
+            for target in targets:
+                if target.child is not None:
+                    target.child.stop()
+        return report.ScenarioReport(
+            scenario=scenario,
+            workers=workers,
+            load=self.options.load,
+            summaries=tuple(summaries),
+            date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            envoy_config=self.options.envoy_config,
+        )
+
     def run_scenario(self, scenario: Scenario, workers: int) -> report.ScenarioReport:
+        if scenario.load is LoadKind.IDLE:
+            return self.run_idle(scenario, workers)
         telemetry = self.options.telemetry and scenario.is_http
         if scenario.uses_h2load and self.tools.h2load is None:
             raise BenchError("h2load not found: install Debian nghttp2-client")
@@ -769,6 +824,9 @@ class Bench:
                 result = self.run_scenario(scenario, workers)
                 self.reports.append(result)
                 print(f"\n### {report.heading(result)}\n\n{report.table(result)}\n", flush=True)
+        checked = targets.table(self.reports)
+        if checked:
+            print(f"\n### Targets (issue 15), this run\n\n{checked}\n", flush=True)
 
     def raw_results(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = []
@@ -846,10 +904,20 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
         "snapshot of bench/mesh.json",
     )
     parser.add_argument("--no-results-file", action="store_true", help="do not update bench/RESULTS.md")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a before/after check in under two minutes: {','.join(QUICK_SCENARIOS)} (unless --scenario), "
+        f"{QUICK_ROUNDS} rounds of {QUICK_DURATION_S:g} s, {QUICK_WARMUP_S:g} s warm-up, no RESULTS.md",
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = parser.parse_args(argv)
 
-    names = [n for item in (args.scenario or [scenarios.DEFAULT_SCENARIO]) for n in _csv(item)]
+    default = list(QUICK_SCENARIOS) if args.quick else [scenarios.DEFAULT_SCENARIO]
+    names = [n for item in (args.scenario or default) for n in _csv(item)]
+    if args.quick:
+        args.duration, args.rounds, args.warmup = QUICK_DURATION_S, QUICK_ROUNDS, QUICK_WARMUP_S
+        args.no_results_file = True
     try:
         chosen = scenarios.select(names)
         workers = tuple(int(w) for w in _csv(args.workers))
@@ -959,6 +1027,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     if options.write_results and bench.reports:
         sections = {r.key: report.section(r, machine, versions) for r in bench.reports}
+        checked = targets.table(bench.reports)
+        if checked:
+            sections[report.TARGETS_KEY] = report.targets_section(checked, bench.reports, machine, versions)
         existing = RESULTS_MD.read_text() if RESULTS_MD.exists() else ""
         RESULTS_MD.write_text(report.update_results(existing, sections))
         say(f"bench: wrote {RESULTS_MD}")

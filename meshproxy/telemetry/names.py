@@ -28,7 +28,13 @@ from typing import NamedTuple
 
 from meshproxy.config.snapshot import ResourceKind
 from meshproxy.settings import Settings
-from meshproxy.telemetry.stats import SERVER_STAT_NAMES, TARGET_METRIC_NAMES, Histogram, StatsStore
+from meshproxy.telemetry.stats import (
+    SERVER_STAT_NAMES,
+    TARGET_METRIC_NAMES,
+    Histogram,
+    StatsStore,
+    gauge_names,
+)
 
 Tags = tuple[tuple[str, str], ...]
 
@@ -85,7 +91,7 @@ def _declared(cls: type) -> tuple[tuple[str, StatKind], ...]:
     """A scope class's stats in render order: counters, gauges (sorted), histograms."""
     out = _class_fields.get(cls)
     if out is None:
-        gauges: frozenset[str] = getattr(cls, "GAUGES", frozenset())
+        gauges = gauge_names(cls)
         declared = fields(cls)
         out = (
             *(

@@ -286,9 +286,11 @@ class Accepting(asyncio.Protocol):
 def check(kind: str, measured: PerRequest) -> None:
     budget = BUDGETS[(kind, native.form())]
     print(f"{kind} ({native.form()}): {measured}")
-    # one read and one write per socket per event: client -> proxy -> upstream -> proxy -> client
-    assert measured.reads == budget.reads, measured
-    assert measured.writes == budget.writes, measured
+    # one read and one write per socket per event: client -> proxy -> upstream -> proxy -> client. (Within
+    # 0.05: driving the peer costs a pipe read or two per batch, which does not always cancel out exactly;
+    # one more syscall per request is 1.0.)
+    assert abs(measured.reads - budget.reads) < 0.05, measured
+    assert abs(measured.writes - budget.writes) < 0.05, measured
     assert measured.allocations <= budget.allocations, measured
     assert measured.calls <= budget.calls, measured
 
