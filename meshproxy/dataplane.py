@@ -16,7 +16,6 @@ from typing import Protocol
 
 from meshproxy.codec import h2 as h2_codec
 from meshproxy.codec.h1 import MAX_HEADERS_COUNT, MAX_HEADERS_KB, ClientCodec, ServerCodec
-from meshproxy.codec.h1_h11 import H11ClientCodec, H11ServerCodec
 from meshproxy.codec.h1_httptools import HttptoolsClientCodec, HttptoolsServerCodec
 from meshproxy.config.snapshot import EgressFilter, Identity, RouteTable, Snapshot
 from meshproxy.core.clock import LOOP_CLOCK, Clock, LoopClock
@@ -56,6 +55,9 @@ def codec_factories(
     server: Callable[[int, int], ServerCodec]
     client: Callable[[int, int], ClientCodec]
     if parser == "h11":
+        # imported only when chosen: h11 is the reference parser, and an idle worker should not carry it
+        from meshproxy.codec.h1_h11 import H11ClientCodec, H11ServerCodec
+
         server, client = H11ServerCodec, H11ClientCodec
     else:
         server, client = HttptoolsServerCodec, HttptoolsClientCodec
