@@ -54,6 +54,10 @@ class Measurement:
     upstream_cpu_s: float
     other_cpu_s: float = 0.0  # CPU used by everything but the proxy, the upstream, the load and the harness
     figure: Figure = Figure.REQUESTS
+    busiest_worker: float = (
+        1.0  # several workers: the busiest one's CPU over the mean worker's (SO_REUSEPORT)
+    )
+    supervisor_share: float = 0.0  # several workers: the supervisor's share of the proxy's CPU
 
     @property
     def other_cores(self) -> float:
@@ -373,6 +377,40 @@ def table(report: ScenarioReport) -> str:
         lines.append("")
         lines.extend(notes)
     return "\n".join(lines)
+
+
+def scaling_table(reports: Sequence[ScenarioReport]) -> str:
+    """Per scenario and proxy measured with several worker counts: rate against one worker's (efficiency =
+    rate(N) / (N x rate(1))), CPU per unit, the busiest worker over the mean, the supervisor's share."""
+    rows: dict[tuple[str, str], dict[int, ProxySummary]] = {}
+    spreads: dict[tuple[str, str, int], tuple[float, float]] = {}
+    for r in reports:
+        for s in r.summaries:
+            if s.ok and not r.telemetry:
+                rows.setdefault((r.scenario.name, s.proxy), {})[r.workers] = s
+        for m in r.measurements:
+            key = (r.scenario.name, m.proxy, r.workers)
+            busiest, share = spreads.get(key, (1.0, 0.0))
+            spreads[key] = (max(busiest, m.busiest_worker), max(share, m.supervisor_share))
+    lines = [
+        "| scenario | proxy | workers | rate | vs 1 worker | efficiency | CPU per unit "
+        "| busiest worker / mean | supervisor share |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (scenario, proxy), by_workers in rows.items():
+        if len(by_workers) < 2 or 1 not in by_workers:
+            continue
+        one = by_workers[1].rate
+        for workers in sorted(by_workers):
+            s = by_workers[workers]
+            gain = s.rate / one if one else 0.0
+            busiest, share = spreads.get((scenario, proxy, workers), (1.0, 0.0))
+            cpu = f"{s.cpu_per_unit:.1f}" if s.cpu_per_unit is not None else "—"
+            lines.append(
+                f"| {scenario} | {proxy} | {workers} | {s.rate:,.0f} | {gain:.2f}x | {gain / workers:.0%} | "
+                f"{cpu} | {busiest:.2f} | {share:.1%} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def heading(report: ScenarioReport) -> str:

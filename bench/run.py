@@ -262,6 +262,7 @@ class Bench:
         self.upstream_children: list[Child] = []
         self.reports: list[report.ScenarioReport] = []
         self.grpc_request = out_dir / "grpc-request.bin"
+        self.workers = 1  # of the scenario being measured
 
     def __repr__(self) -> str:
         return f"<Bench {self.upstreams!r} reports={len(self.reports)} {self.supervisor!r}>"
@@ -576,7 +577,7 @@ class Bench:
                     script,
                     duration_s=duration_s,
                     connections=self.options.load.connections,
-                    threads=self.options.load.threads,
+                    threads=self.options.load.threads or max(1, self.workers // 2),
                 )
                 result = wrk.run(argv, timeout_s=timeout)
             case LoadKind.HTTP2_H2LOAD | LoadKind.GRPC_H2LOAD:
@@ -633,6 +634,7 @@ class Bench:
         upstream_pids = [c.pid for c in self.upstream_children]
         system_before, own_before = procstat.system_busy_seconds(), _own_cpu_seconds()
         proxy_before = procstat.tree_cpu_seconds(target.child.pid) if target.child is not None else None
+        per_process = procstat.tree_cpu_by_process(target.child.pid) if target.child is not None else {}
         upstream_before = sum(procstat.tree_cpu_seconds(pid) for pid in upstream_pids)
         try:
             result = self.load_once(target, scenario, self.options.load.duration_s)
@@ -644,14 +646,25 @@ class Bench:
             target.failure = problem
             return
         proxy_cpu = None
+        busiest, supervisor = 1.0, 0.0
         if target.child is not None and proxy_before is not None:
             proxy_cpu = procstat.tree_cpu_seconds(target.child.pid) - proxy_before
+            after = procstat.tree_cpu_by_process(target.child.pid)
+            busiest, supervisor = procstat.spread(per_process, after, target.child.pid)
         upstream_cpu = sum(procstat.tree_cpu_seconds(pid) for pid in upstream_pids) - upstream_before
         # Whatever else ran meanwhile (other test suites, steal): the noise figure of this measurement.
         ours = (proxy_cpu or 0.0) + upstream_cpu + (_own_cpu_seconds() - own_before)
         other = procstat.system_busy_seconds() - system_before - ours
         run = report.Measurement(
-            target.proxy, round_, result, proxy_cpu, upstream_cpu, other_cpu_s=other, figure=scenario.figure
+            target.proxy,
+            round_,
+            result,
+            proxy_cpu,
+            upstream_cpu,
+            other_cpu_s=other,
+            figure=scenario.figure,
+            busiest_worker=busiest,
+            supervisor_share=supervisor,
         )
         target.runs.append(run)
         cpu = run.cpu_per_unit
@@ -739,6 +752,7 @@ class Bench:
         )
 
     def run_scenario(self, scenario: Scenario, workers: int) -> report.ScenarioReport:
+        self.workers = workers
         if scenario.load is LoadKind.IDLE:
             return self.run_idle(scenario, workers)
         telemetry = self.options.telemetry and scenario.is_http
@@ -827,6 +841,9 @@ class Bench:
         checked = targets.table(self.reports)
         if checked:
             print(f"\n### Targets (issue 15), this run\n\n{checked}\n", flush=True)
+        scaling = report.scaling_table(self.reports)
+        if scaling:
+            print(f"\n### Scaling with workers, this run\n\n{scaling}\n", flush=True)
 
     def raw_results(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = []
@@ -869,6 +886,16 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
     parser.add_argument("--workers", default="1", help="worker counts, comma-separated (default 1)")
     parser.add_argument(
         "--connections", type=int, default=32, help="wrk and tcp-small connections (default 32)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="wrk threads; 0: half the worker count (default 1)"
+    )
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="ENVOY_CONCURRENCY scaling on this machine: workers 1, 2, 4 ... up to half the cores (unless "
+        "--workers), wrk threads following them, 64 connections per worker (unless --connections), small "
+        "(unless --scenario); ends with the scaling table",
     )
     parser.add_argument(
         "--proxies",
@@ -915,6 +942,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
 
     default = list(QUICK_SCENARIOS) if args.quick else [scenarios.DEFAULT_SCENARIO]
     names = [n for item in (args.scenario or default) for n in _csv(item)]
+    if args.scaling:
+        cores = os.cpu_count() or 1
+        if args.workers == "1":
+            args.workers = ",".join(str(1 << i) for i in range(16) if 1 << i <= max(1, cores // 2))
+        args.threads = 0
+        if args.connections == 32:
+            args.connections = 64 * max(int(w) for w in _csv(args.workers))
     if args.quick:
         args.duration, args.rounds, args.warmup = QUICK_DURATION_S, QUICK_ROUNDS, QUICK_WARMUP_S
         args.no_results_file = True
@@ -941,6 +975,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
         (not 0 <= args.warmup <= 60, "--warmup must be 0..60 seconds"),
         (not 0 <= args.quiet_wait <= 600, "--quiet-wait must be 0..600 seconds"),
         (not 1 <= args.connections <= 10000, "--connections must be 1..10000"),
+        (not 0 <= args.threads <= 256, "--threads must be 0..256"),
         (
             bool(unknown),
             f"unknown proxies {unknown}; choose from meshproxy, meshproxy-pure, meshproxy@PATH, envoy",
@@ -959,7 +994,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
         quiet_wait_s=args.quiet_wait,
         load=report.LoadShape(
             connections=args.connections,
-            threads=1,
+            threads=args.threads,
             duration_s=args.duration,
             rounds=args.rounds,
             warmup_s=args.warmup,
@@ -1000,8 +1035,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = False
     with Supervisor(out_dir) as supervisor:
         bench = Bench(options, tools, supervisor, out_dir)
-        targets = len(options.proxies) * (2 if options.telemetry else 1) + (1 if options.direct else 0)
-        watchdog = Watchdog(budget_s(options, targets), supervisor)
+        target_count = len(options.proxies) * (2 if options.telemetry else 1) + (1 if options.direct else 0)
+        watchdog = Watchdog(budget_s(options, target_count), supervisor)
         watchdog.start()
         try:
             bench.run()

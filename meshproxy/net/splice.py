@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable
 
 PIPE_SIZE = 1 << 20  # bytes one splice may move (the pipe is enlarged to this where the kernel allows)
+READS_PER_WAKEUP = 16  # bounds one wake-up's work, so that other connections get the loop too
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 
@@ -86,19 +87,24 @@ class SplicePump:
         self.loop.add_reader(self.source, self._readable)
 
     def _readable(self) -> None:
-        try:
-            moved = os.splice(self.source, self.pipe_w, PIPE_SIZE, flags=_FLAGS)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._fail(exc)
-            return
-        if moved == 0:
-            self.loop.remove_reader(self.source)
-            self.on_eof()
-            return
-        self.buffered += moved
-        self._drain()
+        # Source to sink until the source has nothing more (or the sink is full): like Envoy, which reads
+        # until EAGAIN, one wake-up moves what arrived meanwhile, not one pipe's worth.
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                moved = os.splice(self.source, self.pipe_w, PIPE_SIZE, flags=_FLAGS)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._fail(exc)
+                return
+            if moved == 0:
+                self.loop.remove_reader(self.source)
+                self.on_eof()
+                return
+            self.buffered += moved
+            self._drain()
+            if self.buffered or self.closed:
+                return  # the sink is full: _drain waits for it
 
     def _drain(self) -> None:
         """Pipe -> sink until the pipe is empty (then read again) or the sink is full (then wait for it)."""
