@@ -228,6 +228,7 @@ UPSTREAMS = {
     LoadKind.GRPC_H2LOAD: "nginx h2c, fixed gRPC answer (one empty message, grpc-status 0 trailer)",
     LoadKind.TCP_PINGPONG: "bench.tcp_upstream echo (uvloop)",
     LoadKind.TCP_BULK: "bench.tcp_upstream sink (blocking recv_into)",
+    LoadKind.IDLE: "nginx, HTTP/1.1 (one request per connection, then idle)",
 }
 
 

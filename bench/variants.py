@@ -7,7 +7,8 @@
 - `meshproxy-pure`: the same install with `MESHPROXY_PURE=1`, which imports every module from its `.py`
   source, so the two forms are measured side by side in one run;
 - `meshproxy@PATH`: the meshproxy package of another checkout (say a worktree at an older commit), run with
-  this venv's interpreter and `PYTHONPATH=PATH`, in its pure form; labelled with that checkout's commit.
+  this venv's interpreter (`-P`, so that the working directory does not come first) and `PYTHONPATH=PATH`,
+  in its pure form; labelled with that checkout's commit.
   Before/after comparisons of a change then share one run and one Envoy.
 """
 
@@ -65,7 +66,8 @@ def variant(name: str, installed: tuple[str, ...]) -> MeshproxyVariant:
             raise VariantError(f"{name}: no meshproxy package in {path}")
         return MeshproxyVariant(
             CHECKOUT_PREFIX + _commit(path),
-            (sys.executable, "-m", "meshproxy.cli"),
+            # -P: without it `-m` puts the working directory (this checkout) before PYTHONPATH
+            (sys.executable, "-P", "-m", "meshproxy.cli"),
             {"PYTHONPATH": str(path), "MESHPROXY_PURE": "1"},
         )
     raise VariantError(

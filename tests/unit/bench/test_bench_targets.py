@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import idle, procstat, report, run, scenarios, targets, variants
+from bench import environment, idle, procstat, report, run, scenarios, targets, variants
 from bench.load import LoadResult
 
 LOAD = report.LoadShape(connections=32, threads=1, duration_s=5, rounds=3, warmup_s=1)
@@ -71,6 +71,9 @@ def test_idle_targets_are_absolute() -> None:
     per_connection = _verdict(found, targets.Measure.RSS_PER_CONNECTION, "meshproxy")
     assert per_connection.value == pytest.approx(5000 / 1024) and per_connection.met is False  # > 4 KiB
     assert "| meshproxy | 34.0 | 4.88 | 1,000 |" in report.table(r)
+    machine = environment.Machine(nproc=2, cpu_model="Test CPU", kernel="6.1.0")
+    versions = environment.Versions(python="3.11", envoy="1.40", nginx="1.22", wrk="4.1", meshproxy="0.1")
+    assert "idle RSS per worker" in report.section(r, machine, versions)  # RESULTS.md takes it too
 
 
 def test_telemetry_cost_compares_what_telemetry_adds_to_each_proxy() -> None:
@@ -107,6 +110,7 @@ def test_variants_name_the_form_and_the_checkout(tmp_path: Path) -> None:
     other = variants.variant(f"meshproxy@{tmp_path}", installed)
     assert other.label == f"meshproxy@{tmp_path.name}"  # not a git checkout: the directory names it
     assert other.env["PYTHONPATH"] == str(tmp_path) and other.env["MESHPROXY_PURE"] == "1"
+    assert other.argv[1:] == ("-P", "-m", "meshproxy.cli")  # PYTHONPATH's checkout, not the working directory
     with pytest.raises(variants.VariantError):
         variants.variant(f"meshproxy@{tmp_path / 'missing'}", installed)
     assert report.is_meshproxy_row(other.label) and not report.is_meshproxy_row("meshproxy+telemetry")
