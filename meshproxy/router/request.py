@@ -142,7 +142,6 @@ class RouterRequest:
             head,
             decision,
             self.timeout,
-            self.down.peer_ip,
             authority=authority,
             absolute_form=target_authority is not None,
             host_present=host is not None,
