@@ -28,7 +28,13 @@ from typing import NamedTuple
 
 from meshproxy.config.snapshot import ResourceKind
 from meshproxy.settings import Settings
-from meshproxy.telemetry.stats import SERVER_STAT_NAMES, TARGET_METRIC_NAMES, Histogram, StatsStore
+from meshproxy.telemetry.stats import (
+    SERVER_STAT_NAMES,
+    TARGET_METRIC_NAMES,
+    Histogram,
+    StatsStore,
+    TlsStats,
+)
 
 Tags = tuple[tuple[str, str], ...]
 
@@ -43,9 +49,19 @@ _APPMESH_LISTENER_PREFIX = re.compile(r"(\w+?)\.(\w+?)\.([0-9]+)")
 FIELD_STAT_NAMES: dict[str, str] = {
     "outlier_detection_ejections_active": "outlier_detection.ejections_active",
     "outlier_detection_ejections_enforced_total": "outlier_detection.ejections_enforced_total",
-    "ssl_handshake": "ssl.handshake",
-    "ssl_connection_error": "ssl.connection_error",
-    "ssl_no_certificate": "ssl.no_certificate",
+}
+# A TLS scope's stats below its listener or cluster: `ssl.<stat>`, except the socket factory's two, which
+# Envoy names per side (`server_ssl_socket_factory.*` on listeners, `client_ssl_socket_factory.*` on
+# clusters).
+_TLS_FACTORY_NAMES: dict[str, dict[str, str]] = {
+    "listener": {
+        "context_update_by_sds": "server_ssl_socket_factory.ssl_context_update_by_sds",
+        "context_secrets_not_ready": "server_ssl_socket_factory.downstream_context_secrets_not_ready",
+    },
+    "cluster": {
+        "context_update_by_sds": "client_ssl_socket_factory.ssl_context_update_by_sds",
+        "context_secrets_not_ready": "client_ssl_socket_factory.upstream_context_secrets_not_ready",
+    },
 }
 
 
@@ -208,6 +224,33 @@ class StatNaming:
             plan = self._plans[cache_key] = tuple(entries)
         return plan
 
+    def tls_plan(self, scope: str, key: str) -> Plan:
+        """Names of a listener's or cluster's TLS stats (`listener.<address>.ssl.handshake`, ...)."""
+        cache_key = (scope + ".ssl", key)
+        plan = self._plans.get(cache_key)
+        if plan is None:
+            factory = _TLS_FACTORY_NAMES[scope]
+            plan = self._plans[cache_key] = tuple(
+                (self.scoped(scope, key, factory.get(attr, "ssl." + attr)), kind, attr)
+                for attr, kind in _declared(TlsStats)
+            )
+        return plan
+
+    def tls_cipher(self, scope: str, key: str, cipher: str) -> StatName:
+        """`<scope>.<key>.ssl.ciphers.<cipher>`: Envoy's SSL_CIPHER_SUITE extractor tags a cluster's with
+        envoy.ssl_cipher_suite; its listener extractor looks for `ssl.cipher.` (singular), which Envoy never
+        emits, so a listener's cipher stays in the name (well_known_names.cc)."""
+        cache_key = (scope, key, "ssl.ciphers." + cipher)
+        name = self._cache.get(cache_key)
+        if name is None:
+            if scope == "cluster":
+                tags = (("envoy.ssl_cipher_suite", cipher), ("envoy.cluster_name", key))
+                name = StatName(f"cluster.{key}.ssl.ciphers.{cipher}", "cluster.ssl.ciphers", tags)
+            else:
+                name = self.scoped(scope, key, "ssl.ciphers." + cipher)
+            self._cache[cache_key] = name
+        return name
+
     def code(self, scope: str, key: str, stat: str) -> StatName:
         """`<base>_<code>` / `<base>_<d>xx` names of one scope, cached without building a key per call."""
         codes = self._codes.get((scope, key))
@@ -303,6 +346,16 @@ def _extension_points(points: list[StatPoint], naming: StatNaming, store: StatsS
         _emit(points, naming.plan("target", virtual_service + "\x00" + virtual_node, type(target)), target)
 
 
+def _tls_points(points: list[StatPoint], naming: StatNaming, scope: str, key: str, tls: TlsStats) -> None:
+    _emit(points, naming.tls_plan(scope, key), tls)
+    for cipher, count in tls.ciphers.items():
+        points.append(StatPoint(naming.tls_cipher(scope, key, cipher), StatKind.COUNTER, count))
+    for version, count in tls.versions.items():  # no extractor: `ssl.versions.TLSv1.2` stays in the name
+        points.append(
+            StatPoint(naming.scoped(scope, key, "ssl.versions." + version), StatKind.COUNTER, count)
+        )
+
+
 def collect(store: StatsStore, naming: StatNaming) -> list[StatPoint]:
     """Every stat of `store`, named and tagged. Cheap enough for a scrape or a flush, never per request."""
     points: list[StatPoint] = []
@@ -310,8 +363,12 @@ def collect(store: StatsStore, naming: StatNaming) -> list[StatPoint]:
     for key, cluster in store.clusters.items():
         _emit(points, naming.plan("cluster", key, type(cluster)), cluster)
         _code_points(points, naming, "cluster", key, "upstream_rq", cluster.rq_by_code)
+        if cluster.ssl is not None:
+            _tls_points(points, naming, "cluster", key, cluster.ssl)
     for key, listener in store.listeners.items():
         _emit(points, naming.plan("listener", key, type(listener)), listener)
+        if listener.ssl is not None:
+            _tls_points(points, naming, "listener", key, listener.ssl)
     for key, http in store.http.items():
         _emit(points, naming.plan("http", key, type(http)), http)
         _code_points(points, naming, "http", key, "downstream_rq", http.rq_by_code)

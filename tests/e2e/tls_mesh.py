@@ -1,0 +1,209 @@
+"""Shared pieces of the mesh-TLS e2e tests: certificates as files, App Mesh TLS resource members, and sidecars
+on distinct loopback addresses so that two of them can be chained without iptables.
+
+Two sidecars on one machine: the server node's app listens on 127.0.0.1:P, its sidecar on 127.0.0.X:P (its
+ingress port is the app's port, on another loopback address), and the node's service discovery names
+127.0.0.X, so a client sidecar's cluster for the node reaches the server sidecar, which forwards to the app.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trustme
+
+from .resources import MESH, Resource
+
+
+@dataclass
+class Certificates:
+    """A mesh CA and a stranger's CA; certificates written as `<name>.pem` / `<name>.key` in `directory`."""
+
+    directory: Path
+    ca: trustme.CA = field(default_factory=trustme.CA)
+    stranger: trustme.CA = field(default_factory=trustme.CA)
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.ca.cert_pem.write_to_path(str(self.trust))
+        self.stranger.cert_pem.write_to_path(str(self.directory / "stranger-ca.pem"))
+
+    @property
+    def trust(self) -> Path:
+        return self.directory / "ca.pem"
+
+    def issue(
+        self,
+        name: str,
+        *identities: str,
+        ca: trustme.CA | None = None,
+        not_after: datetime.datetime | None = None,
+    ) -> trustme.LeafCert:
+        """Issue a leaf for `identities` (DNS names, IPs, spiffe:// URIs) and write it as `name`.pem/.key."""
+        issuer = ca or self.ca
+        kwargs: dict[str, Any] = {}
+        if not_after is not None:
+            kwargs = {"not_before": not_after - datetime.timedelta(days=2), "not_after": not_after}
+        leaf = issuer.issue_cert(*identities, **kwargs)
+        write_leaf(leaf, self.chain(name), self.key(name))
+        return leaf
+
+    def chain(self, name: str) -> Path:
+        return self.directory / f"{name}.pem"
+
+    def key(self, name: str) -> Path:
+        return self.directory / f"{name}.key"
+
+    def file_certificate(self, name: str) -> dict[str, Any]:
+        return {"file": {"certificateChain": str(self.chain(name)), "privateKey": str(self.key(name))}}
+
+    def file_trust(self) -> dict[str, Any]:
+        return {"file": {"certificateChain": str(self.trust)}}
+
+
+def write_leaf(leaf: trustme.LeafCert, chain: Path, key: Path) -> None:
+    """Replace both files atomically (rename), as a secret volume or a rotation job would."""
+    for path, pem in (
+        (chain, b"".join(p.bytes() for p in leaf.cert_chain_pems)),
+        (key, leaf.private_key_pem.bytes()),
+    ):
+        partial = path.with_suffix(path.suffix + ".tmp")
+        partial.write_bytes(pem)
+        partial.replace(path)
+
+
+def listener_tls(
+    mode: str, certificate: dict[str, Any], trust: dict[str, Any] | None = None, sans: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    tls: dict[str, Any] = {"mode": mode, "certificate": certificate}
+    if trust is not None:
+        tls["validation"] = {"trust": trust}
+        if sans:
+            tls["validation"]["subjectAlternativeNames"] = {"match": {"exact": list(sans)}}
+    return tls
+
+
+def client_policy(
+    trust: dict[str, Any],
+    *,
+    certificate: dict[str, Any] | None = None,
+    sans: tuple[str, ...] = (),
+    enforce: bool | None = None,
+    ports: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    tls: dict[str, Any] = {"validation": {"trust": trust}}
+    if sans:
+        tls["validation"]["subjectAlternativeNames"] = {"match": {"exact": list(sans)}}
+    if certificate is not None:
+        tls["certificate"] = certificate
+    if enforce is not None:
+        tls["enforce"] = enforce
+    if ports:
+        tls["ports"] = list(ports)
+    return {"tls": tls}
+
+
+def tls_node(
+    name: str,
+    address: str,
+    port: int,
+    *,
+    protocol: str = "http",
+    tls: dict[str, Any] | None = None,
+    backends: tuple[str, ...] = (),
+    backend_defaults: dict[str, Any] | None = None,
+    backend_policies: dict[str, dict[str, Any]] | None = None,
+) -> Resource:
+    """A virtual node found at `address` with one listener on `port`; TLS members as given."""
+    listener: dict[str, Any] = {"portMapping": {"port": port, "protocol": protocol}}
+    if tls is not None:
+        listener["tls"] = tls
+    spec: dict[str, Any] = {"listeners": [listener], "serviceDiscovery": {"dns": {"hostname": address}}}
+    policies = backend_policies or {}
+    if backends:
+        spec["backends"] = [
+            {
+                "virtualService": {
+                    "virtualServiceName": b,
+                    **({"clientPolicy": policies[b]} if b in policies else {}),
+                }
+            }
+            for b in backends
+        ]
+    if backend_defaults is not None:
+        spec["backendDefaults"] = {"clientPolicy": backend_defaults}
+    return {"virtualNode": {"meshName": MESH, "virtualNodeName": name, "spec": spec}}
+
+
+class TlsApp:
+    """An HTTPS server standing in for a backend that terminates TLS itself (no sidecar): it answers with
+    its name and the serial and SANs of the client certificate it saw (`client_serial`), asking for one when
+    `trust` is given. `close` answers with `Connection: close`, so every request is a new TLS connection."""
+
+    def __init__(
+        self, name: str, address: str, leaf: trustme.LeafCert, trust: trustme.CA | None = None
+    ) -> None:
+        self.name = name
+        self.address = address
+        self.leaf = leaf
+        self.trust = trust
+        self.port = 0
+        self.requests = 0
+        self.close = False
+        self._runner: Any = None
+
+    def __repr__(self) -> str:
+        return f"<TlsApp {self.name} {self.address}:{self.port} requests={self.requests}>"
+
+    async def start(self) -> None:
+        import ssl
+
+        from aiohttp import web
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.leaf.configure_cert(context)
+        if self.trust is not None:
+            self.trust.configure_trust(context)
+            context.verify_mode = ssl.CERT_OPTIONAL
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.address, 0, ssl_context=context)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: Any) -> Any:
+        import json as json_module
+
+        from aiohttp import web
+
+        self.requests += 1
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        peer = ssl_object.getpeercert() if ssl_object is not None else None
+        document = {
+            "name": self.name,
+            "client_serial": peer.get("serialNumber") if peer else None,
+            "client_sans": [value for _, value in peer.get("subjectAltName", ())] if peer else [],
+        }
+        headers = {"x-app-name": self.name, **({"connection": "close"} if self.close else {})}
+        return web.Response(
+            text=json_module.dumps(document), content_type="application/json", headers=headers
+        )
+
+
+def serial_of(leaf: trustme.LeafCert) -> str:
+    """The serial number as OpenSSL prints it (`getpeercert()["serialNumber"]`)."""
+    import ssl
+
+    from cryptography import x509
+
+    der = ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+    return f"{x509.load_der_x509_certificate(der).serial_number:X}"
