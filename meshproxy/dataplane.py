@@ -113,6 +113,7 @@ class Dataplane:
             node = Node(identity.node_id, identity.node_cluster, "meshproxy", __version__)
             self.sds = self.secrets.subscriber = SdsClient(settings.sds_socket_path, node, self.secrets)
         self.tls = TlsContexts(self.secrets)
+        self._tls_watch: asyncio.Task[None] | None = None
         self.clusters = ClusterManager(store, self.client_codec_factory, connector, self.clock, self.tls)
         self.snapshot: Snapshot = empty_snapshot(settings.identity)
         self.state = ServerState.PRE_INITIALIZING
@@ -144,6 +145,8 @@ class Dataplane:
         """Swap in `snapshot`. Raises TlsConfigError, and changes nothing, when a certificate it names
         cannot load: the update is rejected whole and the last good snapshot keeps serving."""
         self.tls.commit(self.tls.prepare(snapshot))
+        if self._tls_watch is None and self.tls.sources:
+            self._tls_watch = asyncio.get_running_loop().create_task(self.tls.watch())
         self.clusters.apply(snapshot)
         self.snapshot = snapshot
         self.applied_at = time.time()
@@ -152,5 +155,7 @@ class Dataplane:
         server.listener_manager_lds_update_success += 1
 
     async def close_secrets(self) -> None:
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
         if self.sds is not None:
             await self.sds.close()

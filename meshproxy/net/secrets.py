@@ -3,8 +3,9 @@
 The SDS client (net/sds.py) hands every secret it receives to `SecretStore.accept`, which checks it the way
 a TLS context would load it (a certificate that parses, has not expired and matches its key; a trust bundle
 that parses) before it replaces the previous version: a bad push is refused (the client NACKs it, naming
-the reason) and the last good secret keeps serving. TLS contexts (net/tls_contexts.py) notice an accepted
-secret through `generation` and rebuild on their next connection; established connections keep theirs.
+the reason) and the last good secret keeps serving. The TLS contexts that use a secret
+(net/tls_contexts.py) are rebuilt as soon as it is accepted (`on_update`); established connections keep
+theirs.
 """
 
 from __future__ import annotations
@@ -59,17 +60,17 @@ class SecretSubscriber:
 
 
 class SecretStore:
-    """Secrets by name. `generation` grows by one with every accepted secret."""
+    """Secrets by name; `on_update` listeners hear of every accepted one."""
 
     def __init__(self, subscriber: SecretSubscriber | None = None) -> None:
         self.subscriber = subscriber
         self.secrets: dict[str, TlsSecret] = {}
         self.wanted: set[str] = set()
-        self.generation = 0
+        self.on_update: list[Callable[[str], None]] = []  # called with the name of each accepted secret
         self._waiters: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
-        return f"<SecretStore secrets={len(self.secrets)} wanted={len(self.wanted)} gen={self.generation}>"
+        return f"<SecretStore secrets={len(self.secrets)} wanted={len(self.wanted)}>"
 
     @property
     def available(self) -> bool:
@@ -93,11 +94,12 @@ class SecretStore:
             return  # the same material again (a reconnect): nothing to rebuild
         secret.check()
         self.secrets[secret.name] = secret
-        self.generation += 1
         if previous is None:
             log.info("SDS secret %r version %r received", secret.name, secret.version)
         else:
             log.info("SDS secret %r rotated: version %r -> %r", secret.name, previous.version, secret.version)
+        for listener in self.on_update:
+            listener(secret.name)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter()

@@ -1,11 +1,12 @@
 """TLS contexts built from the configuration's certificate sources, kept current while the proxy runs.
 
 A `TlsContextSource` turns one listener termination or one cluster origination into an `ssl.SSLContext`
-from files and SDS secrets, and rebuilds it when they change: files are checked at most once a second (the
-certificate chain, the key, the trust bundle: all re-read on change), SDS secrets through the store's
-generation counter. A rebuild that fails (a file half written, an expired certificate, a key that does not
-match) is logged with the file or secret and the previous context keeps serving; connections already up
-keep theirs either way (rotation without dropped connections).
+from files and SDS secrets, and rebuilds it when they change, off the request path: files are checked once
+a second by `TlsContexts.watch` (the certificate chain, the key, the trust bundle: all re-read on change),
+an SDS secret rebuilds the contexts using it when it is accepted. A rebuild that fails (a file half
+written, an expired certificate, a key that does not match) is logged once with the file or secret and the
+previous context keeps serving; connections already up keep theirs either way (rotation without dropped
+connections).
 
 `TlsContexts` holds the sources of the current snapshot. `prepare(snapshot)` builds every source a new
 snapshot needs before it is applied and raises `TlsConfigError` naming each file that cannot load, so an
@@ -18,10 +19,10 @@ servers TLS 1.2 to 1.3, ECDHE with AES-GCM or ChaCha20 for TLS 1.2.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -134,8 +135,6 @@ class TlsContextSource:
         self.stats: list[TlsStats] = []  # the listeners' / clusters' ssl scopes using this context
         self._context: ssl.SSLContext | None = None
         self._stamps: tuple[tuple[int, int, int], ...] = ()
-        self._generation = -1
-        self._checked = 0.0
         self._failed: object = None  # the stamps of the last failed rebuild (logged once)
 
     def __repr__(self) -> str:
@@ -148,44 +147,41 @@ class TlsContextSource:
 
     def load(self) -> None:
         """The first build. Raises CertificateError (files); a missing SDS secret is not an error yet."""
-        self._checked = time.monotonic()
-        stamps, generation = self._current_stamps(), self.secrets.generation
+        stamps = self._current_stamps()
         try:
             self._context = self._build()
         except SecretsNotReady:
             self._context = None
-        self._stamps, self._generation = stamps, generation
+        self._stamps = stamps
 
     def context(self) -> ssl.SSLContext | None:
-        """The current context, rebuilt first if a file or a secret changed; None while a secret is
-        missing."""
-        if self.secret_names and self.secrets.generation != self._generation:
-            self._refresh(sds=True)
-        if self.files:
-            now = time.monotonic()
-            if now - self._checked >= FILE_CHECK_INTERVAL_S:
-                self._checked = now
-                if self._current_stamps() != self._stamps:
-                    self._refresh(sds=False)
+        """The current context (None while an SDS secret it needs has not arrived): what a new connection
+        uses. Rebuilt off the request path, by `check_files` and `secret_changed`."""
         return self._context
+
+    def check_files(self) -> None:
+        """Rebuild if a certificate, key or trust file changed since the last build (or failed attempt)."""
+        if self.files and self._current_stamps() != self._stamps:
+            self._refresh(sds=False)
+
+    def secret_changed(self) -> None:
+        self._refresh(sds=True)
 
     def _current_stamps(self) -> tuple[tuple[int, int, int], ...]:
         return tuple(_file_stamp(path) for path in self.files)
 
     def _refresh(self, sds: bool) -> None:
-        stamps, generation = self._current_stamps(), self.secrets.generation
+        stamps = self._current_stamps()
         try:
             context = self._build()
         except SecretsNotReady:
-            self._generation = generation
             return
         except CertificateError as exc:
-            if self._failed != (stamps, generation):
-                self._failed = (stamps, generation)
+            if self._failed != stamps or sds:
                 log.error("TLS: cannot reload, the previous certificate keeps serving: %s", exc)
-            self._generation = generation
+            self._failed = self._stamps = stamps  # logged once; a later change of the files tries again
             return
-        self._context, self._stamps, self._generation, self._failed = context, stamps, generation, None
+        self._context, self._stamps, self._failed = context, stamps, None
         if sds:
             for stats in self.stats:
                 stats.context_update_by_sds += 1
@@ -231,11 +227,25 @@ class TlsContextSource:
 
 
 class TlsContexts:
-    """The TLS context sources of the current snapshot, by what they are built from."""
+    """The TLS context sources of the current snapshot, by what they are built from. `watch()` (a task)
+    checks their files once a second; an accepted SDS secret rebuilds the sources that use it at once."""
 
     def __init__(self, secrets: SecretStore) -> None:
         self.secrets = secrets
         self.sources: dict[TlsKey, TlsContextSource] = {}
+        secrets.on_update.append(self._secret_updated)
+
+    def _secret_updated(self, name: str) -> None:
+        for source in self.sources.values():
+            if name in source.secret_names:
+                source.secret_changed()
+
+    async def watch(self, interval: float = FILE_CHECK_INTERVAL_S) -> None:
+        """Re-read changed certificate files for as long as the proxy runs (Envoy watches them too)."""
+        while True:
+            await asyncio.sleep(interval)
+            for source in list(self.sources.values()):
+                source.check_files()
 
     def __repr__(self) -> str:
         return f"<TlsContexts sources={len(self.sources)} {self.secrets!r}>"

@@ -144,13 +144,13 @@ class TlsApp:
     `trust` is given. `close` answers with `Connection: close`, so every request is a new TLS connection."""
 
     def __init__(
-        self, name: str, address: str, leaf: trustme.LeafCert, trust: trustme.CA | None = None
+        self, name: str, address: str, leaf: trustme.LeafCert, trust: trustme.CA | None = None, port: int = 0
     ) -> None:
         self.name = name
         self.address = address
         self.leaf = leaf
         self.trust = trust
-        self.port = 0
+        self.port = port
         self.requests = 0
         self.close = False
         self._runner: Any = None
@@ -172,7 +172,7 @@ class TlsApp:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address, 0, ssl_context=context)
+        site = web.TCPSite(self._runner, self.address, self.port, ssl_context=context, reuse_address=True)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
 
@@ -206,4 +206,50 @@ def serial_of(leaf: trustme.LeafCert) -> str:
     from cryptography import x509
 
     der = ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
-    return f"{x509.load_der_x509_certificate(der).serial_number:X}"
+    text = f"{x509.load_der_x509_certificate(der).serial_number:X}"
+    return text if len(text) % 2 == 0 else "0" + text
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A certificate and key as PEM, for identities trustme cannot write (URI SANs: SPIFFE IDs)."""
+
+    chain: bytes
+    key: bytes
+    serial: str
+
+
+def uri_leaf(ca: trustme.CA, uri: str) -> Leaf:
+    """A leaf whose only SAN is the URI `uri` (a SPIRE SVID's shape), signed by `ca`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    issuer: x509.Certificate = ca._certificate  # trustme keeps its CA here
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE")]))
+        .issuer_name(issuer.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=True)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .sign(ca._private_key, hashes.SHA256())
+    )
+    text = f"{certificate.serial_number:X}"
+    return Leaf(
+        chain=certificate.public_bytes(serialization.Encoding.PEM),
+        key=key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        serial=text if len(text) % 2 == 0 else "0" + text,
+    )
