@@ -46,7 +46,7 @@ def tls_session(
     source = listener.tls_source(TlsKey.server(termination, listener_alpn(protocol)))
     context = None if source is None else source.context()
     if source is None or context is None:
-        stats.context_secrets_not_ready += 1
+        stats.downstream_context_secrets_not_ready += 1
         return Refused()
     source.use(stats)
     return TlsSession.server(context, serve, stats, names=source.names, initial=initial)

@@ -39,7 +39,7 @@ class TlsConnector:
     async def connect(self, protocol: asyncio.Protocol, host: str, port: int, timeout: float) -> None:
         context = self.source.context()
         if context is None:
-            self.stats.context_secrets_not_ready += 1
+            self.stats.upstream_context_secrets_not_ready += 1
             missing = ", ".join(repr(name) for name in self.source.secret_names)
             raise ConnectFailure(f"TLS secrets not ready: SDS secret {missing} has not arrived")
         loop = asyncio.get_running_loop()

@@ -50,18 +50,21 @@ FIELD_STAT_NAMES: dict[str, str] = {
     "outlier_detection_ejections_active": "outlier_detection.ejections_active",
     "outlier_detection_ejections_enforced_total": "outlier_detection.ejections_enforced_total",
 }
-# A TLS scope's stats below its listener or cluster: `ssl.<stat>`, except the socket factory's two, which
-# Envoy names per side (`server_ssl_socket_factory.*` on listeners, `client_ssl_socket_factory.*` on
-# clusters).
-_TLS_FACTORY_NAMES: dict[str, dict[str, str]] = {
-    "listener": {
-        "context_update_by_sds": "server_ssl_socket_factory.ssl_context_update_by_sds",
-        "context_secrets_not_ready": "server_ssl_socket_factory.downstream_context_secrets_not_ready",
-    },
-    "cluster": {
-        "context_update_by_sds": "client_ssl_socket_factory.ssl_context_update_by_sds",
-        "context_secrets_not_ready": "client_ssl_socket_factory.upstream_context_secrets_not_ready",
-    },
+# A TLS scope's stats below its listener or cluster: `ssl.<stat>`, except the socket factory's, which Envoy
+# names per side (`server_ssl_socket_factory.*` on listeners, `client_ssl_socket_factory.*` on clusters).
+_TLS_FACTORY = {"listener": "server_ssl_socket_factory", "cluster": "client_ssl_socket_factory"}
+_TLS_FACTORY_STATS = {
+    "context_update_by_sds": "ssl_context_update_by_sds",
+    "downstream_context_secrets_not_ready": "downstream_context_secrets_not_ready",
+    "upstream_context_secrets_not_ready": "upstream_context_secrets_not_ready",
+}
+# The tags of the per-value TLS counters, as Envoy 1.40 extracts them (a cluster's cipher keeps the older
+# `cipher_suite` tag name; read from real Envoy's /stats/prometheus, tests/e2e/test_mesh_tls_envoy.py).
+_TLS_VALUE_TAGS = {
+    ("listener", "ciphers"): "envoy.ssl_cipher",
+    ("cluster", "ciphers"): "cipher_suite",
+    ("listener", "versions"): "envoy.ssl_version",
+    ("cluster", "versions"): "envoy.ssl_version",
 }
 
 
@@ -229,26 +232,24 @@ class StatNaming:
         cache_key = (scope + ".ssl", key)
         plan = self._plans.get(cache_key)
         if plan is None:
-            factory = _TLS_FACTORY_NAMES[scope]
-            plan = self._plans[cache_key] = tuple(
-                (self.scoped(scope, key, factory.get(attr, "ssl." + attr)), kind, attr)
-                for attr, kind in _declared(TlsStats)
-            )
+            factory = _TLS_FACTORY[scope]
+            entries = []
+            for attr, kind in _declared(TlsStats):
+                factory_stat = _TLS_FACTORY_STATS.get(attr)
+                stat = f"{factory}.{factory_stat}" if factory_stat else "ssl." + attr
+                entries.append((self.scoped(scope, key, stat), kind, attr))
+            plan = self._plans[cache_key] = tuple(entries)
         return plan
 
-    def tls_cipher(self, scope: str, key: str, cipher: str) -> StatName:
-        """`<scope>.<key>.ssl.ciphers.<cipher>`: Envoy's SSL_CIPHER_SUITE extractor tags a cluster's with
-        envoy.ssl_cipher_suite; its listener extractor looks for `ssl.cipher.` (singular), which Envoy never
-        emits, so a listener's cipher stays in the name (well_known_names.cc)."""
-        cache_key = (scope, key, "ssl.ciphers." + cipher)
+    def tls_value(self, scope: str, key: str, kind: str, value: str) -> StatName:
+        """`<scope>.<key>.ssl.<kind>.<value>` (kind `ciphers` or `versions`): the value becomes a tag."""
+        stat = f"ssl.{kind}.{value}"
+        cache_key = (scope, key, stat)
         name = self._cache.get(cache_key)
         if name is None:
-            if scope == "cluster":
-                tags = (("envoy.ssl_cipher_suite", cipher), ("envoy.cluster_name", key))
-                name = StatName(f"cluster.{key}.ssl.ciphers.{cipher}", "cluster.ssl.ciphers", tags)
-            else:
-                name = self.scoped(scope, key, "ssl.ciphers." + cipher)
-            self._cache[cache_key] = name
+            base = self.scoped(scope, key, "ssl." + kind)
+            tags = ((_TLS_VALUE_TAGS[(scope, kind)], value), *base.tags)
+            name = self._cache[cache_key] = StatName(f"{scope}.{key}.{stat}", base.extracted, tags)
         return name
 
     def code(self, scope: str, key: str, stat: str) -> StatName:
@@ -349,11 +350,9 @@ def _extension_points(points: list[StatPoint], naming: StatNaming, store: StatsS
 def _tls_points(points: list[StatPoint], naming: StatNaming, scope: str, key: str, tls: TlsStats) -> None:
     _emit(points, naming.tls_plan(scope, key), tls)
     for cipher, count in tls.ciphers.items():
-        points.append(StatPoint(naming.tls_cipher(scope, key, cipher), StatKind.COUNTER, count))
-    for version, count in tls.versions.items():  # no extractor: `ssl.versions.TLSv1.2` stays in the name
-        points.append(
-            StatPoint(naming.scoped(scope, key, "ssl.versions." + version), StatKind.COUNTER, count)
-        )
+        points.append(StatPoint(naming.tls_value(scope, key, "ciphers", cipher), StatKind.COUNTER, count))
+    for version, count in tls.versions.items():
+        points.append(StatPoint(naming.tls_value(scope, key, "versions", version), StatKind.COUNTER, count))
 
 
 def collect(store: StatsStore, naming: StatNaming) -> list[StatPoint]:

@@ -108,8 +108,10 @@ class TlsStats(_Scope):
     `<scope>.server_ssl_socket_factory.*` / `client_ssl_socket_factory.*`).
 
     `ciphers` / `versions` count handshakes by negotiated cipher suite and protocol version
-    (`ssl.ciphers.<cipher>`, `ssl.versions.<version>`). A verification failure counts only its own
-    `fail_verify_*` stat, as Envoy counts it; other handshake failures count `connection_error`.
+    (`ssl.ciphers.<cipher>`, `ssl.versions.<version>`; Envoy's `ssl.curves` / `ssl.sigalgs` are not kept:
+    Python's ssl module does not report the negotiated group or signature algorithm). A verification
+    failure counts only its own `fail_verify_*` stat, as Envoy counts it; other handshake failures count
+    `connection_error`.
     """
 
     connection_error: int = 0
@@ -121,7 +123,10 @@ class TlsStats(_Scope):
     fail_verify_san: int = 0  # ... verified, but carries none of the subject alternative names accepted
     fail_verify_cert_hash: int = 0
     context_update_by_sds: int = 0  # <factory>.ssl_context_update_by_sds
-    context_secrets_not_ready: int = 0  # <factory>.{up,down}stream_context_secrets_not_ready
+    # <factory>.*_context_secrets_not_ready: Envoy declares both on both sides; a listener counts the
+    # downstream one, a cluster the upstream one
+    downstream_context_secrets_not_ready: int = 0
+    upstream_context_secrets_not_ready: int = 0
     ciphers: dict[str, int] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
 
