@@ -607,6 +607,16 @@ def resources_from_snapshot(
     return EnvoyResources(tuple(listeners), tuple(route_configs), tuple(clusters))
 
 
+def side_resources(resources: EnvoyResources, *, ingress: bool) -> EnvoyResources:
+    """One side of a node's resources: its ingress listener with the local app's clusters and routes, or
+    its egress listener with the backend clusters and the egress routes (to run Envoy as half a sidecar:
+    the bench's TLS scenarios, the interop tests)."""
+    listeners = tuple(lst for lst in resources.listeners if lst.name.startswith("lds_ingress_") == ingress)
+    clusters = tuple(c for c in resources.clusters if c.name.startswith("cds_ingress_") == ingress)
+    configs = tuple(r for r in resources.route_configs if r.name.startswith("rds_ingress_") == ingress)
+    return EnvoyResources(listeners, configs, clusters)
+
+
 def _terminating(chain: EnvoyChain, tls: TlsTermination | None) -> tuple[EnvoyChain, ...]:
     """`chain` with the listener's TLS termination: STRICT one TLS chain, PERMISSIVE a TLS and a plaintext
     chain, DISABLED (or none) the chain as it is."""

@@ -23,6 +23,7 @@ from meshproxy.config.envoy import (
     ProxyAddresses,
     admin_and_node,
     resources_from_snapshot,
+    side_resources,
     static_bootstrap,
 )
 from meshproxy.config.load import snapshot_from_bytes
@@ -41,11 +42,7 @@ def node_resources(
     identity = parse_identity({"APPMESH_RESOURCE_ARN": node_arn(node)})
     snapshot = snapshot_from_bytes(json.dumps(resources).encode(), identity, egress_port=egress_port)
     every = resources_from_snapshot(snapshot, ProxyAddresses(address, ingress_port, egress_port))
-    wanted = "lds_ingress_" if ingress else "lds_egress_"
-    listeners = tuple(lst for lst in every.listeners if lst.name.startswith(wanted))
-    clusters = tuple(c for c in every.clusters if c.name.startswith("cds_ingress_") == ingress)
-    configs = tuple(r for r in every.route_configs if r.name.startswith("rds_ingress_") == ingress)
-    return EnvoyResources(listeners, configs, clusters)
+    return side_resources(every, ingress=ingress)
 
 
 def merged(parts: Iterable[EnvoyResources]) -> EnvoyResources:
