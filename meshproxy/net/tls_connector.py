@@ -64,5 +64,10 @@ class TlsConnector:
             raise ConnectFailure(f"TLS handshake not done within {timeout}s", timed_out=True) from exc
         except TlsHandshakeError as exc:
             raise ConnectFailure(f"TLS error: {exc.failure.value}: {exc}") from exc
-        if session.sslobj.session is not None:
-            self._session = (context, session.sslobj.session)
+        sslobj = session.sslobj
+        if not sslobj.session_reused:
+            # Only after a full handshake: reading `session` copies it (CPython re-encodes and decodes it,
+            # a workaround for an old OpenSSL bug), which costs more than the abbreviated handshake saves.
+            fresh = sslobj.session
+            if fresh is not None:
+                self._session = (context, fresh)
