@@ -350,3 +350,30 @@ def test_sds_without_the_socket_variable_is_refused(tmp_path: Path) -> None:
     done = run_meshproxy(["run", "--config", str(config)], env=env, cwd=tmp_path)
     assert done.returncode == 1
     assert "SDS secret 'web' needs APPMESH_SDS_SOCKET_PATH" in done.stderr, done.stderr
+
+
+def test_every_worker_process_fetches_its_secrets(app_loop: AppLoop, tmp_path: Path) -> None:
+    """ENVOY_CONCURRENCY=2: each worker has its own SDS stream (as each Envoy process would), and the admin
+    port reports the listener's TLS stats summed over the workers."""
+    ca = trustme.CA()
+    app = app_loop.colour_app("busy")
+    server = SdsServer(tmp_path / "workers.sock").start()
+    server.set_certificate("busy", "b1", *pem(ca.issue_cert("busy.demo.local")))
+    resources = [mesh(), tls_node("busy", "127.0.0.8", app.port, tls=listener_tls("STRICT", sds("busy")))]
+    env = {
+        "APPMESH_SDS_SOCKET_PATH": str(server.socket_path),
+        "MESHPROXY_LISTEN_ADDRESS": "127.0.0.8",
+        "ENVOY_CONCURRENCY": "2",
+    }
+    proxy = MeshProxy(resources, node_arn("busy"), tmp_path / "busy", env=env)
+    proxy.ingress_port = app.port
+    try:
+        proxy.start()
+        assert wait_for(lambda: sum(1 for r in server.requests if r.node_id) == 2, 10), server.requests
+        for _ in range(6):
+            assert presented_serial("127.0.0.8", app.port, ca) != ""
+        handshakes = f"listener.127.0.0.8_{app.port}.ssl.handshake"
+        assert wait_for(lambda: proxy.stats().get(handshakes, 0) == 6, 10), proxy.stats()
+    finally:
+        proxy.stop()
+        server.stop()
