@@ -3,8 +3,9 @@ wire between them carries.
 
     front pod 10.250.1.1: the app (UID 1000) calls blue.m.local:8080 and plain.m.local:8081;
                           meshproxy (UID 1337) originates mTLS to blue (its client policy)
-    blue pod  10.250.1.2: meshproxy (UID 1337) on 15000 terminates STRICT mTLS for port 8080 and forwards
-                          to the app on 127.0.0.1:8080; port 8081 is a plaintext server outside the mesh
+    blue pod  10.250.1.2: meshproxy (UID 1337) on 15000 terminates STRICT mTLS for port 8080 (http) and
+                          7000 (tcp) and forwards to the apps on 127.0.0.1; port 8081 is a plaintext server
+                          that the unenforced client policy reaches without TLS (no TLS on its listener)
 
 A wiretap on front's veth records every TCP payload: what crosses to blue's 8080 is TLS records only (no
 request line, no header, no body the apps wrote), while the plaintext control on 8081 shows its request,
@@ -43,7 +44,7 @@ from .conftest import (
 from .test_proxy_interception import ADMIN_PORT, EGRESS_PORT, INGRESS_PORT, curl
 
 MESH = "m"
-BLUE_PORT, PLAIN_PORT = 8080, 8081
+BLUE_PORT, PLAIN_PORT, DB_PORT = 8080, 8081, 7000
 WIRETAP = Path(__file__).resolve().parent / "wiretap.py"
 
 
@@ -57,8 +58,8 @@ def rules(app_ports: str) -> dict[str, str]:
     }
 
 
-def node(name: str, port: int, hostname: str, **spec: Any) -> dict[str, Any]:
-    listener: dict[str, Any] = {"portMapping": {"port": port, "protocol": "http"}}
+def node(name: str, port: int, hostname: str, protocol: str = "http", **spec: Any) -> dict[str, Any]:
+    listener: dict[str, Any] = {"portMapping": {"port": port, "protocol": protocol}}
     if "tls" in spec:
         listener["tls"] = spec.pop("tls")
     body = {"listeners": [listener], "serviceDiscovery": {"dns": {"hostname": hostname}}, **spec}
@@ -78,20 +79,23 @@ def mesh_resources(certs: Path) -> list[dict[str, Any]]:
             "file": {"certificateChain": str(certs / f"{name}.pem"), "privateKey": str(certs / f"{name}.key")}
         }
 
-    strict = {
+    strict: dict[str, Any] = {
         "mode": "STRICT",
         "certificate": certificate("blue"),
         "validation": {"trust": trust, "subjectAlternativeNames": {"match": {"exact": ["front.m.local"]}}},
     }
+    blue = node("blue", BLUE_PORT, PEER_V4, tls=strict)
+    # blue's second listener: tcp on 7000, STRICT mTLS too (blue's sidecar picks it by the original port)
+    blue["virtualNode"]["spec"]["listeners"].append(
+        {"portMapping": {"port": DB_PORT, "protocol": "tcp"}, "tls": strict}
+    )
     return [
         {"mesh": {"meshName": MESH, "spec": {"egressFilter": {"type": "DROP_ALL"}}}},
         node(
             "front",
             9000,
             "front.m.local",
-            backends=[
-                {"virtualService": {"virtualServiceName": n}} for n in ("blue.m.local", "plain.m.local")
-            ],
+            backends=[{"virtualService": {"virtualServiceName": f"{n}.m.local"}} for n in ("blue", "plain")],
             backendDefaults={
                 "clientPolicy": {
                     "tls": {
@@ -102,7 +106,7 @@ def mesh_resources(certs: Path) -> list[dict[str, Any]]:
                 }
             },
         ),
-        node("blue", BLUE_PORT, PEER_V4, tls=strict),
+        blue,
         node("plain", PLAIN_PORT, PEER_V4),
         service("blue.m.local", "blue"),
         service("plain.m.local", "plain"),
@@ -164,7 +168,8 @@ def tls_pods() -> Iterator[TlsPods]:
                 blue, "http", "--name", "blue", "--host", "127.0.0.1", str(BLUE_PORT), uid=APP_UID
             )
             pair.start_probe(blue, "http", "--name", "plain", "--host", PEER_V4, str(PLAIN_PORT), uid=APP_UID)
-            for ns, ports in ((front, "9000"), (blue, str(BLUE_PORT))):
+            pair.start_probe(blue, "echo", "--host", "127.0.0.1", str(DB_PORT), uid=APP_UID)
+            for ns, ports in ((front, "9000"), (blue, f"{BLUE_PORT},{DB_PORT}")):
                 applied = meshproxy_iptables(ns, "apply", rules(ports))
                 assert applied.returncode == 0, applied.stderr
             paths = {}
@@ -229,3 +234,17 @@ def test_the_tap_sees_plaintext_where_there_is_no_tls(tls_pods: TlsPods) -> None
         )
     assert reply.status == 200 and reply.json()["server"] == "plain", reply
     assert b"GET /plain-path HTTP/1.1" in plain_bytes["to_port"]
+
+
+def test_tcp_between_the_sidecars_is_mtls_too(tls_pods: TlsPods) -> None:
+    """A tcp listener: the app's connection to blue:7000 follows the egress tcp route, TLS is originated by
+    front's TCP proxy and terminated by blue's tcp listener, which bridges to its app in plaintext."""
+    pair = tls_pods.pair
+    handshakes = f"listener.0.0.0.0_{INGRESS_PORT}.ssl.handshake"
+    before = tls_pods.stats(pair.peer)
+    with wiretap(pair, tls_pods.workdir, DB_PORT) as tcp_bytes:
+        result = pair.connect(pair.pod, PEER_V4, DB_PORT, uid=APP_UID, send="tcp secret ping")
+    assert result.get("raw") == "tcp secret ping", (result, tls_pods.logs["front"].read_text()[-2000:])
+    assert tcp_bytes["to_port"][:1] == b"\x16"
+    assert b"tcp secret ping" not in tcp_bytes["to_port"] and b"tcp secret ping" not in tcp_bytes["from_port"]
+    assert tls_pods.stats(pair.peer)[handshakes] > before[handshakes]
