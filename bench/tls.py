@@ -47,6 +47,7 @@ from bench.processes import Child, ChildError, HttpProbe, Supervisor, free_ports
 OUT = environment.REPO / "bench" / "out"
 RESULTS = environment.REPO / "bench" / "RESULTS-tls.md"
 CONNECTIONS = 32
+NOTES = "<!-- bench:notes -->"  # hand-written notes below this line survive a rerun
 READY_TIMEOUT_S = 30.0
 
 
@@ -369,6 +370,7 @@ def main(argv: list[str]) -> int:
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
     out = OUT / time.strftime("tls-%Y%m%d-%H%M%S")
+    load_before = os.getloadavg()[0]
     results: dict[str, dict[str, dict[str, float]]] = {}
     with Supervisor(out / "logs") as supervisor:
         bench = TlsBench(args, out, supervisor)
@@ -391,9 +393,13 @@ def main(argv: list[str]) -> int:
         header = (
             f"# TLS bench (bench/tls.py)\n\n{time.strftime('%Y-%m-%d')}, {machine}; {versions}. "
             f"{args.rounds} rounds x {args.duration:g} s per proxy, alternating, wrk -t1 -c{CONNECTIONS}; "
-            "medians.\n\n"
+            f"medians. Load average {load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after "
+            "(above ~1 the machine was shared: compare the ratios, not the absolute figures).\n\n"
         )
-        RESULTS.write_text(header + text + "\n")
+        notes = ""
+        if RESULTS.exists() and NOTES in RESULTS.read_text():
+            notes = "\n" + RESULTS.read_text().split(NOTES, 1)[1].rstrip() + "\n"
+        RESULTS.write_text(header + text + "\n" + (f"\n{NOTES}" + notes if notes else ""))
     return 0
 
 
