@@ -23,7 +23,7 @@ import pytest
 import trustme
 
 from .apps import AppLoop, ColourApp
-from .harness import Http1Client, MeshProxy, free_ports, run_meshproxy, wait_for
+from .harness import Http1Client, MeshProxy, free_ports, grew, run_meshproxy, wait_for
 from .resources import mesh, node_arn, service_via_node
 from .tls_mesh import Certificates, TlsApp, client_policy, listener_tls, serial_of, tls_node
 
@@ -118,6 +118,8 @@ def test_server_certificate_rotated_under_load_without_a_failed_request(file_mes
                     if reply.status != 200:
                         failures.append(repr(reply))
 
+    cluster = f"cluster.cds_egress_demo_web_http_{file_mesh.web_app.port}"
+    before = file_mesh.front.stats()
     worker = threading.Thread(target=load)
     worker.start()
     try:
@@ -131,6 +133,7 @@ def test_server_certificate_rotated_under_load_without_a_failed_request(file_mes
         worker.join(30)
     assert failures == [] and count[0] > 40
     assert "TLS: reloaded" in file_mesh.web.stderr_text()
+    assert grew(before, file_mesh.front.stats(), f"{cluster}.upstream_cx_destroy") == 0  # none dropped
 
 
 def test_client_certificate_files_are_reread(file_mesh: FileMesh) -> None:

@@ -263,7 +263,7 @@ def test_a_push_rotates_under_load_without_a_failed_request(sds_mesh: SdsMesh) -
                     if reply.status != 200:
                         failures.append(repr(reply))
 
-    before = sds_mesh.web.stats()
+    before, before_front = sds_mesh.web.stats(), sds_mesh.front.stats()
     worker = threading.Thread(target=load)
     worker.start()
     try:
@@ -282,6 +282,9 @@ def test_a_push_rotates_under_load_without_a_failed_request(sds_mesh: SdsMesh) -
     after = sds_mesh.web.stats()
     factory = f"listener.{WEB_ADDRESS}_{sds_mesh.web_app.port}.server_ssl_socket_factory"
     assert grew(before, after, f"{factory}.ssl_context_update_by_sds") >= 1
+    # the pooled TLS connection from front to web was not dropped by either rotation
+    cluster = f"cluster.cds_egress_demo_web_http_{sds_mesh.web_app.port}"
+    assert grew(before_front, sds_mesh.front.stats(), f"{cluster}.upstream_cx_destroy") == 0
     sds_mesh.web_leaf, sds_mesh.front_leaf = new_web, new_front
 
 
