@@ -79,6 +79,8 @@ class TlsState(enum.Enum):
 class _TlsTransport(asyncio.Transport):
     """What the inner protocol writes to: plaintext in, ciphertext out through the session."""
 
+    __slots__ = ("_session",)
+
     def __init__(self, session: TlsSession) -> None:
         super().__init__()
         self._session = session
@@ -146,6 +148,23 @@ class TlsSession(asyncio.Protocol):
     accepts). `done`, for the originating side: resolved when the inner protocol is connected, or failed
     with a `TlsHandshakeError`.
     """
+
+    __slots__ = (
+        "_initial",
+        "_pending_plain",
+        "done",
+        "incoming",
+        "inner",
+        "inner_factory",
+        "names",
+        "outgoing",
+        "raw",
+        "reading_paused",
+        "sslobj",
+        "state",
+        "stats",
+        "transport",
+    )
 
     def __init__(
         self,
