@@ -57,16 +57,20 @@ def merged(parts: Iterable[EnvoyResources]) -> EnvoyResources:
 
 @dataclass
 class EnvoySidecar:
-    """One Envoy process running `resources` (admin on 127.0.0.1:`admin_port`)."""
+    """One Envoy process running `resources` (admin on 127.0.0.1:`admin_port`), or a bootstrap given whole
+    (`raw`, which must put the admin on that port)."""
 
-    resources: EnvoyResources
+    resources: EnvoyResources | None
     workdir: Path
     admin_port: int
     node_id: str = "mesh/demo/virtualNode/envoy"
     process: subprocess.Popen[bytes] | None = None
-    listen: tuple[tuple[str, int], ...] = field(default=())
+    raw: dict[str, Any] | None = field(default=None, repr=False)
 
     def bootstrap(self) -> dict[str, Any]:
+        if self.raw is not None:
+            return self.raw
+        assert self.resources is not None
         return static_bootstrap(admin_and_node(self.node_id, self.node_id, self.admin_port), self.resources)
 
     def start(self) -> EnvoySidecar:

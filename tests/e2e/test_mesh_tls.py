@@ -15,14 +15,13 @@ import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from .apps import AppLoop, ColourApp
 from .harness import Http1Client, MeshProxy, free_ports, grew, recv_until_closed, wait_for
 from .resources import mesh, node_arn, service_via_node
-from .tls_mesh import Certificates, TlsApp, client_policy, listener_tls, tls_node
+from .tls_mesh import Certificates, TlsApp, client_policy, listener_tls, server_sidecar, tls_node
 
 WEB, MIXED, LEGACY, PLAIN_ENFORCED = (
     "web.demo.local",
@@ -52,14 +51,6 @@ class TlsMesh:
 
     def web_listener(self, stat: str) -> str:
         return f"listener.{WEB_ADDRESS}_{self.web_app.port}.ssl.{stat}"
-
-
-def _sidecar(
-    resources: list[dict[str, object]], node: str, workdir: Path, address: str, port: int
-) -> MeshProxy:
-    proxy = MeshProxy(resources, node_arn(node), workdir, env={"MESHPROXY_LISTEN_ADDRESS": address})
-    proxy.ingress_port = port  # the app's port, on the sidecar's own address
-    return proxy
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +107,8 @@ def tls_mesh(app_loop: AppLoop, tmp_path_factory: pytest.TempPathFactory) -> Ite
         service_via_node(RECORDER, "recorder"),
     ]
     del dummy
-    web = _sidecar(resources, "web", base / "web", WEB_ADDRESS, web_app.port)
-    mixed = _sidecar(resources, "mixed", base / "mixed", MIXED_ADDRESS, mixed_app.port)
+    web = server_sidecar(resources, "web", base / "web", WEB_ADDRESS, web_app.port)
+    mixed = server_sidecar(resources, "mixed", base / "mixed", MIXED_ADDRESS, mixed_app.port)
     front = MeshProxy(resources, node_arn("front"), base / "front")
     try:
         for proxy in (web, mixed, front):

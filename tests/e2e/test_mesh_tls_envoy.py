@@ -27,7 +27,7 @@ from .grpc_apps.h2_app import H2App
 from .grpc_apps.h2_client import H2Client
 from .harness import MeshProxy, free_ports, grew, wait_for
 from .resources import mesh, node_arn, service_via_node
-from .tls_mesh import Certificates, TlsApp, client_policy, listener_tls, tls_node
+from .tls_mesh import Certificates, TlsApp, client_policy, listener_tls, server_sidecar, tls_node
 
 MP, EV = "127.0.0.2", "127.0.0.3"  # server sidecars: meshproxy, Envoy
 PROTOCOLS = {"web": "http", "h2": "http2", "grpc": "grpc"}
@@ -110,10 +110,7 @@ def interop(app_loop: AppLoop, tmp_path_factory: pytest.TempPathFactory) -> Iter
     try:
         mp_servers = {}
         for kind in PROTOCOLS:
-            proxy = MeshProxy(
-                resources, node_arn(f"{kind}-mp"), base / f"{kind}-mp", env={"MESHPROXY_LISTEN_ADDRESS": MP}
-            )
-            proxy.ingress_port = ports[kind]
+            proxy = server_sidecar(resources, f"{kind}-mp", base / f"{kind}-mp", MP, ports[kind])
             running.append(proxy.start())
             mp_servers[f"{kind}-mp"] = proxy
         egress_ev, envoy_admin, envoy_client_admin = free_ports(3)

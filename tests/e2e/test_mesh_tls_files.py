@@ -13,8 +13,6 @@ import datetime
 import json
 import socket
 import ssl
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +21,18 @@ import pytest
 import trustme
 
 from .apps import AppLoop, ColourApp
-from .harness import Http1Client, MeshProxy, free_ports, grew, run_meshproxy, wait_for
+from .harness import MeshProxy, free_ports, grew, run_meshproxy, wait_for
 from .resources import mesh, node_arn, service_via_node
-from .tls_mesh import Certificates, TlsApp, client_policy, listener_tls, serial_of, tls_node
+from .tls_mesh import (
+    Certificates,
+    LoadLoop,
+    TlsApp,
+    client_policy,
+    listener_tls,
+    serial_of,
+    server_sidecar,
+    tls_node,
+)
 
 WEB, RECORDER, WEB_ADDRESS = "web.demo.local", "recorder.demo.local", "127.0.0.2"
 REFRESH_S = 0.2
@@ -87,9 +94,8 @@ def file_mesh(app_loop: AppLoop, tmp_path_factory: pytest.TempPathFactory) -> It
         service_via_node(WEB, "web"),
         service_via_node(RECORDER, "recorder"),
     ]
-    env = {"MESHPROXY_LISTEN_ADDRESS": WEB_ADDRESS, "MESHPROXY_CONFIG_REFRESH_S": str(REFRESH_S)}
-    web = MeshProxy(resources, node_arn("web"), base / "web", env=env)
-    web.ingress_port = web_app.port
+    refresh = {"MESHPROXY_CONFIG_REFRESH_S": str(REFRESH_S)}
+    web = server_sidecar(resources, "web", base / "web", WEB_ADDRESS, web_app.port, refresh)
     front = MeshProxy(
         resources, node_arn("front"), base / "front", env={"MESHPROXY_CONFIG_REFRESH_S": str(REFRESH_S)}
     )
@@ -105,33 +111,14 @@ def file_mesh(app_loop: AppLoop, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def test_server_certificate_rotated_under_load_without_a_failed_request(file_mesh: FileMesh) -> None:
-    failures: list[str] = []
-    done = threading.Event()
-    count = [0]
-
-    def load() -> None:
-        deadline = time.monotonic() + 20
-        with Http1Client(file_mesh.front.egress_port) as keepalive:
-            while not done.is_set() and time.monotonic() < deadline and count[0] < 5000:
-                for reply in (keepalive.get("/load", host=WEB), file_mesh.front.egress(WEB, "/fresh")):
-                    count[0] += 1
-                    if reply.status != 200:
-                        failures.append(repr(reply))
-
     cluster = f"cluster.cds_egress_demo_web_http_{file_mesh.web_app.port}"
     before = file_mesh.front.stats()
-    worker = threading.Thread(target=load)
-    worker.start()
-    try:
-        assert wait_for(lambda: count[0] > 20, 10)
+    with LoadLoop(file_mesh.front, WEB) as load:
+        assert load.more()
         rotated = file_mesh.certs.issue("web", "web.demo.local", WEB_ADDRESS)
         assert wait_for(lambda: file_mesh.web_serial() == serial_of(rotated), 10)
-        settled = count[0]
-        assert wait_for(lambda: count[0] > settled + 20, 10)
-    finally:
-        done.set()
-        worker.join(30)
-    assert failures == [] and count[0] > 40
+        assert load.more()
+    assert load.failures == [] and load.count > 40
     assert "TLS: reloaded" in file_mesh.web.stderr_text()
     assert grew(before, file_mesh.front.stats(), f"{cluster}.upstream_cx_destroy") == 0  # none dropped
 

