@@ -10,11 +10,13 @@ certificate it was shown.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -256,3 +258,51 @@ def test_the_client_certificate_is_what_the_policy_names(tls_mesh: TlsMesh) -> N
     assert reply.status == 200, reply
     document = reply.json()
     assert document["client_sans"] == ["front.demo.local"]
+
+
+class _Echo(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE"])
+def test_a_tcp_listener_terminates_tls(
+    mode: str, app_loop: AppLoop, tls_mesh: TlsMesh, tmp_path: Path
+) -> None:
+    """A tcp listener with TLS: the decrypted bytes are bridged to the local app; PERMISSIVE takes a
+    plaintext client too, STRICT refuses it."""
+
+    async def start_echo() -> asyncio.Server:
+        return await asyncio.get_running_loop().create_server(_Echo, "127.0.0.1", 0)
+
+    echo = app_loop.call(start_echo())
+    port = echo.sockets[0].getsockname()[1]
+    certs = tls_mesh.certs
+    certs.issue("db", "db.demo.local", "127.0.0.9")
+    resources = [
+        mesh(),
+        tls_node(
+            "db", "127.0.0.9", port, protocol="tcp", tls=listener_tls(mode, certs.file_certificate("db"))
+        ),
+    ]
+    proxy = server_sidecar(resources, "db", tmp_path / "db", "127.0.0.9", port)
+    try:
+        proxy.start()
+        context = _client_context(certs)
+        with (
+            socket.create_connection(("127.0.0.9", port), timeout=10) as raw,
+            context.wrap_socket(raw) as tls,
+        ):
+            tls.sendall(b"over tls\n")
+            assert tls.recv(100) == b"over tls\n"
+        with socket.create_connection(("127.0.0.9", port), timeout=10) as plain:
+            plain.sendall(b"in plaintext\n")
+            data, _ = recv_until_closed(plain, timeout=3)
+        assert data == (b"in plaintext\n" if mode == "PERMISSIVE" else b""), data
+        assert proxy.stats()[f"listener.127.0.0.9_{port}.ssl.handshake"] == 1
+    finally:
+        proxy.stop()
+        echo.close()
