@@ -289,8 +289,5 @@ class TlsContexts:
     def source(self, key: TlsKey) -> TlsContextSource | None:
         return self.sources.get(key)
 
-    def pending_secrets(self) -> list[str]:
-        return self.secrets.missing(name for key in self.sources for name in key.secrets())
-
     def wanted_secrets(self) -> Iterable[str]:
         return sorted({name for key in self.sources for name in key.secrets()})

@@ -76,3 +76,26 @@ def test_san_matching_by_kind() -> None:
     assert san_matches(peer, ["10.0.0.7"])
     assert not san_matches(peer, ["spiffe://apps.local/ns/default/sa/green", "apps.local"])
     assert not san_matches({}, ["blue.apps.local"]) and not san_matches(None, ["x"])
+
+
+def test_an_sds_secret_is_checked_before_it_replaces_the_last_good_one() -> None:
+    from meshproxy.net.secrets import SecretStore, TlsSecret
+
+    ca = trustme.CA()
+    good = ca.issue_cert("web.local")
+    past = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    expired = ca.issue_cert("web.local", not_before=past - datetime.timedelta(days=1), not_after=past)
+    store, updates = SecretStore(), []
+    store.on_update.append(updates.append)
+    first = TlsSecret("web", "v1", good.cert_chain_pems[0].bytes(), good.private_key_pem.bytes())
+    store.accept(first)
+    store.accept(first)  # the same version again (a reconnect): no rebuild
+    assert updates == ["web"]
+    stale = TlsSecret("web", "v2", expired.cert_chain_pems[0].bytes(), expired.private_key_pem.bytes())
+    with pytest.raises(CertificateError, match=r"SDS secret 'web' version 'v2': the certificate expired"):
+        store.accept(stale)
+    with pytest.raises(CertificateError, match="without its private key"):
+        store.accept(TlsSecret("web", "v3", good.cert_chain_pems[0].bytes()))
+    with pytest.raises(CertificateError, match="not a PEM trust bundle"):
+        store.accept(TlsSecret("ROOTCA", "r1", trusted_ca=b"garbage"))
+    assert store.get("web") == first and updates == ["web"] and store.missing(["web", "ROOTCA"]) == ["ROOTCA"]
