@@ -36,6 +36,7 @@ from meshproxy.config.sources import (
 from meshproxy.core.direction import ListenerDirection
 from meshproxy.dataplane import Dataplane, ServerState
 from meshproxy.listeners.listener import HttpListener
+from meshproxy.net.tls_contexts import TlsConfigError
 from meshproxy.settings import Settings, SettingsError, load_settings
 from meshproxy.telemetry.accesslog import compile_format
 from meshproxy.telemetry.errors import AccessLogFormatError
@@ -49,6 +50,7 @@ _LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.I
                "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL,
                "off": logging.CRITICAL + 10}  # fmt: skip
 _SHUTDOWN_GRACE_S = 3.0  # after the drain window: how long in-flight requests get before the process exits
+SDS_INITIAL_FETCH_TIMEOUT_S = 15.0  # Envoy's ConfigSource initial_fetch_timeout default, for SDS secrets
 
 
 def configure_logging(level: str) -> None:
@@ -157,6 +159,7 @@ class Server:
         try:
             if not await self._initial_config():
                 return self._exit_code if self._stop.is_set() else 1  # stopped while waiting: not a failure
+            await self._initial_secrets()
             if not await self._start_listeners():
                 return 1
             self.dataplane.set_state(ServerState.LIVE)
@@ -234,17 +237,31 @@ class Server:
                             return False
                         continue
                     try:
-                        snapshot = self._compile(data)
-                    except ConfigError as exc:
+                        self._apply(self._compile(data))
+                    except (ConfigError, TlsConfigError) as exc:
                         # A bad first configuration is fatal: start-up must not go LIVE with nothing to route.
                         self.store.server.cluster_manager_cds_update_rejected += 1
-                        print(f"meshproxy: configuration {source.name} rejected:\n{exc}", file=sys.stderr)
+                        print(
+                            f"meshproxy: configuration {source.name} rejected:\n{_reason(exc)}",
+                            file=sys.stderr,
+                        )
                         return False
-                    self._apply(snapshot)
                     return True
         except TimeoutError:
             log.critical("no configuration from %s within ENVOY_INITIAL_FETCH_TIMEOUT", source.name)
             return False
+
+    async def _initial_secrets(self) -> None:
+        """Wait for the first SDS secrets before listening, as Envoy's listeners and clusters warm until
+        theirs arrive (bounded by SDS's initial fetch timeout); without them TLS connections are refused."""
+        secrets = self.dataplane.secrets
+        wanted = list(self.dataplane.tls.wanted_secrets())
+        if not wanted:
+            return
+        missing = await secrets.wait_for(wanted, SDS_INITIAL_FETCH_TIMEOUT_S)
+        if missing:
+            log.warning("SDS secrets %s have not arrived within %ss; TLS that needs them fails until they do",
+                        missing, SDS_INITIAL_FETCH_TIMEOUT_S)  # fmt: skip
 
     def _compile(self, data: bytes) -> Snapshot:
         assert self.source is not None
@@ -262,6 +279,7 @@ class Server:
         return snapshot
 
     def _apply(self, snapshot: Snapshot) -> None:
+        """Raises TlsConfigError (nothing applied) when a certificate of `snapshot` cannot load."""
         self.dataplane.apply(snapshot)
         self.telemetry.set_access_log(snapshot.access_log)
         self.store.server.control_plane_connected_state = 1
@@ -288,18 +306,19 @@ class Server:
                 continue
             try:
                 snapshot = await asyncio.to_thread(self._compile, data)
-            except ConfigError as exc:
+                if snapshot.version == self.dataplane.snapshot.version:
+                    continue
+                self._apply(snapshot)
+            except (ConfigError, TlsConfigError) as exc:
                 server.cluster_manager_cds_update_rejected += 1
                 server.listener_manager_lds_update_rejected += 1
                 log.error(
                     "configuration update rejected, keeping version %s:\n%s",
                     self.dataplane.snapshot.version,
-                    exc,
+                    _reason(exc),
                 )
                 continue
-            if snapshot.version != self.dataplane.snapshot.version:
-                self._apply(snapshot)
-                log.info("configuration updated to version %s", snapshot.version)
+            log.info("configuration updated to version %s", snapshot.version)
 
     async def _start_listeners(self) -> bool:
         settings = self.settings
@@ -351,7 +370,14 @@ class Server:
                 listener.close_idle_connections()
             await asyncio.sleep(0.05)
         self.dataplane.clusters.shutdown()
+        await self.dataplane.close_secrets()
         log.info("stopped")
+
+
+def _reason(exc: ConfigError | TlsConfigError) -> str:
+    if isinstance(exc, TlsConfigError):
+        return "\n".join(f"TLS: {problem}" for problem in exc.problems)
+    return str(exc)
 
 
 def _install_uvloop() -> None:

@@ -83,6 +83,9 @@ class Settings:
     # MESHPROXY_CONFIG_CA_BUNDLE / --config-ca-bundle
     config_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     config_ca_bundle: str | None = None
+    # TLS: APPMESH_SDS_SOCKET_PATH, the unix socket of the SDS agent serving `sds` certificates (spec §1.8);
+    # unset, `sds` secrets cannot be fetched (the Kubernetes injector set SPIRE's agent socket)
+    sds_socket_path: str | None = None
 
     @property
     def source_options(self) -> SourceOptions:
@@ -474,4 +477,5 @@ def load_settings(env: Mapping[str, str], *, config_source: str | None = None) -
         otel_endpoint=reader.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
         config_headers=_config_headers(reader),
         config_ca_bundle=reader.get("MESHPROXY_CONFIG_CA_BUNDLE"),
+        sds_socket_path=reader.get("APPMESH_SDS_SOCKET_PATH"),
     )

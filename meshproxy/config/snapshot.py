@@ -216,6 +216,42 @@ class HealthCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateSource:
+    """A certificate chain and its private key (spec §4.2 `certificate`): two PEM files, or an SDS secret."""
+
+    certificate_chain: str | None = None
+    private_key: str | None = None
+    sds_secret: str | None = None
+
+    def describe(self) -> str:
+        """For log lines: the file or the secret."""
+        return f"SDS secret {self.sds_secret!r}" if self.sds_secret else f"file {self.certificate_chain}"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerValidation:
+    """How a peer's certificate is checked (spec §4.2 `validation`): the trust bundle (a PEM file or an SDS
+    secret) and the subject alternative names to accept (empty: any name the trusted CA signed)."""
+
+    trust_file: str | None = None
+    trust_sds_secret: str | None = None
+    subject_alternative_names: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"SDS secret {self.trust_sds_secret!r}" if self.trust_sds_secret else f"file {self.trust_file}"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOrigination:
+    """TLS from this proxy to a cluster's hosts: a client policy (spec §4.2 `clientPolicy.tls`), or App
+    Mesh's server-driven default (the target listener terminates TLS and no client policy covers its port:
+    TLS is negotiated and the server's certificate is not validated, `validation` None)."""
+
+    validation: PeerValidation | None
+    certificate: CertificateSource | None = None  # the client certificate (mTLS)
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     """An upstream: the local app (ingress) or a backend virtual node (egress)."""
 
@@ -227,6 +263,7 @@ class Cluster:
     limits: ConnectionPoolLimits = ConnectionPoolLimits()
     outlier: OutlierDetection | None = None
     health_check: HealthCheck | None = None
+    tls: TlsOrigination | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,9 +275,17 @@ class AccessLogConfig:
 
 @dataclass(frozen=True, slots=True)
 class TlsTermination:
-    mode: str  # STRICT | PERMISSIVE | DISABLED
-    certificate_chain: str
-    private_key: str
+    """A listener's `tls` (spec §4.2, §4.6): STRICT (TLS only) or PERMISSIVE (TLS and plaintext); DISABLED
+    listeners compile to no termination. With `validation` the listener asks for a client certificate (mTLS)
+    and checks it; a STRICT listener then requires one, a PERMISSIVE one accepts clients without."""
+
+    mode: str  # STRICT | PERMISSIVE
+    certificate: CertificateSource
+    validation: PeerValidation | None = None
+
+    @property
+    def require_client_certificate(self) -> bool:
+        return self.validation is not None and self.mode == "STRICT"
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,8 +105,15 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         """h2c with prior knowledge (RFC 9113 §3.3) goes to the HTTP/2 connection manager."""
         self._hand_over(H2ConnectionManager(self.listener, self.redirect))
 
-    def start_tcp(self, cluster: ClusterRuntime, idle: float | None, retry: RetryPolicy | None) -> None:
-        transport = self.transport
+    def start_tcp(
+        self,
+        cluster: ClusterRuntime,
+        idle: float | None,
+        retry: RetryPolicy | None,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
+        """Bridge the connection to `cluster` (`transport`: the decrypted side of a TLS connection)."""
+        transport = transport or self.transport
         assert transport is not None
         self.state = DispatchState.HANDED_OVER
         self.listener.listener_stats.downstream_cx_total += 1
@@ -114,6 +121,10 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         self.buffer = b""
         transport.set_protocol(session.protocol)
         session.start()
+
+    def hand_to(self, protocol: asyncio.Protocol) -> None:
+        """Hand the connection, with the bytes read so far, to `protocol` (a TLS session, say)."""
+        self._hand_over(protocol)
 
     def passthrough(self) -> None:
         """To the original destination, bytes untouched (ALLOW_ALL, or TLS to an AWS API under DROP_ALL)."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from meshproxy.codec.h1 import ServerCodec
-from meshproxy.config.snapshot import GatewayListener, IngressListener, Snapshot, TlsTermination
+from meshproxy.config.snapshot import GatewayListener, IngressListener, Snapshot
 from meshproxy.core.clock import Clock
 from meshproxy.core.direction import ListenerDirection
 from meshproxy.core.events import Event, RequestHead
@@ -26,6 +26,7 @@ from meshproxy.listeners.h2c import upgrade_to_h2c
 from meshproxy.listeners.ingress import IngressPolicy
 from meshproxy.listeners.policy import ListenerPolicy
 from meshproxy.net.listen import listening_socket
+from meshproxy.net.tls_contexts import TlsContexts, TlsContextSource, TlsKey
 from meshproxy.router.context import RequestObserver, Tracer
 from meshproxy.telemetry.stats import StatsStore
 from meshproxy.upstream.cluster import ClusterManager, ClusterRuntime
@@ -54,6 +55,9 @@ class ListenerHost(Protocol):
 
     @property
     def clock(self) -> Clock: ...
+
+    @property
+    def tls(self) -> TlsContexts: ...
 
 
 class ListenerState(enum.Enum):
@@ -151,11 +155,8 @@ class HttpListener:
                 return gateway
         return None
 
-    def tls_termination(self) -> TlsTermination | None:
-        gateway = self.gateway_listener()
-        if gateway is not None and gateway.tls is not None and gateway.tls.mode != "DISABLED":
-            return gateway.tls
-        return None
+    def tls_source(self, key: TlsKey) -> TlsContextSource | None:
+        return self.host.tls.source(key)
 
     # ---------------------------------------------------------------- socket
     def bind(self) -> None:

@@ -20,6 +20,8 @@ from meshproxy.config.snapshot import (
 )
 from meshproxy.core.clock import LOOP_CLOCK, Clock
 from meshproxy.net.connector import LOOP_CONNECTOR, Connector
+from meshproxy.net.tls_connector import TlsConnector
+from meshproxy.net.tls_contexts import TlsContexts, TlsKey, cluster_alpn
 from meshproxy.telemetry.stats import ClusterStats, StatsStore
 from meshproxy.upstream.discovery import discover
 from meshproxy.upstream.h1_connection import Http1UpstreamConnection
@@ -230,11 +232,13 @@ class ClusterManager:
         codec_factory: Callable[[], ClientCodec],
         connector: Connector = LOOP_CONNECTOR,
         clock: Clock = LOOP_CLOCK,
+        tls: TlsContexts | None = None,
     ) -> None:
         self.store = store
         self.codec_factory = codec_factory
         self.connector = connector
         self.clock = clock
+        self.tls = tls  # the TLS contexts of clusters that originate TLS (net/tls_contexts.py)
         self.clusters: dict[str, ClusterRuntime] = {}
         self._passthrough: dict[tuple[str, int, bool], ClusterRuntime] = {}
         self._passthrough_name = "cds_egress_passthrough"
@@ -265,7 +269,23 @@ class ClusterManager:
 
     def _runtime(self, config: Cluster, stats_name: str) -> ClusterRuntime:
         stats = self.store.cluster(stats_name)
-        return ClusterRuntime(config, stats, self.codec_factory, self.connector, self.clock)
+        return ClusterRuntime(
+            config, stats, self.codec_factory, self._connector_for(config, stats), self.clock
+        )
+
+    def _connector_for(self, config: Cluster, stats: ClusterStats) -> Connector:
+        """The pool's connector: TLS originated on top of the plain one when the cluster's policy says so
+        (the seam for TLS to upstreams, net/tls_connector.py)."""
+        if config.tls is None:
+            return self.connector
+        source = (
+            None
+            if self.tls is None
+            else self.tls.source(TlsKey.client(config.tls, cluster_alpn(config.protocol)))
+        )
+        if source is None:  # apply() without prepare(): a programming error, never a plaintext fallback
+            raise RuntimeError(f"cluster {config.name}: no TLS context prepared")
+        return TlsConnector(self.connector, source, stats.tls())
 
     def get(self, name: str) -> ClusterRuntime | None:
         return self.clusters.get(name)

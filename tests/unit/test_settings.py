@@ -481,3 +481,11 @@ def test_a_malformed_header_line_is_fatal_without_echoing_it() -> None:
     error = fatal(MESHPROXY_CONFIG_HEADERS="Authorization: Bearer ok\nBearer SECRET")
     assert error.variable == "MESHPROXY_CONFIG_HEADERS"
     assert "line 2" in error.message and "SECRET" not in str(error)
+
+
+def test_sds_socket_path() -> None:
+    """APPMESH_SDS_SOCKET_PATH: where `sds` secrets are fetched (spec §1.8); unset, there is none."""
+    assert settings().sds_socket_path is None
+    assert settings(APPMESH_SDS_SOCKET_PATH="/run/spire/sockets/agent.sock").sds_socket_path == (
+        "/run/spire/sockets/agent.sock"
+    )

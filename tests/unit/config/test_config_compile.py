@@ -16,6 +16,7 @@ from meshproxy.config.demo_mesh import colour_mesh
 from meshproxy.config.dialects import read_document
 from meshproxy.config.errors import ConfigError, Severity
 from meshproxy.config.snapshot import (
+    CertificateSource,
     CloudMapDiscovery,
     ConnectionPoolLimits,
     DnsDiscovery,
@@ -24,11 +25,13 @@ from meshproxy.config.snapshot import (
     ListenerProtocol,
     OutlierDetection,
     PathRewrite,
+    PeerValidation,
     RetryPolicy,
     RouteEntry,
     Snapshot,
     StaticDiscovery,
     StringMatchKind,
+    TlsTermination,
     WeightedCluster,
 )
 from meshproxy.config.validate import validate
@@ -485,10 +488,12 @@ def test_access_log() -> None:
 def test_listener_tls_file_certificate() -> None:
     [tls_listener, _] = build(everything(), node="virtualNode/api").ingress
     assert tls_listener.tls is not None
-    assert (tls_listener.tls.mode, tls_listener.tls.certificate_chain, tls_listener.tls.private_key) == (
-        "STRICT",
-        "/certs/api.pem",
-        "/certs/api.key",
+    assert tls_listener.tls == TlsTermination(
+        mode="STRICT",
+        certificate=CertificateSource(certificate_chain="/certs/api.pem", private_key="/certs/api.key"),
+        validation=PeerValidation(
+            trust_file="/certs/ca.pem", subject_alternative_names=("client.demo.local",)
+        ),
     )
 
 
