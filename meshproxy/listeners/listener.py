@@ -25,7 +25,7 @@ from meshproxy.listeners.gateway import GatewayPolicy
 from meshproxy.listeners.h2c import upgrade_to_h2c
 from meshproxy.listeners.ingress import IngressPolicy
 from meshproxy.listeners.policy import ListenerPolicy
-from meshproxy.net.listen import listening_socket
+from meshproxy.net.listen import Acceptor, listening_socket
 from meshproxy.router.context import RequestObserver, Tracer
 from meshproxy.telemetry.stats import StatsStore
 from meshproxy.upstream.cluster import ClusterManager, ClusterRuntime
@@ -100,7 +100,7 @@ class HttpListener:
         self.requests_active = 0  # this listener's own count (http stats may be shared by several listeners)
         self.connections: set[ClientConnection] = set()
         self.state = ListenerState.CREATED
-        self.server: asyncio.Server | None = None
+        self.acceptor: Acceptor | None = None
         self.socket: socket.socket | None = None
 
     def __repr__(self) -> str:
@@ -166,18 +166,30 @@ class HttpListener:
         if self.socket is None:
             self.bind()
         assert self.socket is not None
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(self.accept, sock=self.socket)
+        self.acceptor = Acceptor(self.socket, self.accept)
+        await self.acceptor.start()
         self.state = ListenerState.LISTENING
 
     def accept(self) -> asyncio.Protocol:
         """The protocol for a newly accepted connection."""
         return self.policy.accept(self)
 
-    async def stop_accepting(self) -> None:
-        if self.server is not None:
-            self.server.close()
+    def pause_accepting(self) -> None:
+        """Leave new connections in the kernel's queue (out of file descriptors)."""
+        if self.acceptor is not None:
+            self.acceptor.pause()
+
+    async def resume_accepting(self) -> None:
+        if self.acceptor is not None and self.state is ListenerState.LISTENING:
+            await self.acceptor.start()
+
+    async def stop_accepting(self) -> int:
+        """Close the listening socket; the connections already queued on it are accepted and served first
+        (closing would reset them). Returns how many there were."""
         self.state = ListenerState.CLOSED
+        if self.acceptor is None:
+            return 0
+        return await self.acceptor.close()
 
     # ---------------------------------------------------------------- ConnectionContext (stats are integers)
     def connection_opened(self, connection: ClientConnection, http2: bool) -> None:
