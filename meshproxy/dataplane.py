@@ -99,7 +99,14 @@ class Dataplane:
             settings.max_request_headers_kb * 1024,
             settings.max_request_headers_count,
         )
-        self.clusters = ClusterManager(store, self.client_codec_factory, connector, self.clock)
+        self.clusters = ClusterManager(
+            store,
+            self.client_codec_factory,
+            connector,
+            self.clock,
+            retry_budget=settings.retry_budget,
+            egress_limits=settings.egress_limits,
+        )
         self.snapshot: Snapshot = empty_snapshot(settings.identity)
         self.state = ServerState.PRE_INITIALIZING
         self.started = time.time()

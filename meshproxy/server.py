@@ -249,7 +249,11 @@ class Server:
     def _compile(self, data: bytes) -> Snapshot:
         assert self.source is not None
         snapshot = snapshot_from_bytes(
-            data, self.settings.identity, source=self.source.name, egress_port=self.settings.egress_port
+            data,
+            self.settings.identity,
+            source=self.source.name,
+            egress_port=self.settings.egress_port,
+            egress_limits=self.settings.egress_limits,
         )
         if snapshot.access_log is not None:
             try:  # Envoy rejects an update whose access-log format it cannot compile (spec §5.5)

@@ -122,7 +122,7 @@ def cluster_status(clusters: ClusterManager, as_json: bool) -> str | dict[str, o
                 ("rq_timeout", host.rq_timeout),
                 ("rq_total", host.rq_total),
                 ("hostname", host.address),
-                ("health_flags", "healthy" if host.health.value == "healthy" else "/failed_outlier_check"),
+                ("health_flags", host.health_flags),
                 ("weight", host.weight),
             ]
             lines.extend(f"{prefix}{k}::{v}" for k, v in values)

@@ -66,6 +66,7 @@ from meshproxy.config.model import (
 )
 from meshproxy.config.model import RetryPolicy as ApiRetryPolicy
 from meshproxy.config.snapshot import (
+    APP_MESH_LIMITS,
     AccessLogConfig,
     CloudMapDiscovery,
     Cluster,
@@ -140,14 +141,21 @@ _IPV6_FIRST = frozenset({"IPv6_PREFERRED", "IPv6_ONLY"})
 
 
 def compile_snapshot(
-    resources: MeshResources, identity: Identity, *, version: str, egress_port: int = 15001
+    resources: MeshResources,
+    identity: Identity,
+    *,
+    version: str,
+    egress_port: int = 15001,
+    egress_limits: ConnectionPoolLimits = APP_MESH_LIMITS,
 ) -> Snapshot:
     """Build the `Snapshot` for `identity` (a virtual node or virtual gateway) from validated `resources`.
 
+    `egress_limits` are the circuit-breaker thresholds of the clusters to backends: App Mesh rendered them
+    unlimited (the default here); the proxy runs with `Settings.egress_limits`, Envoy's defaults.
     Raises `ConfigError` if the identity's node or gateway is not defined, or if the configuration cannot be
     expressed in a snapshot (two backends claiming the same egress TCP port).
     """
-    compiler = _Compiler(resources, identity.mesh_name, egress_port)
+    compiler = _Compiler(resources, identity.mesh_name, egress_port, egress_limits)
     if identity.kind is ResourceKind.VIRTUAL_NODE:
         node = resources.virtual_node(identity.mesh_name, identity.name)
         if node is None:
@@ -365,6 +373,7 @@ class _Compiler:
     resources: MeshResources
     mesh: str
     egress_port: int
+    egress_limits: ConnectionPoolLimits
     clusters: dict[str, Cluster] = field(default_factory=dict)
     tcp_routes: dict[int, RouteEntry] = field(default_factory=dict)
     tcp_owner: dict[int, str] = field(default_factory=dict)
@@ -677,8 +686,9 @@ class _Compiler:
             protocol=protocol,
             virtual_node=node.virtual_node_name,
             connect_timeout=CONNECT_TIMEOUT_S,
-            # connection pools apply on the destination side (the target's ingress), not here (spec §4.2)
-            limits=ConnectionPoolLimits(),
+            # connection pools apply on the destination side (the target's ingress), not here (spec §4.2);
+            # the thresholds here are a cluster's own (App Mesh: unlimited; meshproxy runs Envoy's defaults)
+            limits=self.egress_limits,
             outlier=None
             if outlier is None
             else OutlierDetection(

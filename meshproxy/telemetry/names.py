@@ -43,6 +43,11 @@ _APPMESH_LISTENER_PREFIX = re.compile(r"(\w+?)\.(\w+?)\.([0-9]+)")
 FIELD_STAT_NAMES: dict[str, str] = {
     "outlier_detection_ejections_active": "outlier_detection.ejections_active",
     "outlier_detection_ejections_enforced_total": "outlier_detection.ejections_enforced_total",
+    "health_check_attempt": "health_check.attempt",
+    "health_check_success": "health_check.success",
+    "health_check_failure": "health_check.failure",
+    "health_check_network_failure": "health_check.network_failure",
+    "health_check_healthy": "health_check.healthy",
     "ssl_handshake": "ssl.handshake",
     "ssl_connection_error": "ssl.connection_error",
     "ssl_no_certificate": "ssl.no_certificate",
