@@ -338,10 +338,13 @@ class Server:
             snapshot = self.dataplane.snapshot
             idle = next((i.idle_timeout for i in snapshot.ingress), 300.0)
             now = time.monotonic()
+            headers_timeout = self.settings.request_headers_timeout_s
             for listener in self.http_listeners:
                 if idle is not None:  # None: App Mesh's 0, the timeout is disabled
                     listener.close_idle_connections(idle)
                 listener.expire_idle_streams(now)
+                if headers_timeout is not None:
+                    listener.expire_slow_heads(now, headers_timeout)
 
     async def _shutdown(self) -> None:
         for listener in self.http_listeners:

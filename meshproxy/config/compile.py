@@ -365,6 +365,18 @@ def _gateway_match_port(route: GatewayRoute) -> int | None:
     return None if spec.grpc_route is None else spec.grpc_route.match.port
 
 
+def _http_ports(table: RouteTable, tcp_ports: Mapping[int, RouteEntry]) -> frozenset[int]:
+    """The ports of the `<service>:<port>` domains of the egress table that no TCP route claims."""
+    ports = {
+        int(port)
+        for host in table.virtual_hosts
+        for domain in host.domains
+        for _, sep, port in [domain.rpartition(":")]
+        if sep and port.isdigit()
+    }
+    return frozenset(ports - set(tcp_ports))
+
+
 # --- the compiler -----------------------------------------------------------------------------------------
 
 
@@ -396,6 +408,7 @@ class _Compiler:
             clusters=MappingProxyType(dict(self.clusters)),
             access_log=_access_log(node.spec.logging),
             backends=backends,
+            http_ports=_http_ports(egress, self.tcp_routes),
         )
 
     def gateway_snapshot(self, gateway: VirtualGateway, identity: Identity, version: str) -> Snapshot:

@@ -307,3 +307,6 @@ class Snapshot:
     gateway: tuple[GatewayListener, ...] = ()
     access_log: AccessLogConfig | None = None
     backends: tuple[str, ...] = ()  # virtual service names this node may call
+    # Ports the node's HTTP backends (http, http2, grpc) listen on: an egress connection to one of them is
+    # HTTP even while it is silent (a client that connects first and sends later), never server-first TCP.
+    http_ports: frozenset[int] = frozenset()

@@ -256,6 +256,16 @@ class HttpListener:
                 closed += 1
         return closed
 
+    def expire_slow_heads(self, now: float, timeout: float) -> int:
+        """Envoy's request_headers_timeout: connections whose request head has been arriving for `timeout`
+        seconds get 408 and are closed (counted downstream_rq_header_timeout)."""
+        expired = 0
+        for connection in list(self.connections):
+            started = connection.head_started
+            if started and now - started >= timeout and connection.on_headers_timeout():
+                expired += 1
+        return expired
+
     def expire_idle_streams(self, now: float) -> int:
         """Time out requests that moved no bytes for their idle timeout (Envoy's stream idle timeout)."""
         expired = 0

@@ -187,6 +187,7 @@ class HttpConnManagerStats(_Scope):
     downstream_rq_rx_reset: int = 0
     downstream_rq_timeout: int = 0
     downstream_rq_idle_timeout: int = 0
+    downstream_rq_header_timeout: int = 0  # a request head incomplete for the request-headers timeout
     downstream_rq_completed: int = 0
     no_route: int = 0
     no_cluster: int = 0

@@ -135,6 +135,7 @@ def egress_snapshot(
         egress_routes=table,
         tcp_routes={},
         clusters={CLUSTER: cluster},
+        http_ports=frozenset({8080}),  # the service's port (as the compiler derives it from the domains)
     )
 
 
@@ -216,9 +217,21 @@ class ComponentProxy:
     def __repr__(self) -> str:
         return f"<ComponentProxy {self.listener!r}>"
 
-    def connect(self, client: asyncio.Protocol, *, high_water: int = DEFAULT_HIGH_WATER) -> MemoryTransport:
-        """Connect a client to the listener; returns the proxy's end of the connection."""
-        _, proxy_end = self.net.connect(client, self.listener.accept(), server_high_water=high_water)
+    def connect(
+        self,
+        client: asyncio.Protocol,
+        *,
+        high_water: int = DEFAULT_HIGH_WATER,
+        original_destination: Address | None = None,
+    ) -> MemoryTransport:
+        """Connect a client to the listener (as if redirected from `original_destination`); returns the
+        proxy's end of the connection."""
+        _, proxy_end = self.net.connect(
+            client,
+            self.listener.accept(),
+            server_high_water=high_water,
+            original_destination=original_destination,
+        )
         return proxy_end
 
     def h1(self, *, high_water: int = DEFAULT_HIGH_WATER) -> H1Client:

@@ -1,0 +1,72 @@
+"""Hostile and exhausting clients against a real proxy (issue 14): slow request heads, and a client that
+takes every file descriptor the proxy may have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .apps import AppLoop, ColourApp
+from .harness import MeshProxy, recv_until_closed, running_proxy
+from .resources import mesh, node_arn, service_via_node, virtual_node
+
+BACKEND = "backend.demo.local"
+HEADERS_TIMEOUT_S = 2
+SLOW_CLIENTS = 50
+
+
+@pytest.fixture(scope="module")
+def backend(app_loop: AppLoop) -> ColourApp:
+    return app_loop.colour_app("backend")
+
+
+def mesh_resources(backend: ColourApp) -> list[dict[str, object]]:
+    return [
+        mesh(),
+        virtual_node("backend", backend.port),
+        virtual_node("front", backend.port, backends=[BACKEND]),
+        service_via_node(BACKEND, "backend"),
+    ]
+
+
+@pytest.fixture
+def proxy(backend: ColourApp, tmp_path: Path) -> Iterator[MeshProxy]:
+    env = {"MESHPROXY_REQUEST_HEADERS_TIMEOUT_S": str(HEADERS_TIMEOUT_S)}
+    with running_proxy(mesh_resources(backend), node_arn("front"), tmp_path, env=env) as started:
+        yield started
+
+
+def test_slow_heads_get_408_and_are_closed(proxy: MeshProxy) -> None:
+    """Clients sending one header byte every 0.3 s (slowloris) are answered 408 once their head has been
+    arriving for the request-headers timeout, and the connection closes; before, they were held for ever."""
+    clients = [
+        socket.create_connection(("127.0.0.1", proxy.egress_port), timeout=5) for _ in range(SLOW_CLIENTS)
+    ]
+    started = time.monotonic()
+    try:
+        for client in clients:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: " + BACKEND.encode() + b"\r\n")
+        while time.monotonic() - started < HEADERS_TIMEOUT_S + 3.0:
+            for client in clients:
+                with contextlib.suppress(OSError):  # closed already: its 408 is waiting to be read
+                    client.sendall(b"X")
+            time.sleep(0.3)
+            stats = proxy.stats()
+            if stats.get("http.egress.downstream_rq_header_timeout") == SLOW_CLIENTS:
+                break
+        answers = [recv_until_closed(client, timeout=5.0) for client in clients]
+    finally:
+        for client in clients:
+            client.close()
+    assert stats["http.egress.downstream_rq_header_timeout"] == SLOW_CLIENTS, stats
+    for data, closed in answers:
+        assert data.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), data[:200]
+        assert data.endswith(b"request header timeout") and closed
+    # an honest client is served meanwhile
+    assert proxy.egress(BACKEND, "/").status == 200
