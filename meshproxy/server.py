@@ -36,6 +36,7 @@ from meshproxy.config.sources import (
 from meshproxy.core.direction import ListenerDirection
 from meshproxy.dataplane import Dataplane, ServerState
 from meshproxy.listeners.listener import HttpListener
+from meshproxy.net.descriptors import AcceptPaused, DescriptorGuard
 from meshproxy.settings import Settings, SettingsError, load_settings
 from meshproxy.telemetry.accesslog import compile_format
 from meshproxy.telemetry.errors import AccessLogFormatError
@@ -83,6 +84,7 @@ class Server:
         self._drain_task: asyncio.Task[None] | None = None
         self._exit_code = 0
         self._sweeper: asyncio.Task[None] | None = None
+        self.descriptors: DescriptorGuard | None = None
         self._control: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -144,6 +146,7 @@ class Server:
     # ------------------------------------------------------------------ running
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_quiet_accept_pause)
         for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
             loop.add_signal_handler(sig, self.drain, False, True)
         if self.channel is None:
@@ -317,8 +320,11 @@ class Server:
         else:
             for gateway in dataplane.snapshot.gateway:
                 wanted.append((ListenerDirection.GATEWAY, gateway.port))
+        self.descriptors = DescriptorGuard(dataplane.clock)
         for direction, port in wanted:
-            listener = HttpListener(direction, address, port, dataplane, dataplane.server_codec_factory)
+            listener = HttpListener(
+                direction, address, port, dataplane, dataplane.server_codec_factory, self.descriptors
+            )
             try:
                 await listener.start()
             except OSError as exc:
@@ -339,6 +345,8 @@ class Server:
             idle = next((i.idle_timeout for i in snapshot.ingress), 300.0)
             now = time.monotonic()
             headers_timeout = self.settings.request_headers_timeout_s
+            if self.descriptors is not None:
+                self.descriptors.check()
             for listener in self.http_listeners:
                 if idle is not None:  # None: App Mesh's 0, the timeout is disabled
                     listener.close_idle_connections(idle)
@@ -358,7 +366,17 @@ class Server:
                 listener.close_idle_connections()
             await asyncio.sleep(0.05)
         self.dataplane.clusters.shutdown()
+        if self.descriptors is not None:
+            self.descriptors.close()
         log.info("stopped")
+
+
+def _quiet_accept_pause(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """The loop's exception handler: a listener stopping an accept burst out of file descriptors
+    (net/descriptors.py) is expected and logged by the guard; everything else as asyncio does."""
+    if isinstance(context.get("exception"), AcceptPaused):
+        return
+    loop.default_exception_handler(context)
 
 
 def _install_uvloop() -> None:

@@ -25,6 +25,7 @@ from meshproxy.listeners.gateway import GatewayPolicy
 from meshproxy.listeners.h2c import upgrade_to_h2c
 from meshproxy.listeners.ingress import IngressPolicy
 from meshproxy.listeners.policy import ListenerPolicy
+from meshproxy.net.descriptors import DescriptorGuard
 from meshproxy.net.listen import Acceptor, listening_socket
 from meshproxy.router.context import RequestObserver, Tracer
 from meshproxy.telemetry.stats import StatsStore
@@ -80,7 +81,10 @@ class HttpListener:
         port: int,
         host: ListenerHost,
         server_codec_factory: Callable[[], ServerCodec],
+        descriptors: DescriptorGuard | None = None,
     ) -> None:
+        """`descriptors`: the process's guard against running out of file descriptors, told of every
+        accepted connection (it pauses this listener's acceptor when they run short)."""
         self.direction = direction
         self.address = address
         self.port = port
@@ -101,6 +105,7 @@ class HttpListener:
         self.connections: set[ClientConnection] = set()
         self.state = ListenerState.CREATED
         self.acceptor: Acceptor | None = None
+        self.descriptors = descriptors
         self.socket: socket.socket | None = None
 
     def __repr__(self) -> str:
@@ -168,20 +173,15 @@ class HttpListener:
         assert self.socket is not None
         self.acceptor = Acceptor(self.socket, self.accept)
         await self.acceptor.start()
+        if self.descriptors is not None:
+            self.descriptors.watch(self.acceptor)
         self.state = ListenerState.LISTENING
 
     def accept(self) -> asyncio.Protocol:
         """The protocol for a newly accepted connection."""
+        if self.descriptors is not None:
+            self.descriptors.on_accept()
         return self.policy.accept(self)
-
-    def pause_accepting(self) -> None:
-        """Leave new connections in the kernel's queue (out of file descriptors)."""
-        if self.acceptor is not None:
-            self.acceptor.pause()
-
-    async def resume_accepting(self) -> None:
-        if self.acceptor is not None and self.state is ListenerState.LISTENING:
-            await self.acceptor.start()
 
     async def stop_accepting(self) -> int:
         """Close the listening socket; the connections already queued on it are accepted and served first

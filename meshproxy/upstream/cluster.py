@@ -102,13 +102,17 @@ class ClusterRuntime:
             )
 
     def _discovered(self, addresses: list[tuple[str, int]]) -> None:
+        if self.resolve_error is not None:
+            log.warning("cluster %s: discovery answers again", self.config.name)
         self.resolve_error = None
         self.set_hosts(addresses)
 
     def _discovery_failed(self, reason: str) -> None:
-        # the last hosts stay; requests waiting for a first answer stop waiting (and get no host: 503 UH)
+        # the last hosts stay; requests waiting for a first answer stop waiting (and get no host: 503 UH).
+        # Logged once per episode (and when the reason changes), not at every retry.
+        if reason != self.resolve_error:
+            log.warning("cluster %s: discovery failed: %s", self.config.name, reason)
         self.resolve_error = reason
-        log.warning("cluster %s: discovery failed: %s", self.config.name, reason)
         self._mark_resolved()
 
     def set_hosts(self, addresses: Iterable[tuple[str, int]]) -> None:
