@@ -50,6 +50,8 @@ _LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.I
                "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL,
                "off": logging.CRITICAL + 10}  # fmt: skip
 _SHUTDOWN_GRACE_S = 3.0  # after the drain window: how long in-flight requests get before the process exits
+_DRAIN_IDLE_S = 1.0  # while draining, a keep-alive connection quiet this long between requests is closed
+_FRESH_GRACE_S = 1.0  # at exit, how long a connection accepted last gets to send its first request
 
 
 def configure_logging(level: str) -> None:
@@ -121,6 +123,9 @@ class Server:
         if self.dataplane.state is not ServerState.DRAINING:
             log.info("draining listeners for %ss", self.settings.drain_wait_s)
             self.dataplane.set_state(ServerState.DRAINING)
+            now = self.dataplane.clock.now()
+            for listener in self.http_listeners:  # connections idle since before: closed now, not at exit
+                listener.drain_connections(now, _DRAIN_IDLE_S, None)
         if exit_after and self._drain_task is None:
             self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_stop())
 
@@ -347,24 +352,34 @@ class Server:
             headers_timeout = self.settings.request_headers_timeout_s
             if self.descriptors is not None:
                 self.descriptors.check()
+            draining = self.dataplane.draining
             for listener in self.http_listeners:
-                if idle is not None:  # None: App Mesh's 0, the timeout is disabled
+                if draining:
+                    listener.drain_connections(now, _DRAIN_IDLE_S, None)
+                elif idle is not None:  # None: App Mesh's 0, the timeout is disabled
                     listener.close_idle_connections(idle)
                 listener.expire_idle_streams(now)
                 if headers_timeout is not None:
                     listener.expire_slow_heads(now, headers_timeout)
 
     async def _shutdown(self) -> None:
+        """Stop accepting (taking what waits in the listen backlog), then serve what is in flight and the
+        first request of connections accepted last, every response saying `Connection: close` (HTTP/2: after
+        a GOAWAY); exit when the last connection is gone, or after _SHUTDOWN_GRACE_S."""
+        if self.dataplane.state is not ServerState.DRAINING:
+            self.dataplane.set_state(ServerState.DRAINING)  # /quitquitquit: no window, the same ending
         for listener in self.http_listeners:
             await listener.stop_accepting()
-        for listener in self.http_listeners:
-            listener.close_idle_connections()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _SHUTDOWN_GRACE_S
-        while loop.time() < deadline and any(lst.connections for lst in self.http_listeners):
-            for listener in self.http_listeners:
-                listener.close_idle_connections()
+        clock = self.dataplane.clock
+        deadline = clock.now() + _SHUTDOWN_GRACE_S
+        while True:
+            # a turn of the loop first: connections the loop accepted last have their connection_made
+            # (and their listener's count) only on a later turn
             await asyncio.sleep(0.05)
+            if clock.now() >= deadline or not any(lst.open_connections for lst in self.http_listeners):
+                break
+            for listener in self.http_listeners:
+                listener.drain_connections(clock.now(), 0.0, _FRESH_GRACE_S)
         self.dataplane.clusters.shutdown()
         if self.descriptors is not None:
             self.descriptors.close()

@@ -31,6 +31,11 @@ class ClientConnection(Protocol):
     def opened(self) -> float: ...
 
     @property
+    def requests(self) -> int:
+        """Requests started on this connection (0: a fresh connection, its first request still to come)."""
+        ...
+
+    @property
     def head_started(self) -> float:
         """When the first byte of a request head (HTTP/2: of a frame, with no stream open) that is still
         incomplete arrived; 0 when none is."""

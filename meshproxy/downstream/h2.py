@@ -357,9 +357,13 @@ class H2ConnectionManager(AcceptedConnection, asyncio.Protocol):
         return True
 
     def close_if_idle(self) -> bool:
+        """Close now if no stream is open. While the proxy drains, the client is told first (a GOAWAY with
+        the last stream id) and the connection closes on a later call, so a request crossing the GOAWAY is
+        refused (REFUSED_STREAM: the client may retry it) instead of lost with the connection."""
+        if self.ctx.draining and not self.goaway_sent:
+            self._send_goaway()
+            return False
         if self.idle():
             self._close()
             return True
-        if self.ctx.draining:
-            self._send_goaway()
         return False

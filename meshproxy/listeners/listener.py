@@ -24,7 +24,7 @@ from meshproxy.listeners.egress import EgressPolicy
 from meshproxy.listeners.gateway import GatewayPolicy
 from meshproxy.listeners.h2c import upgrade_to_h2c
 from meshproxy.listeners.ingress import IngressPolicy
-from meshproxy.listeners.policy import ListenerPolicy
+from meshproxy.listeners.policy import ListenerPolicy, PendingConnection
 from meshproxy.net.descriptors import DescriptorGuard
 from meshproxy.net.listen import Acceptor, listening_socket
 from meshproxy.router.context import RequestObserver, Tracer
@@ -103,6 +103,7 @@ class HttpListener:
         self.tcp_stats = host.store.tcp_proxy(self.stat_prefix)
         self.requests_active = 0  # this listener's own count (http stats may be shared by several listeners)
         self.connections: set[ClientConnection] = set()
+        self.pending: set[PendingConnection] = set()  # accepted, protocol not known yet
         self.state = ListenerState.CREATED
         self.acceptor: Acceptor | None = None
         self.descriptors = descriptors
@@ -255,6 +256,27 @@ class HttpListener:
             if expired and connection.close_if_idle():
                 closed += 1
         return closed
+
+    def drain_connections(self, now: float, idle_for: float, fresh_for: float | None) -> int:
+        """While the proxy drains: close connections quiet for `idle_for` seconds between requests (every
+        response of the drain says `Connection: close`, so these are connections idle since before it), and
+        connections still to send their first request only once quiet for `fresh_for` (None: never; a client
+        that has just connected is about to send). HTTP/2 connections get their GOAWAY first."""
+        closed = 0
+        for connection in list(self.connections):
+            limit = idle_for if connection.requests else fresh_for
+            if limit is not None and now - connection.last_activity >= limit and connection.close_if_idle():
+                closed += 1
+        if fresh_for is not None:
+            for pending in list(self.pending):
+                if now - pending.opened >= fresh_for:
+                    pending.close()
+                    closed += 1
+        return closed
+
+    @property
+    def open_connections(self) -> int:
+        return len(self.connections) + len(self.pending)
 
     def expire_slow_heads(self, now: float, timeout: float) -> int:
         """Envoy's request_headers_timeout: connections whose request head has been arriving for `timeout`
