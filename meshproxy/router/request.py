@@ -221,7 +221,8 @@ class RouterRequest:
 
     def retry_or_fail(self, failure: AttemptFailure) -> None:
         verdict = failure_verdict(self.decision.retry, failure, self.replayable, self.retries)
-        verdict = admit_retry(self.cluster, verdict, self.ctx.clock.now())
+        if verdict is RetryVerdict.RETRY:
+            verdict = admit_retry(self.cluster, verdict, self.ctx.clock.now())
         if verdict is RetryVerdict.RETRY:
             self._schedule_retry()
             return
@@ -415,7 +416,8 @@ class RouterRequest:
         if not self.response_started:
             verdict = response_verdict(policy, status, grpc_status, self.replayable, self.retries)
         count_attempt(cluster, verdict is not RetryVerdict.GIVE_UP or status >= 500)
-        verdict = admit_retry(cluster, verdict, self.ctx.clock.now())
+        if verdict is RetryVerdict.RETRY:
+            verdict = admit_retry(cluster, verdict, self.ctx.clock.now())
         if verdict is RetryVerdict.RETRY:
             stats.upstream_rq_time.record(elapsed_ms)
             return False  # the caller ends this attempt and schedules the retry
