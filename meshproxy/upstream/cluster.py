@@ -175,7 +175,8 @@ class ClusterRuntime:
         n = len(hosts)
         if n == 0:
             return None
-        if self.clock.now() >= self._next_return:
+        next_return = self._next_return
+        if next_return < math.inf and self.clock.now() >= next_return:
             self.refresh_health()  # an ejection is over
         panic = self.healthy < n and in_panic(self.healthy, n)
         if panic:
