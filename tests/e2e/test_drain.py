@@ -24,7 +24,7 @@ import pytest
 
 from .apps import AppLoop, ColourApp
 from .harness import running_proxy
-from .resources import mesh, node_arn, service_via_node, virtual_node
+from .resources import front_and_backend, node_arn
 
 SERVICE = "slow.demo.local"
 CLIENTS = 32
@@ -73,12 +73,7 @@ def test_a_client_honouring_connection_close_loses_nothing_at_exit(
 ) -> None:
     slow.reset()
     slow.configure(delay_s=0.005)
-    resources = [
-        mesh(),
-        virtual_node("slow", slow.port),
-        virtual_node("front", slow.port, backends=[SERVICE]),
-        service_via_node(SERVICE, "slow"),
-    ]
+    resources = front_and_backend(SERVICE, "slow", slow.port)
     env = {"ENVOY_CONCURRENCY": str(workers)}
     outcomes: Counter[str] = Counter()
     lock, stop = threading.Lock(), threading.Event()

@@ -13,7 +13,7 @@ import pytest
 
 from .apps import AppLoop, ColourApp
 from .harness import MeshProxy, Reply, running_proxy, wait_for
-from .resources import egress_cluster, mesh, node_arn, service_via_node, virtual_node
+from .resources import egress_cluster, front_and_backend, node_arn
 
 SLOW = "slow.demo.local"
 OVERFLOW_BODY = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
@@ -25,12 +25,7 @@ def slow(app_loop: AppLoop) -> ColourApp:
 
 
 def resources(slow: ColourApp) -> list[dict[str, object]]:
-    return [
-        mesh(),
-        virtual_node("slow", slow.port),
-        virtual_node("front", slow.port, backends=[SLOW]),
-        service_via_node(SLOW, "slow"),
-    ]
+    return front_and_backend(SLOW, "slow", slow.port)
 
 
 def thresholds(proxy: MeshProxy, cluster: str) -> dict[str, int]:

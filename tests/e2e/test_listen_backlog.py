@@ -15,7 +15,7 @@ import pytest
 
 from .apps import AppLoop, ColourApp
 from .harness import MeshProxy, running_proxy
-from .resources import mesh, node_arn, service_via_node, virtual_node
+from .resources import front_and_backend, node_arn
 
 BACKEND = "backend.demo.local"
 EXPECTED_BACKLOG = min(4096, int(Path("/proc/sys/net/core/somaxconn").read_text()))
@@ -40,12 +40,7 @@ def backend(app_loop: AppLoop) -> ColourApp:
 def test_every_listening_socket_has_a_backlog_of_4096(
     backend: ColourApp, tmp_path: Path, workers: int
 ) -> None:
-    resources = [
-        mesh(),
-        virtual_node("backend", backend.port),
-        virtual_node("front", backend.port, backends=[BACKEND]),
-        service_via_node(BACKEND, "backend"),
-    ]
+    resources = front_and_backend(BACKEND, "backend", backend.port)
     env = {"ENVOY_CONCURRENCY": str(workers)}
     with running_proxy(resources, node_arn("front"), tmp_path, env=env) as proxy:
         backlogs = {

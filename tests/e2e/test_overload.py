@@ -14,7 +14,7 @@ import pytest
 
 from .apps import AppLoop, ColourApp
 from .harness import MeshProxy, recv_until_closed, running_proxy
-from .resources import mesh, node_arn, service_via_node, virtual_node
+from .resources import front_and_backend, node_arn
 
 BACKEND = "backend.demo.local"
 HEADERS_TIMEOUT_S = 2
@@ -26,13 +26,8 @@ def backend(app_loop: AppLoop) -> ColourApp:
     return app_loop.colour_app("backend")
 
 
-def mesh_resources(backend: ColourApp) -> list[dict[str, object]]:
-    return [
-        mesh(),
-        virtual_node("backend", backend.port),
-        virtual_node("front", backend.port, backends=[BACKEND]),
-        service_via_node(BACKEND, "backend"),
-    ]
+def mesh_resources(backend: ColourApp, hostname: str = "127.0.0.1") -> list[dict[str, object]]:
+    return front_and_backend(BACKEND, "backend", backend.port, hostname=hostname)
 
 
 @pytest.fixture
@@ -90,8 +85,7 @@ def test_out_of_descriptors_accept_waits_and_admin_and_discovery_keep_working(
     the limit: the rest wait in the listen backlog (not reset), the admin port answers, DNS discovery of
     the backend (`localhost`, looked up again every 5 s) keeps working. When 100 clients leave, the waiting
     ones are accepted and every remaining client is served. The episode is logged once, not every 5 s."""
-    resources = mesh_resources(backend)
-    resources[1] = virtual_node("backend", backend.port, hostname="localhost")
+    resources = mesh_resources(backend, hostname="localhost")
     with running_proxy(resources, node_arn("front"), tmp_path, nofile=NOFILE) as proxy:
         clients = []
         try:

@@ -19,7 +19,7 @@ import pytest
 
 from .apps import AppLoop, ColourApp
 from .harness import Http1Client, MeshProxy, grew, running_proxy
-from .resources import egress_cluster, mesh, node_arn, service_via_node, virtual_node
+from .resources import egress_cluster, front_and_backend, node_arn
 
 SERVICE = "flaky.demo.local"
 REQUESTS = 1000
@@ -39,12 +39,7 @@ def flaky(app_loop: AppLoop) -> ColourApp:
 def proxy(flaky: ColourApp, tmp_path: Path) -> Iterator[MeshProxy]:
     """A fresh proxy (and so a full budget) for each measurement."""
     flaky.reset()
-    resources = [
-        mesh(),
-        virtual_node("flaky", flaky.port),
-        virtual_node("front", flaky.port, backends=[SERVICE]),
-        service_via_node(SERVICE, "flaky"),  # the implicit route: App Mesh's default retry policy
-    ]
+    resources = front_and_backend(SERVICE, "flaky", flaky.port)  # App Mesh's default retry policy
     with running_proxy(resources, node_arn("front"), tmp_path) as started:
         yield started
 
