@@ -114,7 +114,15 @@ class Dataplane:
             self.sds = self.secrets.subscriber = SdsClient(settings.sds_socket_path, node, self.secrets)
         self.tls = TlsContexts(self.secrets)
         self._tls_watch: asyncio.Task[None] | None = None
-        self.clusters = ClusterManager(store, self.client_codec_factory, connector, self.clock, self.tls)
+        self.clusters = ClusterManager(
+            store,
+            self.client_codec_factory,
+            connector,
+            self.clock,
+            self.tls,
+            retry_budget=settings.retry_budget,
+            egress_limits=settings.egress_limits,
+        )
         self.snapshot: Snapshot = empty_snapshot(settings.identity)
         self.state = ServerState.PRE_INITIALIZING
         self.started = time.time()

@@ -36,6 +36,7 @@ from meshproxy.config.sources import (
 from meshproxy.core.direction import ListenerDirection
 from meshproxy.dataplane import Dataplane, ServerState
 from meshproxy.listeners.listener import HttpListener
+from meshproxy.net.descriptors import AcceptPaused, DescriptorGuard
 from meshproxy.net.tls_contexts import TlsConfigError
 from meshproxy.settings import Settings, SettingsError, load_settings
 from meshproxy.telemetry.accesslog import compile_format
@@ -51,6 +52,8 @@ _LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.I
                "off": logging.CRITICAL + 10}  # fmt: skip
 _SHUTDOWN_GRACE_S = 3.0  # after the drain window: how long in-flight requests get before the process exits
 SDS_INITIAL_FETCH_TIMEOUT_S = 15.0  # Envoy's ConfigSource initial_fetch_timeout default, for SDS secrets
+_DRAIN_IDLE_S = 1.0  # while draining, a keep-alive connection quiet this long between requests is closed
+_FRESH_GRACE_S = 1.0  # at exit, how long a connection accepted last gets to send its first request
 
 
 def configure_logging(level: str) -> None:
@@ -85,6 +88,7 @@ class Server:
         self._drain_task: asyncio.Task[None] | None = None
         self._exit_code = 0
         self._sweeper: asyncio.Task[None] | None = None
+        self.descriptors: DescriptorGuard | None = None
         self._control: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -121,6 +125,9 @@ class Server:
         if self.dataplane.state is not ServerState.DRAINING:
             log.info("draining listeners for %ss", self.settings.drain_wait_s)
             self.dataplane.set_state(ServerState.DRAINING)
+            now = self.dataplane.clock.now()
+            for listener in self.http_listeners:  # connections idle since before: closed now, not at exit
+                listener.drain_connections(now, _DRAIN_IDLE_S, None)
         if exit_after and self._drain_task is None:
             self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_stop())
 
@@ -146,6 +153,7 @@ class Server:
     # ------------------------------------------------------------------ running
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_quiet_accept_pause)
         for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
             loop.add_signal_handler(sig, self.drain, False, True)
         if self.channel is None:
@@ -266,7 +274,11 @@ class Server:
     def _compile(self, data: bytes) -> Snapshot:
         assert self.source is not None
         snapshot = snapshot_from_bytes(
-            data, self.settings.identity, source=self.source.name, egress_port=self.settings.egress_port
+            data,
+            self.settings.identity,
+            source=self.source.name,
+            egress_port=self.settings.egress_port,
+            egress_limits=self.settings.egress_limits,
         )
         if snapshot.access_log is not None:
             try:  # Envoy rejects an update whose access-log format it cannot compile (spec §5.5)
@@ -332,8 +344,11 @@ class Server:
         else:
             for gateway in dataplane.snapshot.gateway:
                 wanted.append((ListenerDirection.GATEWAY, gateway.port))
+        self.descriptors = DescriptorGuard(dataplane.clock)
         for direction, port in wanted:
-            listener = HttpListener(direction, address, port, dataplane, dataplane.server_codec_factory)
+            listener = HttpListener(
+                direction, address, port, dataplane, dataplane.server_codec_factory, self.descriptors
+            )
             try:
                 await listener.start()
             except OSError as exc:
@@ -353,24 +368,41 @@ class Server:
             snapshot = self.dataplane.snapshot
             idle = next((i.idle_timeout for i in snapshot.ingress), 300.0)
             now = time.monotonic()
+            headers_timeout = self.settings.request_headers_timeout_s
+            if self.descriptors is not None:
+                self.descriptors.check()
+            draining = self.dataplane.draining
             for listener in self.http_listeners:
-                if idle is not None:  # None: App Mesh's 0, the timeout is disabled
+                if draining:
+                    listener.drain_connections(now, _DRAIN_IDLE_S, None)
+                elif idle is not None:  # None: App Mesh's 0, the timeout is disabled
                     listener.close_idle_connections(idle)
                 listener.expire_idle_streams(now)
+                if headers_timeout is not None:
+                    listener.expire_slow_heads(now, headers_timeout)
 
     async def _shutdown(self) -> None:
+        """Stop accepting (taking what waits in the listen backlog), then serve what is in flight and the
+        first request of connections accepted last, every response saying `Connection: close` (HTTP/2: after
+        a GOAWAY); exit when the last connection is gone, or after _SHUTDOWN_GRACE_S."""
+        if self.dataplane.state is not ServerState.DRAINING:
+            self.dataplane.set_state(ServerState.DRAINING)  # /quitquitquit: no window, the same ending
         for listener in self.http_listeners:
             await listener.stop_accepting()
-        for listener in self.http_listeners:
-            listener.close_idle_connections()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _SHUTDOWN_GRACE_S
-        while loop.time() < deadline and any(lst.connections for lst in self.http_listeners):
-            for listener in self.http_listeners:
-                listener.close_idle_connections()
+        clock = self.dataplane.clock
+        deadline = clock.now() + _SHUTDOWN_GRACE_S
+        while True:
+            # a turn of the loop first: connections the loop accepted last have their connection_made
+            # (and their listener's count) only on a later turn
             await asyncio.sleep(0.05)
+            if clock.now() >= deadline or not any(lst.open_connections for lst in self.http_listeners):
+                break
+            for listener in self.http_listeners:
+                listener.drain_connections(clock.now(), 0.0, _FRESH_GRACE_S)
         self.dataplane.clusters.shutdown()
         await self.dataplane.close_secrets()
+        if self.descriptors is not None:
+            self.descriptors.close()
         log.info("stopped")
 
 
@@ -378,6 +410,14 @@ def _reason(exc: ConfigError | TlsConfigError) -> str:
     if isinstance(exc, TlsConfigError):
         return "\n".join(f"TLS: {problem}" for problem in exc.problems)
     return str(exc)
+
+
+def _quiet_accept_pause(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """The loop's exception handler: a listener stopping an accept burst out of file descriptors
+    (net/descriptors.py) is expected and logged by the guard; everything else as asyncio does."""
+    if isinstance(context.get("exception"), AcceptPaused):
+        return
+    loop.default_exception_handler(context)
 
 
 def _install_uvloop() -> None:

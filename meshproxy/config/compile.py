@@ -70,6 +70,7 @@ from meshproxy.config.model import (
 )
 from meshproxy.config.model import RetryPolicy as ApiRetryPolicy
 from meshproxy.config.snapshot import (
+    APP_MESH_LIMITS,
     AccessLogConfig,
     CertificateSource,
     CloudMapDiscovery,
@@ -147,14 +148,21 @@ _IPV6_FIRST = frozenset({"IPv6_PREFERRED", "IPv6_ONLY"})
 
 
 def compile_snapshot(
-    resources: MeshResources, identity: Identity, *, version: str, egress_port: int = 15001
+    resources: MeshResources,
+    identity: Identity,
+    *,
+    version: str,
+    egress_port: int = 15001,
+    egress_limits: ConnectionPoolLimits = APP_MESH_LIMITS,
 ) -> Snapshot:
     """Build the `Snapshot` for `identity` (a virtual node or virtual gateway) from validated `resources`.
 
+    `egress_limits` are the circuit-breaker thresholds of the clusters to backends: App Mesh rendered them
+    unlimited (the default here); the proxy runs with `Settings.egress_limits`, Envoy's defaults.
     Raises `ConfigError` if the identity's node or gateway is not defined, or if the configuration cannot be
     expressed in a snapshot (two backends claiming the same egress TCP port).
     """
-    compiler = _Compiler(resources, identity.mesh_name, egress_port)
+    compiler = _Compiler(resources, identity.mesh_name, egress_port, egress_limits)
     if identity.kind is ResourceKind.VIRTUAL_NODE:
         node = resources.virtual_node(identity.mesh_name, identity.name)
         if node is None:
@@ -436,6 +444,18 @@ def _gateway_match_port(route: GatewayRoute) -> int | None:
     return None if spec.grpc_route is None else spec.grpc_route.match.port
 
 
+def _http_ports(table: RouteTable, tcp_ports: Mapping[int, RouteEntry]) -> frozenset[int]:
+    """The ports of the `<service>:<port>` domains of the egress table that no TCP route claims."""
+    ports = {
+        int(port)
+        for host in table.virtual_hosts
+        for domain in host.domains
+        for _, sep, port in [domain.rpartition(":")]
+        if sep and port.isdigit()
+    }
+    return frozenset(ports - set(tcp_ports))
+
+
 # --- the compiler -----------------------------------------------------------------------------------------
 
 
@@ -444,6 +464,7 @@ class _Compiler:
     resources: MeshResources
     mesh: str
     egress_port: int
+    egress_limits: ConnectionPoolLimits
     clusters: dict[str, Cluster] = field(default_factory=dict)
     tcp_routes: dict[int, RouteEntry] = field(default_factory=dict)
     tcp_owner: dict[int, str] = field(default_factory=dict)
@@ -476,6 +497,7 @@ class _Compiler:
             clusters=MappingProxyType(dict(self.clusters)),
             access_log=_access_log(node.spec.logging),
             backends=backends,
+            http_ports=_http_ports(egress, self.tcp_routes),
         )
 
     def gateway_snapshot(self, gateway: VirtualGateway, identity: Identity, version: str) -> Snapshot:
@@ -770,8 +792,9 @@ class _Compiler:
             protocol=protocol,
             virtual_node=node.virtual_node_name,
             connect_timeout=CONNECT_TIMEOUT_S,
-            # connection pools apply on the destination side (the target's ingress), not here (spec §4.2)
-            limits=ConnectionPoolLimits(),
+            # connection pools apply on the destination side (the target's ingress), not here (spec §4.2);
+            # the thresholds here are a cluster's own (App Mesh: unlimited; meshproxy runs Envoy's defaults)
+            limits=self.egress_limits,
             outlier=None
             if outlier is None
             else OutlierDetection(

@@ -196,6 +196,33 @@ class ConnectionPoolLimits:
     max_requests: int = 2147483647
 
 
+APP_MESH_LIMITS = ConnectionPoolLimits()  # what App Mesh rendered for every cluster without a connectionPool
+# Envoy's own default thresholds per cluster (cluster.proto CircuitBreakers: 1024 connections, pending and
+# requests). meshproxy applies them to egress clusters (MESHPROXY_EGRESS_MAX_*): App Mesh rendered 2147483647
+# there, which let one failing backend hold any number of connections and queued requests.
+ENVOY_DEFAULT_LIMITS = ConnectionPoolLimits(1024, 1024, 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudget:
+    """How many retries a cluster allows, following its recent success rate (router/retry.py).
+
+    gRPC's retry throttling (gRFC A6) as a token bucket per cluster: every attempt that fails takes a token,
+    every attempt that succeeds gives back `token_ratio`; retries go while more than half of `max_tokens`
+    are left, so they flow freely while most attempts succeed (with the default ratio of 1, while more than
+    half do) and stop when most fail. Beyond that, `min_retries_per_second` retries are always allowed (a
+    floor, as linkerd's budgets have). A retry the budget refuses counts `upstream_rq_retry_overflow` and
+    the response (or failure) stands, flagged UO, as Envoy's `max_retries` breaker does.
+    """
+
+    max_tokens: float = 100.0
+    token_ratio: float = 1.0
+    min_retries_per_second: float = 5.0
+
+
+DEFAULT_RETRY_BUDGET = RetryBudget()
+
+
 @dataclass(frozen=True, slots=True)
 class OutlierDetection:
     max_server_errors: int
@@ -325,3 +352,6 @@ class Snapshot:
     gateway: tuple[GatewayListener, ...] = ()
     access_log: AccessLogConfig | None = None
     backends: tuple[str, ...] = ()  # virtual service names this node may call
+    # Ports the node's HTTP backends (http, http2, grpc) listen on: an egress connection to one of them is
+    # HTTP even while it is silent (a client that connects first and sends later), never server-first TCP.
+    http_ports: frozenset[int] = frozenset()

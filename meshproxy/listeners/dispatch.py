@@ -52,7 +52,7 @@ class DispatchState(enum.Enum):
 
 
 class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
-    __slots__ = ("buffer", "listener", "policy", "state", "timer", "transport")
+    __slots__ = ("buffer", "listener", "opened", "policy", "state", "timer", "transport")
 
     def __init__(self, listener: PolicyListener, policy: SniffingPolicy) -> None:
         super().__init__(None)  # the redirect is known once the transport is
@@ -62,6 +62,7 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         self.buffer = b""
         self.state = DispatchState.WAITING
         self.timer: Timer | None = None
+        self.opened = 0.0
 
     def __repr__(self) -> str:
         return f"<ConnectionDispatcher {self.listener.local_address} {self.state.value} {self.redirect!r}>"
@@ -70,6 +71,8 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.redirect = Redirect(transport, self.listener.port)
+        self.opened = self.listener.clock.now()
+        self.listener.pending.add(self)
         self.policy.on_connect(self)
 
     def data_received(self, data: bytes) -> None:
@@ -91,6 +94,7 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
         self.state = DispatchState.CLOSED
+        self.listener.pending.discard(self)
 
     # ---------------------------------------------------------------- called by the policy
     def sniff(self, timeout: float) -> None:
@@ -116,6 +120,7 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         transport = transport or self.transport
         assert transport is not None
         self.state = DispatchState.HANDED_OVER
+        self.listener.pending.discard(self)
         self.listener.listener_stats.downstream_cx_total += 1
         session = TcpProxySession(transport, self.buffer, cluster, self.listener.tcp_stats, retry, idle)
         self.buffer = b""
@@ -134,7 +139,9 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         self.start_tcp(cluster, idle=3600.0, retry=None)
 
     def close(self) -> None:
+        self._cancel_timer()
         self.state = DispatchState.CLOSED
+        self.listener.pending.discard(self)
         if self.transport is not None:
             self.transport.close()
 
@@ -143,6 +150,7 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         self.state = DispatchState.HANDED_OVER
+        self.listener.pending.discard(self)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if self.buffer:

@@ -24,7 +24,7 @@ from meshproxy.listeners.policy import PolicyListener
 from meshproxy.listeners.terminate import tls_session
 from meshproxy.net.tls import TlsMode
 
-SNIFF_TIMEOUT_S = 1.0  # an http2/grpc listener's client that says nothing first is served as HTTP/1.1
+SNIFF_TIMEOUT_S = 15.0  # Envoy's listener-filter timeout: a silent http2/grpc client is then served HTTP/1.1
 _HTTP2_PROTOCOLS = (ListenerProtocol.HTTP2, ListenerProtocol.GRPC)
 
 

@@ -18,8 +18,22 @@ from meshproxy.telemetry.stats import TcpProxyStats
 from meshproxy.upstream.cluster import ClusterRuntime
 
 
+class PendingConnection(Protocol):
+    """An accepted connection whose protocol is not known yet (listeners/dispatch.py)."""
+
+    @property
+    def opened(self) -> float: ...
+
+    def close(self) -> None: ...
+
+
 class PolicyListener(ConnectionContext, Protocol):
     """A listener as its policy sees it."""
+
+    @property
+    def pending(self) -> set[PendingConnection]:
+        """Accepted connections still being told apart (a drain waits for them too)."""
+        ...
 
     @property
     def tcp_stats(self) -> TcpProxyStats: ...

@@ -45,10 +45,15 @@ _HTTP_CLASSES: tuple[int, ...] = (1, 2, 3, 4, 5)
 _APPMESH_LISTENER_PREFIX = re.compile(r"(\w+?)\.(\w+?)\.([0-9]+)")
 
 
-# Scope fields whose Envoy name has a dot where a Python field cannot (Envoy's outlier detection stats).
+# Scope fields whose Envoy name has a dot where a Python field cannot (outlier detection, health checks).
 FIELD_STAT_NAMES: dict[str, str] = {
     "outlier_detection_ejections_active": "outlier_detection.ejections_active",
     "outlier_detection_ejections_enforced_total": "outlier_detection.ejections_enforced_total",
+    "health_check_attempt": "health_check.attempt",
+    "health_check_success": "health_check.success",
+    "health_check_failure": "health_check.failure",
+    "health_check_network_failure": "health_check.network_failure",
+    "health_check_healthy": "health_check.healthy",
 }
 # A TLS scope's stats below its listener or cluster: `ssl.<stat>`, except the socket factory's, which Envoy
 # names per side (`server_ssl_socket_factory.*` on listeners, `client_ssl_socket_factory.*` on clusters).

@@ -144,7 +144,7 @@ class ClusterStats(_Scope):
 
     GAUGES: ClassVar[frozenset[str]] = frozenset(
         {"upstream_cx_active", "upstream_rq_active", "upstream_rq_pending_active", "membership_total",
-         "membership_healthy", "outlier_detection_ejections_active"}
+         "membership_healthy", "outlier_detection_ejections_active", "health_check_healthy"}
     )  # fmt: skip
 
     upstream_cx_total: int = 0
@@ -178,6 +178,12 @@ class ClusterStats(_Scope):
     membership_healthy: int = 0
     outlier_detection_ejections_active: int = 0
     outlier_detection_ejections_enforced_total: int = 0
+    lb_healthy_panic: int = 0  # requests balanced over every host: too few were healthy
+    health_check_attempt: int = 0  # cluster.<name>.health_check.* (active health checks)
+    health_check_success: int = 0
+    health_check_failure: int = 0
+    health_check_network_failure: int = 0  # no answer: refused, reset, timed out
+    health_check_healthy: int = 0
     rq_by_code: dict[int, int] = field(default_factory=dict)  # upstream_rq_<code>
     upstream_rq_time: Histogram = field(default_factory=Histogram)
     ssl: TlsStats | None = None  # set while the cluster originates TLS
@@ -233,6 +239,7 @@ class HttpConnManagerStats(_Scope):
     downstream_rq_rx_reset: int = 0
     downstream_rq_timeout: int = 0
     downstream_rq_idle_timeout: int = 0
+    downstream_rq_header_timeout: int = 0  # a request head incomplete for the request-headers timeout
     downstream_rq_completed: int = 0
     no_route: int = 0
     no_cluster: int = 0

@@ -16,6 +16,7 @@ from meshproxy.config.demo_mesh import colour_mesh
 from meshproxy.config.dialects import read_document
 from meshproxy.config.errors import ConfigError, Severity
 from meshproxy.config.snapshot import (
+    ENVOY_DEFAULT_LIMITS,
     CertificateSource,
     CloudMapDiscovery,
     ConnectionPoolLimits,
@@ -337,6 +338,22 @@ def test_ingress_clusters_and_limits() -> None:
     assert front.clusters["cds_ingress_demo_front_http_9000"].limits == ConnectionPoolLimits(
         max_connections=7, max_pending_requests=3
     )
+
+
+def test_egress_clusters_get_the_thresholds_the_proxy_runs_with() -> None:
+    """App Mesh rendered every egress cluster unlimited (the compiler's default, as `meshproxy render` shows);
+    the proxy compiles with Settings.egress_limits, Envoy's defaults (issue 14)."""
+    read = read_document(everything(), source="test.json")
+    resources, _ = validate(read.resources)
+    identity = parse_identity({"APPMESH_RESOURCE_ARN": "mesh/demo/virtualNode/client"})
+    app_mesh = compile_snapshot(resources, identity, version="v1")
+    envoy = compile_snapshot(resources, identity, version="v1", egress_limits=ENVOY_DEFAULT_LIMITS)
+    egress = [name for name in app_mesh.clusters if name.startswith("cds_egress_")]
+    assert egress
+    assert {app_mesh.clusters[name].limits for name in egress} == {ConnectionPoolLimits()}
+    assert {envoy.clusters[name].limits for name in egress} == {ConnectionPoolLimits(1024, 1024, 1024)}
+    ingress = [name for name in app_mesh.clusters if name.startswith("cds_ingress_")]
+    assert all(app_mesh.clusters[n].limits == envoy.clusters[n].limits for n in ingress)
 
 
 def test_egress_clusters_from_target_nodes() -> None:
