@@ -14,12 +14,17 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from meshproxy import __version__
 from meshproxy.codec import h2 as h2_codec
 from meshproxy.codec.h1 import MAX_HEADERS_COUNT, MAX_HEADERS_KB, ClientCodec, ServerCodec
 from meshproxy.codec.h1_httptools import HttptoolsClientCodec, HttptoolsServerCodec
+from meshproxy.codec.sds import Node
 from meshproxy.config.snapshot import EgressFilter, Identity, RouteTable, Snapshot
 from meshproxy.core.clock import LOOP_CLOCK, Clock, LoopClock
 from meshproxy.net.connector import LOOP_CONNECTOR, Connector
+from meshproxy.net.sds import SdsClient
+from meshproxy.net.secrets import SecretStore
+from meshproxy.net.tls_contexts import TlsContexts
 from meshproxy.router.context import RequestObserver, Tracer
 from meshproxy.settings import Settings
 from meshproxy.telemetry.stats import StatsStore
@@ -101,7 +106,25 @@ class Dataplane:
             settings.max_request_headers_kb * 1024,
             settings.max_request_headers_count,
         )
-        self.clusters = ClusterManager(store, self.client_codec_factory, connector, self.clock)
+        # TLS: SDS secrets (fetched over APPMESH_SDS_SOCKET_PATH when it is set) and the contexts built
+        # from them and from certificate files, prepared before each snapshot is applied
+        self.secrets = SecretStore()
+        self.sds: SdsClient | None = None
+        if settings.sds_socket_path:
+            identity = settings.identity
+            node = Node(identity.node_id, identity.node_cluster, "meshproxy", __version__)
+            self.sds = self.secrets.subscriber = SdsClient(settings.sds_socket_path, node, self.secrets)
+        self.tls = TlsContexts(self.secrets)
+        self._tls_watch: asyncio.Task[None] | None = None
+        self.clusters = ClusterManager(
+            store,
+            self.client_codec_factory,
+            connector,
+            self.clock,
+            self.tls,
+            retry_budget=settings.retry_budget,
+            egress_limits=settings.egress_limits,
+        )
         self.snapshot: Snapshot = empty_snapshot(settings.identity)
         self.state = ServerState.PRE_INITIALIZING
         # read by every HTTP/1.1 response (Connection: close while draining): an attribute, set with the state
@@ -128,9 +151,20 @@ class Dataplane:
         self.store.server.server_live = 1 if state is ServerState.LIVE else 0
 
     def apply(self, snapshot: Snapshot) -> None:
+        """Swap in `snapshot`. Raises TlsConfigError, and changes nothing, when a certificate it names
+        cannot load: the update is rejected whole and the last good snapshot keeps serving."""
+        self.tls.commit(self.tls.prepare(snapshot))
+        if self._tls_watch is None and self.tls.sources:
+            self._tls_watch = asyncio.get_running_loop().create_task(self.tls.watch())
         self.clusters.apply(snapshot)
         self.snapshot = snapshot
         self.applied_at = time.time()
         server = self.store.server
         server.cluster_manager_cds_update_success += 1
         server.listener_manager_lds_update_success += 1
+
+    async def close_secrets(self) -> None:
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
+        if self.sds is not None:
+            await self.sds.close()

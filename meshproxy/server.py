@@ -36,6 +36,8 @@ from meshproxy.config.sources import (
 from meshproxy.core.direction import ListenerDirection
 from meshproxy.dataplane import Dataplane, ServerState
 from meshproxy.listeners.listener import HttpListener
+from meshproxy.net.descriptors import AcceptPaused, DescriptorGuard
+from meshproxy.net.tls_contexts import TlsConfigError
 from meshproxy.settings import Settings, SettingsError, load_settings
 from meshproxy.telemetry.accesslog import compile_format
 from meshproxy.telemetry.errors import AccessLogFormatError
@@ -49,6 +51,9 @@ _LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.I
                "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL,
                "off": logging.CRITICAL + 10}  # fmt: skip
 _SHUTDOWN_GRACE_S = 3.0  # after the drain window: how long in-flight requests get before the process exits
+SDS_INITIAL_FETCH_TIMEOUT_S = 15.0  # Envoy's ConfigSource initial_fetch_timeout default, for SDS secrets
+_DRAIN_IDLE_S = 1.0  # while draining, a keep-alive connection quiet this long between requests is closed
+_FRESH_GRACE_S = 1.0  # at exit, how long a connection accepted last gets to send its first request
 
 
 def configure_logging(level: str) -> None:
@@ -83,6 +88,7 @@ class Server:
         self._drain_task: asyncio.Task[None] | None = None
         self._exit_code = 0
         self._sweeper: asyncio.Task[None] | None = None
+        self.descriptors: DescriptorGuard | None = None
         self._control: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -119,6 +125,9 @@ class Server:
         if self.dataplane.state is not ServerState.DRAINING:
             log.info("draining listeners for %ss", self.settings.drain_wait_s)
             self.dataplane.set_state(ServerState.DRAINING)
+            now = self.dataplane.clock.now()
+            for listener in self.http_listeners:  # connections idle since before: closed now, not at exit
+                listener.drain_connections(now, _DRAIN_IDLE_S, None)
         if exit_after and self._drain_task is None:
             self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_stop())
 
@@ -144,6 +153,7 @@ class Server:
     # ------------------------------------------------------------------ running
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_quiet_accept_pause)
         for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
             loop.add_signal_handler(sig, self.drain, False, True)
         if self.channel is None:
@@ -157,6 +167,7 @@ class Server:
         try:
             if not await self._initial_config():
                 return self._exit_code if self._stop.is_set() else 1  # stopped while waiting: not a failure
+            await self._initial_secrets()
             if not await self._start_listeners():
                 return 1
             self.dataplane.set_state(ServerState.LIVE)
@@ -234,22 +245,40 @@ class Server:
                             return False
                         continue
                     try:
-                        snapshot = self._compile(data)
-                    except ConfigError as exc:
+                        self._apply(self._compile(data))
+                    except (ConfigError, TlsConfigError) as exc:
                         # A bad first configuration is fatal: start-up must not go LIVE with nothing to route.
                         self.store.server.cluster_manager_cds_update_rejected += 1
-                        print(f"meshproxy: configuration {source.name} rejected:\n{exc}", file=sys.stderr)
+                        print(
+                            f"meshproxy: configuration {source.name} rejected:\n{_reason(exc)}",
+                            file=sys.stderr,
+                        )
                         return False
-                    self._apply(snapshot)
                     return True
         except TimeoutError:
             log.critical("no configuration from %s within ENVOY_INITIAL_FETCH_TIMEOUT", source.name)
             return False
 
+    async def _initial_secrets(self) -> None:
+        """Wait for the first SDS secrets before listening, as Envoy's listeners and clusters warm until
+        theirs arrive (bounded by SDS's initial fetch timeout); without them TLS connections are refused."""
+        secrets = self.dataplane.secrets
+        wanted = list(self.dataplane.tls.wanted_secrets())
+        if not wanted:
+            return
+        missing = await secrets.wait_for(wanted, SDS_INITIAL_FETCH_TIMEOUT_S)
+        if missing:
+            log.warning("SDS secrets %s have not arrived within %ss; TLS that needs them fails until they do",
+                        missing, SDS_INITIAL_FETCH_TIMEOUT_S)  # fmt: skip
+
     def _compile(self, data: bytes) -> Snapshot:
         assert self.source is not None
         snapshot = snapshot_from_bytes(
-            data, self.settings.identity, source=self.source.name, egress_port=self.settings.egress_port
+            data,
+            self.settings.identity,
+            source=self.source.name,
+            egress_port=self.settings.egress_port,
+            egress_limits=self.settings.egress_limits,
         )
         if snapshot.access_log is not None:
             try:  # Envoy rejects an update whose access-log format it cannot compile (spec §5.5)
@@ -262,6 +291,7 @@ class Server:
         return snapshot
 
     def _apply(self, snapshot: Snapshot) -> None:
+        """Raises TlsConfigError (nothing applied) when a certificate of `snapshot` cannot load."""
         self.dataplane.apply(snapshot)
         self.telemetry.set_access_log(snapshot.access_log)
         self.store.server.control_plane_connected_state = 1
@@ -288,18 +318,19 @@ class Server:
                 continue
             try:
                 snapshot = await asyncio.to_thread(self._compile, data)
-            except ConfigError as exc:
+                if snapshot.version == self.dataplane.snapshot.version:
+                    continue
+                self._apply(snapshot)
+            except (ConfigError, TlsConfigError) as exc:
                 server.cluster_manager_cds_update_rejected += 1
                 server.listener_manager_lds_update_rejected += 1
                 log.error(
                     "configuration update rejected, keeping version %s:\n%s",
                     self.dataplane.snapshot.version,
-                    exc,
+                    _reason(exc),
                 )
                 continue
-            if snapshot.version != self.dataplane.snapshot.version:
-                self._apply(snapshot)
-                log.info("configuration updated to version %s", snapshot.version)
+            log.info("configuration updated to version %s", snapshot.version)
 
     async def _start_listeners(self) -> bool:
         settings = self.settings
@@ -313,8 +344,11 @@ class Server:
         else:
             for gateway in dataplane.snapshot.gateway:
                 wanted.append((ListenerDirection.GATEWAY, gateway.port))
+        self.descriptors = DescriptorGuard(dataplane.clock)
         for direction, port in wanted:
-            listener = HttpListener(direction, address, port, dataplane, dataplane.server_codec_factory)
+            listener = HttpListener(
+                direction, address, port, dataplane, dataplane.server_codec_factory, self.descriptors
+            )
             try:
                 await listener.start()
             except OSError as exc:
@@ -334,24 +368,56 @@ class Server:
             snapshot = self.dataplane.snapshot
             idle = next((i.idle_timeout for i in snapshot.ingress), 300.0)
             now = time.monotonic()
+            headers_timeout = self.settings.request_headers_timeout_s
+            if self.descriptors is not None:
+                self.descriptors.check()
+            draining = self.dataplane.draining
             for listener in self.http_listeners:
-                if idle is not None:  # None: App Mesh's 0, the timeout is disabled
+                if draining:
+                    listener.drain_connections(now, _DRAIN_IDLE_S, None)
+                elif idle is not None:  # None: App Mesh's 0, the timeout is disabled
                     listener.close_idle_connections(idle)
                 listener.expire_idle_streams(now)
+                if headers_timeout is not None:
+                    listener.expire_slow_heads(now, headers_timeout)
 
     async def _shutdown(self) -> None:
+        """Stop accepting (taking what waits in the listen backlog), then serve what is in flight and the
+        first request of connections accepted last, every response saying `Connection: close` (HTTP/2: after
+        a GOAWAY); exit when the last connection is gone, or after _SHUTDOWN_GRACE_S."""
+        if self.dataplane.state is not ServerState.DRAINING:
+            self.dataplane.set_state(ServerState.DRAINING)  # /quitquitquit: no window, the same ending
         for listener in self.http_listeners:
             await listener.stop_accepting()
-        for listener in self.http_listeners:
-            listener.close_idle_connections()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _SHUTDOWN_GRACE_S
-        while loop.time() < deadline and any(lst.connections for lst in self.http_listeners):
-            for listener in self.http_listeners:
-                listener.close_idle_connections()
+        clock = self.dataplane.clock
+        deadline = clock.now() + _SHUTDOWN_GRACE_S
+        while True:
+            # a turn of the loop first: connections the loop accepted last have their connection_made
+            # (and their listener's count) only on a later turn
             await asyncio.sleep(0.05)
+            if clock.now() >= deadline or not any(lst.open_connections for lst in self.http_listeners):
+                break
+            for listener in self.http_listeners:
+                listener.drain_connections(clock.now(), 0.0, _FRESH_GRACE_S)
         self.dataplane.clusters.shutdown()
+        await self.dataplane.close_secrets()
+        if self.descriptors is not None:
+            self.descriptors.close()
         log.info("stopped")
+
+
+def _reason(exc: ConfigError | TlsConfigError) -> str:
+    if isinstance(exc, TlsConfigError):
+        return "\n".join(f"TLS: {problem}" for problem in exc.problems)
+    return str(exc)
+
+
+def _quiet_accept_pause(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """The loop's exception handler: a listener stopping an accept burst out of file descriptors
+    (net/descriptors.py) is expected and logged by the guard; everything else as asyncio does."""
+    if isinstance(context.get("exception"), AcceptPaused):
+        return
+    loop.default_exception_handler(context)
 
 
 def _install_uvloop() -> None:

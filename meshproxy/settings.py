@@ -21,7 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from meshproxy.codec.h1 import MAX_HEADERS_COUNT, MAX_HEADERS_KB
-from meshproxy.config.snapshot import Identity, ResourceKind
+from meshproxy.config.snapshot import (
+    DEFAULT_RETRY_BUDGET,
+    ENVOY_DEFAULT_LIMITS,
+    ConnectionPoolLimits,
+    Identity,
+    ResourceKind,
+    RetryBudget,
+)
 from meshproxy.config.sources import SourceOptions, parse_headers
 
 log = logging.getLogger("meshproxy.settings")
@@ -63,6 +70,12 @@ class Settings:
     max_request_headers_kb: int = MAX_HEADERS_KB  # MESHPROXY_MAX_REQUEST_HEADERS_KB, 1..8192 (Envoy's range)
     max_request_headers_count: int = MAX_HEADERS_COUNT  # MESHPROXY_MAX_REQUEST_HEADERS_COUNT, >= 1
     ignored_uid: int = 1337  # APPMESH_IGNORE_UID: the UID the interception rules skip
+    # resilience under failure and load (issue 14)
+    request_headers_timeout_s: float | None = 60.0  # MESHPROXY_REQUEST_HEADERS_TIMEOUT_S; 0 -> None (none)
+    retry_budget: RetryBudget | None = (
+        DEFAULT_RETRY_BUDGET  # MESHPROXY_RETRY_BUDGET_*; _TOKENS=0 -> None (none)
+    )
+    egress_limits: ConnectionPoolLimits = ENVOY_DEFAULT_LIMITS  # MESHPROXY_EGRESS_MAX_{CONNECTIONS,...}
     # stats
     stats_tags: bool = False  # ENABLE_ENVOY_STATS_TAGS
     stats_flush_interval_s: float = 5.0  # ENVOY_STATS_FLUSH_INTERVAL (Go duration)
@@ -83,6 +96,9 @@ class Settings:
     # MESHPROXY_CONFIG_CA_BUNDLE / --config-ca-bundle
     config_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     config_ca_bundle: str | None = None
+    # TLS: APPMESH_SDS_SOCKET_PATH, the unix socket of the SDS agent serving `sds` certificates (spec §1.8);
+    # unset, `sds` secrets cannot be fetched (the Kubernetes injector set SPIRE's agent socket)
+    sds_socket_path: str | None = None
 
     @property
     def source_options(self) -> SourceOptions:
@@ -99,7 +115,7 @@ LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical", 
 HTTP1_PARSERS = ("httptools", "h11")
 HTTP2_CODECS = ("lean", "h2")
 DRAIN_WAIT_MIN_S, DRAIN_WAIT_MAX_S, DRAIN_WAIT_DEFAULT_S = 5, 110, 20
-MAX_HEADERS_COUNT_LIMIT = 2147483647  # Envoy's max_headers_count is a uint32 > 0; keep it int32-sized
+INT32_MAX = 2147483647  # Envoy's uint32 limits (max_headers_count, circuit breakers), kept int32-sized
 # Go time.ParseDuration units, in seconds.
 _GO_UNITS = {
     "ns": 1e-9,
@@ -399,6 +415,52 @@ def _config_headers(reader: _Env) -> tuple[tuple[str, str], ...]:
         raise SettingsError(name, f"{exc} (one 'Name: value' per line)") from None
 
 
+def _request_headers_timeout(reader: _Env) -> float | None:
+    name = "MESHPROXY_REQUEST_HEADERS_TIMEOUT_S"
+    seconds = _non_negative(reader, name, reader.decimal(name, 60.0))
+    return seconds or None
+
+
+def _retry_budget(reader: _Env) -> RetryBudget | None:
+    """MESHPROXY_RETRY_BUDGET_TOKENS (100; 0 turns the budget off), _TOKEN_RATIO (1), _MIN_PER_S (5)."""
+    default = RetryBudget()
+    tokens = _non_negative(
+        reader,
+        "MESHPROXY_RETRY_BUDGET_TOKENS",
+        reader.decimal("MESHPROXY_RETRY_BUDGET_TOKENS", default.max_tokens),
+    )
+    ratio = _non_negative(
+        reader,
+        "MESHPROXY_RETRY_BUDGET_TOKEN_RATIO",
+        reader.decimal("MESHPROXY_RETRY_BUDGET_TOKEN_RATIO", default.token_ratio),
+    )
+    floor = _non_negative(
+        reader,
+        "MESHPROXY_RETRY_BUDGET_MIN_PER_S",
+        reader.decimal("MESHPROXY_RETRY_BUDGET_MIN_PER_S", default.min_retries_per_second),
+    )
+    return RetryBudget(tokens, ratio, floor) if tokens else None
+
+
+def _egress_limits(reader: _Env) -> ConnectionPoolLimits:
+    """Circuit-breaker thresholds of egress clusters: Envoy's defaults (1024) unless set (2147483647 is App
+    Mesh's 'unlimited')."""
+    default = ENVOY_DEFAULT_LIMITS
+    return ConnectionPoolLimits(
+        max_connections=_bounded(
+            reader, "MESHPROXY_EGRESS_MAX_CONNECTIONS", default.max_connections, 1, INT32_MAX
+        ),
+        max_pending_requests=_bounded(
+            reader,
+            "MESHPROXY_EGRESS_MAX_PENDING_REQUESTS",
+            default.max_pending_requests,
+            1,
+            INT32_MAX,
+        ),
+        max_requests=_bounded(reader, "MESHPROXY_EGRESS_MAX_REQUESTS", default.max_requests, 1, INT32_MAX),
+    )
+
+
 def load_settings(env: Mapping[str, str], *, config_source: str | None = None) -> Settings:
     """Parse the App Mesh / Envoy environment into `Settings` (spec §1.1-1.7).
 
@@ -455,9 +517,12 @@ def load_settings(env: Mapping[str, str], *, config_source: str | None = None) -
         http2_codec=_choice(reader, "MESHPROXY_HTTP2_CODEC", HTTP2_CODECS, "lean"),
         max_request_headers_kb=_bounded(reader, "MESHPROXY_MAX_REQUEST_HEADERS_KB", MAX_HEADERS_KB, 1, 8192),
         max_request_headers_count=_bounded(
-            reader, "MESHPROXY_MAX_REQUEST_HEADERS_COUNT", MAX_HEADERS_COUNT, 1, MAX_HEADERS_COUNT_LIMIT
+            reader, "MESHPROXY_MAX_REQUEST_HEADERS_COUNT", MAX_HEADERS_COUNT, 1, INT32_MAX
         ),
         ignored_uid=ignored_uid,
+        request_headers_timeout_s=_request_headers_timeout(reader),
+        retry_budget=_retry_budget(reader),
+        egress_limits=_egress_limits(reader),
         stats_tags=reader.flag("ENABLE_ENVOY_STATS_TAGS"),
         stats_flush_interval_s=_stats_flush_interval(reader),
         metric_extension_version=metric_extension_version,
@@ -474,4 +539,5 @@ def load_settings(env: Mapping[str, str], *, config_source: str | None = None) -
         otel_endpoint=reader.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
         config_headers=_config_headers(reader),
         config_ca_bundle=reader.get("MESHPROXY_CONFIG_CA_BUNDLE"),
+        sds_socket_path=reader.get("APPMESH_SDS_SOCKET_PATH"),
     )

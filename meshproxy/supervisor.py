@@ -64,7 +64,8 @@ class WorkerHandle:
         self.writer: asyncio.StreamWriter | None = None
         self.live = asyncio.Event()
         self._lock = asyncio.Lock()
-        self.last_store: StatsStore | None = None
+        self.last_store: StatsStore | None = None  # the stats of the running process, as last read
+        self.generation = 0  # the process's: a store read from an earlier one never lands on a later one
         self._live_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -173,14 +174,23 @@ class Supervisor:
         self._tell_all(WorkerCommand.QUIT, stopping=True)
 
     async def refresh_stats(self) -> None:
-        stores: list[StatsStore] = []
+        """Read every worker's stats, then total them with the retired ones in one step: a worker that dies
+        meanwhile (its store moving to `retired`) is counted once, before or after, so totals never go
+        back (issue 14)."""
         for worker in self.workers:
+            generation = worker.generation
             data = await worker.call(WorkerCommand.STATS)
-            if data is not None:
+            if data is not None and worker.generation == generation:
                 worker.last_store = cast(StatsStore, load_store(data))
-            if worker.last_store is not None:
-                stores.append(worker.last_store)
+        stores = [worker.last_store for worker in self.workers if worker.last_store is not None]
         self.telemetry.store = merge_stores(self.store, [*stores, *self.retired])
+
+    def retire(self, worker: WorkerHandle) -> None:
+        """`worker`'s process is gone: its last counts are kept (gauges zeroed), under no worker any more."""
+        worker.generation += 1
+        if worker.last_store is not None:
+            self.retired.append(retire(worker.last_store))
+            worker.last_store = None
 
     async def cluster_status(self, as_json: bool) -> str | dict[str, object]:
         command = WorkerCommand.CLUSTERS_JSON if as_json else WorkerCommand.CLUSTERS
@@ -260,9 +270,7 @@ class Supervisor:
             assert process is not None
             code = await process.wait()
             worker.close_channel()
-            if worker.last_store is not None:
-                self.retired.append(retire(worker.last_store))
-                worker.last_store = None
+            self.retire(worker)
             if (
                 self._stop.is_set()
                 or worker.state is WorkerState.STOPPING

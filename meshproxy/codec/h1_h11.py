@@ -26,6 +26,7 @@ from meshproxy.codec.h1 import (
     keep_alive_of,
     until_last_message,
 )
+from meshproxy.codec.headers import valid_host
 from meshproxy.core.events import END, BodyKind, Data, Event, Headers, RequestHead, ResponseHead, Upgraded
 
 # What llhttp refuses anywhere in a head and h11 lets through: control characters other than HTAB (RFC 9110
@@ -186,6 +187,8 @@ class H11ServerCodec(_H11Codec):
             raise ProtocolError("transfer-encoding in an HTTP/1.0 request")  # RFC 9112 §6.1
         if event.method == b"CONNECT":
             raise ProtocolError("CONNECT is not proxied")  # as httptools' codec, see there
+        if not all(valid_host(v) for n, v in headers if n == b"host"):
+            raise ProtocolError("Host is not a valid authority")
         upgrade = any(n == b"upgrade" for n, _ in headers) and any(
             n == b"connection" and b"upgrade" in v.lower() for n, v in headers
         )

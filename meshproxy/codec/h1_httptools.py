@@ -7,9 +7,6 @@ sides of a proxied message can frame differently (an HTTP/1.0 close-delimited re
 
 from __future__ import annotations
 
-import contextlib
-import re
-
 import httptools
 
 from meshproxy.codec.h1 import (
@@ -22,7 +19,16 @@ from meshproxy.codec.h1 import (
     head_size,
     until_last_message,
 )
+from meshproxy.codec.h1_request_line import (
+    MAX_METHOD,
+    STAND_IN_METHOD,
+    TOKEN,
+    message_end,
+    pipelined_lines_ok,
+    request_line_ok,
+)
 from meshproxy.codec.h1_wire import LAST_CHUNK, encode_chunk, encode_headers, reason_phrase, request_line
+from meshproxy.codec.headers import valid_host
 from meshproxy.core.events import (
     END,
     BodyKind,
@@ -35,45 +41,13 @@ from meshproxy.core.events import (
     Upgraded,
 )
 
-# RFC 9110 §5.6.2 tchar: any token is a method (§9.1), registered or not.
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_MAX_METHOD = 64  # bytes of an unknown method llhttp would refuse, before its end must have arrived
-_STAND_IN_METHOD = b"GET"  # what llhttp is shown in place of a method it does not know (same framing rules)
+
+def _extra_spaces() -> ProtocolError:
+    return ProtocolError("more than one space between the parts of the request line (RFC 9112 §3)")
 
 
 class _HeadDone(Exception):
     """Raised from a parser callback to stop llhttp after the head of a response to HEAD."""
-
-
-class _MessageCounter:
-    """llhttp callbacks that only count complete messages (finds where a pipelined request starts)."""
-
-    __slots__ = ("complete",)
-
-    def __init__(self) -> None:
-        self.complete = 0
-
-    def on_message_complete(self) -> None:
-        self.complete += 1
-
-
-def _message_end(data: bytes, messages: int) -> int:
-    """The offset in `data` (which starts between two requests) just after its first `messages` requests.
-
-    Only used when a pipelined request has a method llhttp does not know: a bisection over prefixes, each
-    parsed by a fresh counting parser (llhttp reports no offsets).
-    """
-    low, high = 0, len(data)
-    while low < high:
-        middle = (low + high) // 2
-        counter = _MessageCounter()
-        with contextlib.suppress(httptools.HttpParserError):
-            httptools.HttpRequestParser(counter).feed_data(data[:middle])
-        if counter.complete >= messages:
-            high = middle
-        else:
-            low = middle + 1
-    return low
 
 
 class HttptoolsServerCodec:
@@ -181,6 +155,8 @@ class HttptoolsServerCodec:
         for name, value in headers:
             if name == b"host":
                 hosts += 1
+                if not valid_host(value):
+                    raise ProtocolError("Host is not a valid authority")
             elif name == b"content-length" or name == b"transfer-encoding":
                 kind, length = framing_of(name, value)
             elif name == b"expect" and value.lower() == b"100-continue":
@@ -207,7 +183,7 @@ class HttptoolsServerCodec:
                 target,
                 headers,
                 version,
-                parser.should_keep_alive(),
+                parser.should_keep_alive() and version == "1.1",  # h11 never keeps HTTP/1.0 open
                 kind,
                 length,
                 upgrade,
@@ -235,6 +211,9 @@ class HttptoolsServerCodec:
         events = self._events = []
         self._feed_len = len(data)
         idle = self._idle
+        replay = self._replay
+        if idle and not request_line_ok(data):
+            return self._failed(_extra_spaces())
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -252,6 +231,10 @@ class HttptoolsServerCodec:
             if self._quiet:
                 self._quiet = 0
                 self._replay = None
+            if not idle and replay is not None and not request_line_ok(replay + data):
+                return self._failed(_extra_spaces(), keep=0)  # a request line that came in several reads
+            if b"  " in data:
+                return self._check_pipelined(data if idle else None)
         else:
             # Nothing complete came of these bytes: a head (or trailers) in progress. Keep them while they may
             # be the start of a request with an unknown method, and stop at the size limit.
@@ -266,10 +249,24 @@ class HttptoolsServerCodec:
                 )
         return events
 
-    def _failed(self, error: ProtocolError) -> list[Event]:
-        events = until_last_message(self._events, error)
+    def _failed(self, error: ProtocolError, keep: int | None = None) -> list[Event]:
+        """The complete requests before the error are served (`keep` of them, when known), then 400."""
+        events = self._events
+        if keep is not None:
+            heads = [i for i, event in enumerate(events) if isinstance(event, RequestHead)]
+            events = events[: heads[keep]] if keep < len(heads) else events
+        events = until_last_message(events, error)
         self._error = error
         return events
+
+    def _check_pipelined(self, data: bytes | None) -> list[Event]:
+        """Requests pipelined in one read: each request line is checked like the first one."""
+        events = self._events
+        heads = sum(1 for e in events if isinstance(e, RequestHead))
+        if heads < 2 or data is None:
+            return events
+        good = pipelined_lines_ok(data, heads)
+        return events if good == heads else self._failed(_extra_spaces(), keep=good)
 
     def _unknown_method(self, data: bytes, idle: bool, error: ProtocolError) -> list[Event]:
         """llhttp knows a fixed list of methods; RFC 9110 §9.1 allows any token. Show llhttp a stand-in and
@@ -282,11 +279,11 @@ class HttptoolsServerCodec:
         if not idle:
             return self._failed(error)  # where the failing request starts is unknown: serve the complete ones
         complete = sum(1 for e in events if isinstance(e, EndOfMessage))
-        start = _message_end(data, complete) if complete else 0
+        start = message_end(data, complete) if complete else 0
         rest = data[start:].lstrip(b"\r\n")  # RFC 9112 §2.2: empty lines before a request line
-        space = rest.find(b" ", 0, _MAX_METHOD + 1)
-        method = rest[:space] if space > 0 else rest[: _MAX_METHOD + 1]
-        if not _TOKEN.fullmatch(method) or (space < 0 and len(rest) > _MAX_METHOD):
+        space = rest.find(b" ", 0, MAX_METHOD + 1)
+        method = rest[:space] if space > 0 else rest[: MAX_METHOD + 1]
+        if not TOKEN.fullmatch(method) or (space < 0 and len(rest) > MAX_METHOD):
             return self._failed(error)
         self._parser = httptools.HttpRequestParser(self)
         self._idle = True
@@ -297,7 +294,7 @@ class HttptoolsServerCodec:
             self._events = []
             return events
         self._custom_method = method.decode("ascii")
-        later = self.feed(_STAND_IN_METHOD + rest[space:])
+        later = self.feed(STAND_IN_METHOD + rest[space:])
         return events + later
 
     def next_cycle(self) -> list[Event]:

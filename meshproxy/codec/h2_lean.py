@@ -119,6 +119,9 @@ class LeanH2Connection(LeanConnectionState):
             raise self._connection_error(ErrorCodes.PROTOCOL_ERROR, f"stream id {stream_id} reused")
         # else: a stream we reset; frames in flight are ignored
 
+    def reading_frame(self) -> bool:
+        return bool(self.buffer) or self.continuation is not None
+
     def receive_data(self, data: bytes) -> list[Event]:
         buf = self.buffer + data if self.buffer else data
         pos = 0

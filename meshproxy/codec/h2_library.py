@@ -110,6 +110,7 @@ class CheckedH2Connection(H2Connection):
         self.scan_skip = 0 if config.client_side else len(_PREFACE)  # bytes to pass before a frame header
         self.scan_header = b""  # a frame header split across reads
         self.scan_block = -1  # compressed bytes of the header block being received (-1: none)
+        self.scanned = False  # any byte received yet
 
     def send_headers(
         self,
@@ -152,7 +153,11 @@ class CheckedH2Connection(H2Connection):
             out.append(event)
         return out
 
+    def reading_frame(self) -> bool:
+        return bool(self.scan_header) or self.scan_block >= 0 or (self.scanned and self.scan_skip > 0)
+
     def _scan(self, data: bytes) -> None:
+        self.scanned = True
         pos = 0
         end = len(data)
         while pos < end:

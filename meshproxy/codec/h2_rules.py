@@ -32,6 +32,8 @@ from __future__ import annotations
 from h2.errors import ErrorCodes
 from hpack.table import HeaderTable
 
+from meshproxy.codec.headers import AUTHORITY_CHARS
+
 DEFAULT_MAX_HEADER_LIST_SIZE = 60 * 1024  # bytes of names and values: Envoy's max_request_headers_kb
 DEFAULT_MAX_HEADER_COUNT = 100  # fields, pseudo-headers included: Envoy's max_headers_count
 
@@ -65,7 +67,7 @@ _VALUE = _translation(bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)]))
 # fragment in a request path); bytes above 0x7f are let through as nghttp2 does.
 _PATH = _translation(bytes(c for c in range(0x21, 0x7F) if c != 0x23) + bytes(range(0x80, 0x100)))
 # RFC 3986 §3.2 host and port: unreserved, pct-encoded, sub-delims, ":" and IP-literal brackets; no userinfo
-_AUTHORITY = _translation(_DIGITS + _LOWER + _LOWER.upper() + b"-._~%!$&'()*+,;=:[]")
+_AUTHORITY = AUTHORITY_CHARS  # one definition for HTTP/1.1 Host and HTTP/2 :authority / host
 _WHITESPACE = b" \t"
 
 _CONNECTION_SPECIFIC = 1

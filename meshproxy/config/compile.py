@@ -47,6 +47,8 @@ from typing import Final
 
 from meshproxy.config.errors import ConfigError, Issue
 from meshproxy.config.model import (
+    ClientPolicy,
+    ClientPolicyTls,
     ConnectionPool,
     Duration,
     GatewayRoute,
@@ -55,18 +57,22 @@ from meshproxy.config.model import (
     HttpTimeout,
     Listener,
     ListenerTls,
+    ListenerTlsCertificate,
     Logging,
     MeshResources,
     Route,
     RouteSpec,
     TcpTimeout,
+    TlsValidationContext,
     VirtualGateway,
     VirtualNode,
     VirtualService,
 )
 from meshproxy.config.model import RetryPolicy as ApiRetryPolicy
 from meshproxy.config.snapshot import (
+    APP_MESH_LIMITS,
     AccessLogConfig,
+    CertificateSource,
     CloudMapDiscovery,
     Cluster,
     ConnectionPoolLimits,
@@ -80,6 +86,7 @@ from meshproxy.config.snapshot import (
     ListenerProtocol,
     OutlierDetection,
     PathRewrite,
+    PeerValidation,
     ResourceKind,
     RetryPolicy,
     RouteEntry,
@@ -88,6 +95,7 @@ from meshproxy.config.snapshot import (
     Snapshot,
     StaticDiscovery,
     StringMatchKind,
+    TlsOrigination,
     TlsTermination,
     ValueMatch,
     VirtualHost,
@@ -140,14 +148,21 @@ _IPV6_FIRST = frozenset({"IPv6_PREFERRED", "IPv6_ONLY"})
 
 
 def compile_snapshot(
-    resources: MeshResources, identity: Identity, *, version: str, egress_port: int = 15001
+    resources: MeshResources,
+    identity: Identity,
+    *,
+    version: str,
+    egress_port: int = 15001,
+    egress_limits: ConnectionPoolLimits = APP_MESH_LIMITS,
 ) -> Snapshot:
     """Build the `Snapshot` for `identity` (a virtual node or virtual gateway) from validated `resources`.
 
+    `egress_limits` are the circuit-breaker thresholds of the clusters to backends: App Mesh rendered them
+    unlimited (the default here); the proxy runs with `Settings.egress_limits`, Envoy's defaults.
     Raises `ConfigError` if the identity's node or gateway is not defined, or if the configuration cannot be
     expressed in a snapshot (two backends claiming the same egress TCP port).
     """
-    compiler = _Compiler(resources, identity.mesh_name, egress_port)
+    compiler = _Compiler(resources, identity.mesh_name, egress_port, egress_limits)
     if identity.kind is ResourceKind.VIRTUAL_NODE:
         node = resources.virtual_node(identity.mesh_name, identity.name)
         if node is None:
@@ -255,14 +270,86 @@ def _limits(pool: ConnectionPool | None) -> ConnectionPoolLimits:
     )
 
 
-def _tls(tls: ListenerTls | None) -> TlsTermination | None:
-    # only file certificates can be served; validation rejects ACM / SDS unless the mode is DISABLED
-    if tls is None or tls.mode == "DISABLED":
+def _certificate(certificate: ListenerTlsCertificate | None) -> CertificateSource | None:
+    """A file or SDS certificate; None for ACM (validation refuses ACM wherever it would be used)."""
+    if certificate is None:
         return None
-    chain, key = tls.certificate.file_certificate_chain, tls.certificate.file_private_key
+    if certificate.sds_secret_name is not None:
+        return CertificateSource(sds_secret=certificate.sds_secret_name)
+    chain, key = certificate.file_certificate_chain, certificate.file_private_key
     if chain is None or key is None:
         return None
-    return TlsTermination(mode=tls.mode, certificate_chain=chain, private_key=key)
+    return CertificateSource(certificate_chain=chain, private_key=key)
+
+
+def _validation(
+    validation: TlsValidationContext | None, default_names: tuple[str, ...] = ()
+) -> PeerValidation | None:
+    """A file or SDS trust bundle with its SANs (`default_names` when none are listed); None for ACM."""
+    if validation is None:
+        return None
+    if validation.file_certificate_chain is None and validation.sds_secret_name is None:
+        return None
+    return PeerValidation(
+        trust_file=validation.file_certificate_chain,
+        trust_sds_secret=validation.sds_secret_name,
+        subject_alternative_names=validation.subject_alternative_names or default_names,
+    )
+
+
+def _tls(tls: ListenerTls | None) -> TlsTermination | None:
+    # validation refuses ACM certificates unless the mode is DISABLED, which serves no certificate
+    if tls is None or tls.mode == "DISABLED":
+        return None
+    certificate = _certificate(tls.certificate)
+    if certificate is None:
+        return None
+    return TlsTermination(mode=tls.mode, certificate=certificate, validation=_validation(tls.validation))
+
+
+def _policy_tls(policy: ClientPolicy | None) -> ClientPolicyTls | None:
+    return None if policy is None else policy.tls
+
+
+def _discovery_names(node: VirtualNode) -> tuple[str, ...]:
+    """The name a node's certificate must carry when a client policy lists no SANs (user guide, TLS)."""
+    discovery = node.spec.service_discovery
+    if discovery is not None and discovery.dns is not None:
+        return (discovery.dns.hostname,)
+    if discovery is not None and discovery.aws_cloud_map is not None:
+        cloud_map = discovery.aws_cloud_map
+        return (f"{cloud_map.service_name}.{cloud_map.namespace_name}",)
+    return ()
+
+
+def terminates_tls(listener: Listener) -> bool:
+    return listener.tls is not None and listener.tls.mode in ("STRICT", "PERMISSIVE")
+
+
+def origination(
+    policy: ClientPolicyTls | None, target: Listener, discovery_names: tuple[str, ...]
+) -> TlsOrigination | None:
+    """TLS toward one target listener, as App Mesh configured its Envoy (user guide, TLS: "How App Mesh
+    configures Envoys to negotiate TLS"):
+
+    - a client policy whose `ports` (empty: every port) include the target's port applies: TLS with its
+      validation and client certificate, unless it is not enforced and the target terminates no TLS (then
+      plaintext: `enforce: false` falls back only when the backend has no TLS);
+    - otherwise the server decides: a STRICT or PERMISSIVE target gets TLS without validating its
+      certificate (App Mesh validated only ACM server certificates, which meshproxy cannot use);
+    - SANs: the policy's list, else the target's service discovery name (the DNS hostname, or
+      `<service>.<namespace>` for Cloud Map; user guide, TLS: certificate requirements);
+    - SNI: none. App Mesh never set `sni` on its upstream TLS contexts (roadmap #311: "App Mesh doesn't
+      configure SNI for Virtual Node backends"), so neither does meshproxy.
+    """
+    port = target.port_mapping.port
+    server_tls = terminates_tls(target)
+    validation = None if policy is None else _validation(policy.validation, discovery_names)
+    if policy is not None and validation is not None and (not policy.ports or port in policy.ports):
+        if not policy.enforce and not server_tls:
+            return None
+        return TlsOrigination(validation=validation, certificate=_certificate(policy.certificate))
+    return TlsOrigination(validation=None) if server_tls else None
 
 
 def _access_log(logging: Logging | None) -> AccessLogConfig | None:
@@ -357,6 +444,18 @@ def _gateway_match_port(route: GatewayRoute) -> int | None:
     return None if spec.grpc_route is None else spec.grpc_route.match.port
 
 
+def _http_ports(table: RouteTable, tcp_ports: Mapping[int, RouteEntry]) -> frozenset[int]:
+    """The ports of the `<service>:<port>` domains of the egress table that no TCP route claims."""
+    ports = {
+        int(port)
+        for host in table.virtual_hosts
+        for domain in host.domains
+        for _, sep, port in [domain.rpartition(":")]
+        if sep and port.isdigit()
+    }
+    return frozenset(ports - set(tcp_ports))
+
+
 # --- the compiler -----------------------------------------------------------------------------------------
 
 
@@ -365,16 +464,27 @@ class _Compiler:
     resources: MeshResources
     mesh: str
     egress_port: int
+    egress_limits: ConnectionPoolLimits
     clusters: dict[str, Cluster] = field(default_factory=dict)
     tcp_routes: dict[int, RouteEntry] = field(default_factory=dict)
     tcp_owner: dict[int, str] = field(default_factory=dict)
     issues: list[Issue] = field(default_factory=list)
+    # the client policy of the backend being compiled (its own, else backendDefaults): its clusters' TLS
+    client_policies: dict[str, ClientPolicyTls] = field(default_factory=dict)
+    default_policy: ClientPolicyTls | None = None
+    policy: ClientPolicyTls | None = None
 
     # --- identities ---
 
     def node_snapshot(self, node: VirtualNode, identity: Identity, version: str) -> Snapshot:
         ingress = tuple(self._ingress(node, listener) for listener in node.spec.listeners)
         backends = tuple(dict.fromkeys(b.virtual_service_name for b in node.spec.backends))
+        defaults = node.spec.backend_defaults
+        self.default_policy = _policy_tls(None if defaults is None else defaults.client_policy)
+        for backend in node.spec.backends:
+            own = _policy_tls(backend.client_policy)
+            if own is not None:  # a backend's own client policy replaces backendDefaults (spec §4.2)
+                self.client_policies.setdefault(backend.virtual_service_name, own)
         egress = self._egress(backends, node.virtual_node_name)
         self._raise_issues()
         return Snapshot(
@@ -387,6 +497,7 @@ class _Compiler:
             clusters=MappingProxyType(dict(self.clusters)),
             access_log=_access_log(node.spec.logging),
             backends=backends,
+            http_ports=_http_ports(egress, self.tcp_routes),
         )
 
     def gateway_snapshot(self, gateway: VirtualGateway, identity: Identity, version: str) -> Snapshot:
@@ -398,6 +509,9 @@ class _Compiler:
             self._gateway_listener(gateway, listener, routes) for listener in gateway.spec.listeners
         )
         targets = tuple(dict.fromkeys(r.spec.action.target.virtual_service_name for r in routes))
+        # a virtual gateway has only backendDefaults (user guide, mutual TLS: "Trust inside of a mesh")
+        defaults = gateway.spec.backend_defaults
+        self.default_policy = _policy_tls(None if defaults is None else defaults.client_policy)
         egress = self._egress(targets, gateway.virtual_gateway_name)
         self._raise_issues()
         return Snapshot(
@@ -475,6 +589,7 @@ class _Compiler:
                     )
                 )
                 continue
+            self.policy = self.client_policies.get(name, self.default_policy)
             host = self._virtual_host(service)
             if host is not None:
                 hosts.append(host)
@@ -677,8 +792,9 @@ class _Compiler:
             protocol=protocol,
             virtual_node=node.virtual_node_name,
             connect_timeout=CONNECT_TIMEOUT_S,
-            # connection pools apply on the destination side (the target's ingress), not here (spec §4.2)
-            limits=ConnectionPoolLimits(),
+            # connection pools apply on the destination side (the target's ingress), not here (spec §4.2);
+            # the thresholds here are a cluster's own (App Mesh: unlimited; meshproxy runs Envoy's defaults)
+            limits=self.egress_limits,
             outlier=None
             if outlier is None
             else OutlierDetection(
@@ -698,6 +814,8 @@ class _Compiler:
                 path=health.path,
                 port=health.port,
             ),
+            # The first backend to reach a cluster decides its TLS (validation warns when two disagree).
+            tls=origination(self.policy, listener, _discovery_names(node)),
         )
         return name
 

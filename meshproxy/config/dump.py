@@ -26,6 +26,8 @@ from meshproxy.config.snapshot import (
     Snapshot,
     StaticDiscovery,
     StringMatchKind,
+    TlsOrigination,
+    TlsTermination,
     ValueMatch,
     VirtualHost,
 )
@@ -231,7 +233,27 @@ def _cluster_lines(cluster: Cluster) -> list[str]:
             f"    health {h.protocol}{path} every {_duration(h.interval)}, timeout {_duration(h.timeout)}, "
             f"healthy {h.healthy_threshold}, unhealthy {h.unhealthy_threshold}"
         )
+    if cluster.tls is not None:
+        lines.append(f"    tls {_origination(cluster.tls)}")
     return lines
+
+
+def _termination(tls: TlsTermination) -> str:
+    text = f"{tls.mode} {tls.certificate.describe()}"
+    if tls.validation is not None:
+        names = ", ".join(tls.validation.subject_alternative_names) or "any"
+        required = "required" if tls.require_client_certificate else "optional"
+        text += f", client certificate {required} (trust {tls.validation.describe()}, SANs {names})"
+    return text
+
+
+def _origination(tls: TlsOrigination) -> str:
+    if tls.validation is None:
+        text = "without validating the server (its listener terminates TLS; no client policy for the port)"
+    else:
+        names = ", ".join(tls.validation.subject_alternative_names) or "any"
+        text = f"trust {tls.validation.describe()}, SANs {names}"
+    return text if tls.certificate is None else f"{text}, client certificate {tls.certificate.describe()}"
 
 
 def render_text(snapshot: Snapshot) -> str:
@@ -254,14 +276,14 @@ def render_text(snapshot: Snapshot) -> str:
     if snapshot.ingress:
         lines.append("ingress listeners")
         for listener in snapshot.ingress:
-            tls = f", tls {listener.tls.mode}" if listener.tls is not None else ""
+            tls = f", tls {_termination(listener.tls)}" if listener.tls is not None else ""
             lines.append(
                 f"  {listener.protocol} {listener.port} -> {listener.cluster} (timeout "
                 f"{_duration(listener.timeout)}, "
                 f"idle {_duration(listener.idle_timeout)}{tls})"
             )
     for gateway in snapshot.gateway:
-        tls = f", tls {gateway.tls.mode}" if gateway.tls is not None else ""
+        tls = f", tls {_termination(gateway.tls)}" if gateway.tls is not None else ""
         lines.append(f"gateway listener {gateway.protocol} {gateway.port}{tls}")
         lines.extend(_table_lines(gateway.routes, "  "))
     lines.append("egress")

@@ -38,13 +38,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from meshproxy.config.snapshot import (
         AccessLogConfig,
+        CertificateSource,
         Cluster,
         HealthCheck,
         OutlierDetection,
+        PeerValidation,
         RetryPolicy,
         RouteEntry,
         RouteTable,
         Snapshot,
+        TlsOrigination,
         TlsTermination,
         ValueMatch,
     )
@@ -69,6 +72,11 @@ ORIGINAL_DST_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.origi
 TLS_INSPECTOR_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 HTTP_INSPECTOR_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
 DOWNSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+UPSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+# The agent's static cluster for SDS on APPMESH_SDS_SOCKET_PATH (spec §1.8, [SCA-boot])
+SDS_CLUSTER = "static_cluster_sds_unix_socket"
+# HTTP listeners offer both protocols over TLS; the connection manager (codec AUTO) serves either
+HTTP_ALPN = ("h2", "http/1.1")
 DOG_STATSD_TYPE = "type.googleapis.com/envoy.config.metrics.v3.DogStatsdSink"
 XRAY_ORIGIN = "AWS::AppMesh::Proxy"
 UNLIMITED = 2147483647  # App Mesh's default circuit-breaker thresholds (spec §4.5, [UG-defaults])
@@ -221,6 +229,7 @@ class EnvoyCluster:
     http2: bool = False  # an http2/grpc listener on the target node: Envoy speaks HTTP/2 (h2c) to it
     outlier: OutlierDetection | None = None
     health_check: HealthCheck | None = None
+    tls: TlsOrigination | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,6 +461,7 @@ def cluster_from_snapshot(
         http2=cluster.protocol.value in ("http2", "grpc"),
         outlier=cluster.outlier,
         health_check=cluster.health_check,
+        tls=cluster.tls,
     )
 
 
@@ -595,6 +605,16 @@ def resources_from_snapshot(
     )
     clusters.append(EnvoyCluster(passthrough, (), discovery="ORIGINAL_DST"))
     return EnvoyResources(tuple(listeners), tuple(route_configs), tuple(clusters))
+
+
+def side_resources(resources: EnvoyResources, *, ingress: bool) -> EnvoyResources:
+    """One side of a node's resources: its ingress listener with the local app's clusters and routes, or
+    its egress listener with the backend clusters and the egress routes (to run Envoy as half a sidecar:
+    the bench's TLS scenarios, the interop tests)."""
+    listeners = tuple(lst for lst in resources.listeners if lst.name.startswith("lds_ingress_") == ingress)
+    clusters = tuple(c for c in resources.clusters if c.name.startswith("cds_ingress_") == ingress)
+    configs = tuple(r for r in resources.route_configs if r.name.startswith("rds_ingress_") == ingress)
+    return EnvoyResources(listeners, configs, clusters)
 
 
 def _terminating(chain: EnvoyChain, tls: TlsTermination | None) -> tuple[EnvoyChain, ...]:
@@ -781,6 +801,8 @@ def render_cluster(cluster: EnvoyCluster) -> dict[str, Any]:
         }
     if cluster.health_check is not None:
         rendered["health_checks"] = [_health_check(cluster.health_check)]
+    if cluster.tls is not None:
+        rendered["transport_socket"] = _upstream_tls(cluster.tls)
     return rendered
 
 
@@ -867,16 +889,93 @@ def _tcp_proxy(chain: EnvoyTcpChain) -> dict[str, Any]:
     return proxy
 
 
-def _downstream_tls(tls: TlsTermination) -> dict[str, Any]:
-    certificate = {
-        "certificate_chain": {"filename": tls.certificate_chain},
-        "private_key": {"filename": tls.private_key},
+def _sds_secret(name: str) -> dict[str, Any]:
+    """An SdsSecretConfig fetched from the agent's SDS cluster (spec §1.8)."""
+    return {
+        "name": name,
+        "sds_config": {
+            "api_config_source": {
+                "api_type": "GRPC",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": SDS_CLUSTER}}],
+                "transport_api_version": "V3",
+            },
+            "resource_api_version": "V3",
+        },
     }
+
+
+def _certificate_context(certificate: CertificateSource | None) -> dict[str, Any]:
+    if certificate is None:
+        return {}
+    if certificate.sds_secret is not None:
+        return {"tls_certificate_sds_secret_configs": [_sds_secret(certificate.sds_secret)]}
+    return {
+        "tls_certificates": [
+            {
+                "certificate_chain": {"filename": certificate.certificate_chain},
+                "private_key": {"filename": certificate.private_key},
+            }
+        ]
+    }
+
+
+def _validation_context(validation: PeerValidation | None) -> dict[str, Any]:
+    """A file trust bundle as `validation_context`; an SDS one as a `combined_validation_context` whose static
+    part carries the SANs (SAN lists are exact matches, spec §4.2)."""
+    if validation is None:
+        return {}
+    names = [{"exact": name} for name in validation.subject_alternative_names]
+    if validation.trust_sds_secret is not None:
+        secret = _sds_secret(validation.trust_sds_secret)
+        if not names:
+            return {"validation_context_sds_secret_config": secret}
+        return {
+            "combined_validation_context": {
+                "default_validation_context": {"match_subject_alt_names": names},
+                "validation_context_sds_secret_config": secret,
+            }
+        }
+    context: dict[str, Any] = {"trusted_ca": {"filename": validation.trust_file}}
+    if names:
+        context["match_subject_alt_names"] = names
+    return {"validation_context": context}
+
+
+def _downstream_tls(tls: TlsTermination, alpn: Sequence[str] = ()) -> dict[str, Any]:
+    common = {**_certificate_context(tls.certificate), **_validation_context(tls.validation)}
+    if alpn:
+        common["alpn_protocols"] = list(alpn)
+    config: dict[str, Any] = {"@type": DOWNSTREAM_TLS_TYPE, "common_tls_context": common}
+    if tls.require_client_certificate:
+        config["require_client_certificate"] = True
+    return {"name": "envoy.transport_sockets.tls", "typed_config": config}
+
+
+def _upstream_tls(tls: TlsOrigination) -> dict[str, Any]:
+    """No `sni` (App Mesh never set one) and no ALPN: Envoy's connection pools offer h2 / http/1.1 by the
+    cluster's protocol themselves."""
+    common = {**_certificate_context(tls.certificate), **_validation_context(tls.validation)}
     return {
         "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": DOWNSTREAM_TLS_TYPE,
-            "common_tls_context": {"tls_certificates": [certificate]},
+        "typed_config": {"@type": UPSTREAM_TLS_TYPE, "common_tls_context": common},
+    }
+
+
+def sds_cluster(socket_path: str) -> dict[str, Any]:
+    """The agent's SDS cluster: STATIC, HTTP/2, connect timeout 1 s, the unix socket (spec §1.8)."""
+    return {
+        "name": SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": SDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket_path}}}}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_PROTOCOL_OPTIONS_TYPE,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
         },
     }
 
@@ -933,7 +1032,8 @@ def render_chain(chain: EnvoyChain, options: ChainOptions = ChainOptions()) -> d
     if match:
         rendered = {"filter_chain_match": match, **rendered}
     if chain.tls is not None:
-        rendered["transport_socket"] = _downstream_tls(chain.tls)
+        alpn = HTTP_ALPN if isinstance(chain, EnvoyHttpChain) else ()
+        rendered["transport_socket"] = _downstream_tls(chain.tls, alpn)
     return rendered
 
 

@@ -15,7 +15,7 @@ from meshproxy.config.dialects import read_bytes, read_files
 from meshproxy.config.errors import ConfigError, Issue
 from meshproxy.config.model import MeshResources
 from meshproxy.config.raw import RawResource
-from meshproxy.config.snapshot import Identity, Snapshot
+from meshproxy.config.snapshot import APP_MESH_LIMITS, ConnectionPoolLimits, Identity, Snapshot
 from meshproxy.config.validate import validate
 
 
@@ -75,6 +75,7 @@ def snapshot_from_bytes(
     source: str = "<config>",
     egress_port: int = 15001,
     version: str | None = None,
+    egress_limits: ConnectionPoolLimits = APP_MESH_LIMITS,
 ) -> Snapshot:
     """Parse, validate and compile configuration bytes (a file's or an HTTP body's) for `identity`."""
     read = read_bytes(data, source=source)
@@ -86,4 +87,5 @@ def snapshot_from_bytes(
         identity,
         version=version if version is not None else content_version(data),
         egress_port=egress_port,
+        egress_limits=egress_limits,
     )

@@ -196,6 +196,33 @@ class ConnectionPoolLimits:
     max_requests: int = 2147483647
 
 
+APP_MESH_LIMITS = ConnectionPoolLimits()  # what App Mesh rendered for every cluster without a connectionPool
+# Envoy's own default thresholds per cluster (cluster.proto CircuitBreakers: 1024 connections, pending and
+# requests). meshproxy applies them to egress clusters (MESHPROXY_EGRESS_MAX_*): App Mesh rendered 2147483647
+# there, which let one failing backend hold any number of connections and queued requests.
+ENVOY_DEFAULT_LIMITS = ConnectionPoolLimits(1024, 1024, 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudget:
+    """How many retries a cluster allows, following its recent success rate (router/retry.py).
+
+    gRPC's retry throttling (gRFC A6) as a token bucket per cluster: every attempt that fails takes a token,
+    every attempt that succeeds gives back `token_ratio`; retries go while more than half of `max_tokens`
+    are left, so they flow freely while most attempts succeed (with the default ratio of 1, while more than
+    half do) and stop when most fail. Beyond that, `min_retries_per_second` retries are always allowed (a
+    floor, as linkerd's budgets have). A retry the budget refuses counts `upstream_rq_retry_overflow` and
+    the response (or failure) stands, flagged UO, as Envoy's `max_retries` breaker does.
+    """
+
+    max_tokens: float = 100.0
+    token_ratio: float = 1.0
+    min_retries_per_second: float = 5.0
+
+
+DEFAULT_RETRY_BUDGET = RetryBudget()
+
+
 @dataclass(frozen=True, slots=True)
 class OutlierDetection:
     max_server_errors: int
@@ -216,6 +243,42 @@ class HealthCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateSource:
+    """A certificate chain and its private key (spec §4.2 `certificate`): two PEM files, or an SDS secret."""
+
+    certificate_chain: str | None = None
+    private_key: str | None = None
+    sds_secret: str | None = None
+
+    def describe(self) -> str:
+        """For log lines: the file or the secret."""
+        return f"SDS secret {self.sds_secret!r}" if self.sds_secret else f"file {self.certificate_chain}"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerValidation:
+    """How a peer's certificate is checked (spec §4.2 `validation`): the trust bundle (a PEM file or an SDS
+    secret) and the subject alternative names to accept (empty: any name the trusted CA signed)."""
+
+    trust_file: str | None = None
+    trust_sds_secret: str | None = None
+    subject_alternative_names: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"SDS secret {self.trust_sds_secret!r}" if self.trust_sds_secret else f"file {self.trust_file}"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOrigination:
+    """TLS from this proxy to a cluster's hosts: a client policy (spec §4.2 `clientPolicy.tls`), or App
+    Mesh's server-driven default (the target listener terminates TLS and no client policy covers its port:
+    TLS is negotiated and the server's certificate is not validated, `validation` None)."""
+
+    validation: PeerValidation | None
+    certificate: CertificateSource | None = None  # the client certificate (mTLS)
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     """An upstream: the local app (ingress) or a backend virtual node (egress)."""
 
@@ -227,6 +290,7 @@ class Cluster:
     limits: ConnectionPoolLimits = ConnectionPoolLimits()
     outlier: OutlierDetection | None = None
     health_check: HealthCheck | None = None
+    tls: TlsOrigination | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,9 +302,17 @@ class AccessLogConfig:
 
 @dataclass(frozen=True, slots=True)
 class TlsTermination:
-    mode: str  # STRICT | PERMISSIVE | DISABLED
-    certificate_chain: str
-    private_key: str
+    """A listener's `tls` (spec §4.2, §4.6): STRICT (TLS only) or PERMISSIVE (TLS and plaintext); DISABLED
+    listeners compile to no termination. With `validation` the listener asks for a client certificate (mTLS)
+    and checks it; a STRICT listener then requires one, a PERMISSIVE one accepts clients without."""
+
+    mode: str  # STRICT | PERMISSIVE
+    certificate: CertificateSource
+    validation: PeerValidation | None = None
+
+    @property
+    def require_client_certificate(self) -> bool:
+        return self.validation is not None and self.mode == "STRICT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,3 +352,6 @@ class Snapshot:
     gateway: tuple[GatewayListener, ...] = ()
     access_log: AccessLogConfig | None = None
     backends: tuple[str, ...] = ()  # virtual service names this node may call
+    # Ports the node's HTTP backends (http, http2, grpc) listen on: an egress connection to one of them is
+    # HTTP even while it is silent (a client that connects first and sends later), never server-first TCP.
+    http_ports: frozenset[int] = frozenset()

@@ -78,11 +78,17 @@ _IGNORED_MEMBERS = frozenset(
 RESERVED_PREFIXES = ("/aws-appmesh", "/aws-app-mesh")
 RESERVED_GRPC_SERVICES = ("aws.appmesh", "aws.app-mesh")
 MAX_BACKENDS = 50  # quota L-8775AB18, not adjustable (spec §4.8)
-UNSUPPORTED_ACM = (
-    "ACM is an AWS service meshproxy cannot reach for keys; export the certificate to files and use `file`"
+# ACM never hands a private key to a proxy it does not run: App Mesh's Envoy got them through the App Mesh
+# control plane, which is gone. The way out is the certificate (and key) as files, or an SDS agent.
+MOVE_FROM_ACM_CERTIFICATE = (
+    "ACM certificates are not supported (only App Mesh's control plane could fetch their keys): export "
+    "the certificate, its chain and key (`aws acm export-certificate`) into files and use `file`, or serve "
+    "them from an SDS agent (SPIRE) and use `sds`"
 )
-UNSUPPORTED_SDS = (
-    "SDS (secret discovery) is not supported by meshproxy; mount the certificate files and use `file`"
+MOVE_FROM_ACM_AUTHORITY = (
+    "ACM certificate authorities are not supported (only App Mesh's control plane could fetch them): put "
+    "the CA certificate (`aws acm-pca get-certificate-authority-certificate`) in a file and use "
+    "`trust.file`, or serve the bundle from an SDS agent and use `trust.sds`"
 )
 
 Finding = Callable[[str, str], None]  # (path, message)
@@ -320,28 +326,20 @@ def _check_listener_tls(tls: ListenerTls | None, path: str, error: Finding, warn
     # a listener with mode DISABLED never presents its certificate, so an unusable source is only a warning
     report = warning if tls.mode == "DISABLED" else error
     if tls.certificate.acm_certificate_arn is not None:
-        report(join(path, "certificate.acm"), f"ACM certificates are not supported: {UNSUPPORTED_ACM}")
-    if tls.certificate.sds_secret_name is not None:
-        report(join(path, "certificate.sds"), UNSUPPORTED_SDS)
-    if tls.validation is not None and tls.validation.sds_secret_name is not None:
-        report(join(path, "validation.trust.sds"), UNSUPPORTED_SDS)
+        report(join(path, "certificate.acm"), MOVE_FROM_ACM_CERTIFICATE)
+    # listener validation has no ACM member in the API (ListenerTlsValidationContextTrust: file | sds)
 
 
 def _check_client_policy(policy: ClientPolicy | None, path: str, error: Finding, warning: Finding) -> None:
     if policy is None or policy.tls is None:
         return
     tls = policy.tls
+    # an enforced policy that cannot validate would mean no TLS where TLS was required: refused; an
+    # unenforced one falls back to what the backend's listener asks for, so it is only a warning
     report = error if tls.enforce else warning
     base = join(path, "tls")
     if tls.validation.acm_certificate_authority_arns:
-        report(
-            join(base, "validation.trust.acm"),
-            f"ACM certificate authorities are not supported: {UNSUPPORTED_ACM}",
-        )
-    if tls.validation.sds_secret_name is not None:
-        report(join(base, "validation.trust.sds"), UNSUPPORTED_SDS)
-    if tls.certificate is not None and tls.certificate.sds_secret_name is not None:
-        report(join(base, "certificate.sds"), UNSUPPORTED_SDS)
+        report(join(base, "validation.trust.acm"), MOVE_FROM_ACM_AUTHORITY)
 
 
 def _check_listeners(listeners: Sequence[Listener], path: str, error: Finding, warning: Finding) -> None:

@@ -48,6 +48,8 @@ CONNECTION_TERMINATION = LocalReply(
 )
 UPSTREAM_TIMEOUT = LocalReply(504, b"upstream request timeout", ResponseFlag.UPSTREAM_REQUEST_TIMEOUT, 4)
 STREAM_IDLE_TIMEOUT = LocalReply(408, b"stream timeout", ResponseFlag.STREAM_IDLE_TIMEOUT, 4)
+# Envoy's request_headers_timeout (no stream exists yet, so no flag is logged for it).
+REQUEST_HEADER_TIMEOUT = LocalReply(408, b"request header timeout", ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR, 4)
 BAD_REQUEST = LocalReply(400, b"Bad Request", ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR, 13)
 # Envoy's codec answers a head over max_request_headers_kb / max_headers_count with 431 (RFC 6585 §5).
 HEADERS_TOO_LARGE = LocalReply(

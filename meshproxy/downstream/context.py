@@ -30,6 +30,22 @@ class ClientConnection(Protocol):
     @property
     def opened(self) -> float: ...
 
+    @property
+    def requests(self) -> int:
+        """Requests started on this connection (0: a fresh connection, its first request still to come)."""
+        ...
+
+    @property
+    def head_started(self) -> float:
+        """When the first byte of a request head (HTTP/2: of a frame, with no stream open) that is still
+        incomplete arrived; 0 when none is."""
+        ...
+
+    def on_headers_timeout(self) -> bool:
+        """The head has been incomplete for the request-headers timeout: 408 (HTTP/2: GOAWAY) and close.
+        False if it was not (any more) waiting for a head."""
+        ...
+
     def close_if_idle(self) -> bool:
         """Close now if no request is in flight (keep-alive between requests, drain); True if it closed."""
         ...

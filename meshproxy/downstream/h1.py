@@ -57,6 +57,7 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
         "close_after_response",
         "codec",
         "ctx",
+        "head_started",
         "held",
         "last_activity",
         "opened",
@@ -87,6 +88,7 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
         self.out: list[bytes] = []  # parts of the next write (`flush`)
         self.paused = False
         self.last_activity = self.opened = ctx.clock.now()
+        self.head_started = 0.0  # when the first byte of a request head still incomplete came (0: none)
         self.close_after_response = False
         self.tunnel: TunnelEnd | None = None
         self.tunnel_bytes = b""
@@ -104,7 +106,9 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
         self.note_peer(transport)
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self.ctx.clock.now()
+        self.last_activity = now = self.ctx.clock.now()
+        if self.receiving is None and not self.head_started:
+            self.head_started = now  # the request-headers timeout runs until its head is parsed
         self.ctx.http_stats.downstream_cx_rx_bytes_total += len(data)
         if self.state is DownstreamState.TUNNEL:
             if self.tunnel is not None:
@@ -153,6 +157,7 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
             if self.state is not DownstreamState.OPEN:
                 return
             if isinstance(event, RequestHead):
+                self.head_started = 0.0
                 if self.responding is not None or self.receiving is not None:
                     self.held.extend(events[index:])  # pipelined: answer in order
                     self.pause_reading()
@@ -423,6 +428,19 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
             self._close()
             return True
         return False
+
+    def on_headers_timeout(self) -> bool:
+        """Envoy's request_headers_timeout: a head still incomplete gets 408 and the connection closes. The
+        head's size is bounded meanwhile by the codec's limits (431 past them). A head pipelined behind a
+        response still being sent waits for it."""
+        if not self.head_started or self.state is not DownstreamState.OPEN or self.responding is not None:
+            return False
+        self.head_started = 0.0
+        self.ctx.http_stats.downstream_rq_header_timeout += 1
+        self._write_local_reply(outcomes.REQUEST_HEADER_TIMEOUT, close=True)
+        self.state = DownstreamState.CLOSING
+        self._close()
+        return True
 
     def _close(self) -> None:
         if self.state is DownstreamState.OPEN or self.state is DownstreamState.TUNNEL:

@@ -78,6 +78,7 @@ class H2ConnectionManager(AcceptedConnection, asyncio.Protocol):
         "flush_scheduled",
         "goaway_sent",
         "h2",
+        "head_started",
         "in_batch",
         "last_activity",
         "last_stream_id",
@@ -97,6 +98,7 @@ class H2ConnectionManager(AcceptedConnection, asyncio.Protocol):
         self.state = H2ConnectionState.OPEN
         self.streams: dict[int, H2DownstreamStream] = {}
         self.last_activity = self.opened = ctx.clock.now()
+        self.head_started = 0.0  # since when, with no stream open, a frame is only partly received (0: not)
         self.requests = 0
         self.last_stream_id = 0
         self.goaway_sent = False
@@ -124,7 +126,7 @@ class H2ConnectionManager(AcceptedConnection, asyncio.Protocol):
         self.note_peer(transport)
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self.ctx.clock.now()
+        self.last_activity = now = self.ctx.clock.now()
         self.ctx.http_stats.downstream_cx_rx_bytes_total += len(data)
         try:
             events = self.h2.receive_data(data)
@@ -138,6 +140,12 @@ class H2ConnectionManager(AcceptedConnection, asyncio.Protocol):
         finally:
             self.in_batch = False
         self.flush()
+        if self.streams:
+            self.head_started = 0.0
+        elif self.h2.reading_frame():  # a preface, a frame or a header block dribbling in
+            self.head_started = self.head_started or now
+        else:
+            self.head_started = 0.0
         if self.state is H2ConnectionState.DRAINING and not self.streams:
             self._close()
 
@@ -337,10 +345,25 @@ class H2ConnectionManager(AcceptedConnection, asyncio.Protocol):
     def active_requests(self) -> list[RouterRequest]:
         return [s.request for s in self.streams.values() if s.request is not None]
 
+    def on_headers_timeout(self) -> bool:
+        """No stream open and a frame (the preface, a HEADERS block) incomplete for the request-headers
+        timeout: GOAWAY and close. Frames and header blocks are bounded meanwhile (SETTINGS_MAX_FRAME_SIZE,
+        the header-list limits)."""
+        if not self.head_started or self.streams or self.state is H2ConnectionState.CLOSED:
+            return False
+        self.head_started = 0.0
+        self.ctx.http_stats.downstream_rq_header_timeout += 1
+        self._close()
+        return True
+
     def close_if_idle(self) -> bool:
+        """Close now if no stream is open. While the proxy drains, the client is told first (a GOAWAY with
+        the last stream id) and the connection closes on a later call, so a request crossing the GOAWAY is
+        refused (REFUSED_STREAM: the client may retry it) instead of lost with the connection."""
+        if self.ctx.draining and not self.goaway_sent:
+            self._send_goaway()
+            return False
         if self.idle():
             self._close()
             return True
-        if self.ctx.draining:
-            self._send_goaway()
         return False

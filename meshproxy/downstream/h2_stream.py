@@ -34,7 +34,6 @@ class StreamHost(Protocol):
 
     h2: H2Codec
     peer: str
-    peer_ip: bytes
     write_paused: bool
 
     @property
@@ -107,10 +106,6 @@ class H2DownstreamStream(StreamFlow[StreamHost]):
     @property
     def peer(self) -> str:
         return self.connection.peer
-
-    @property
-    def peer_ip(self) -> bytes:
-        return self.connection.peer_ip
 
     # ---------------------------------------------------------------- Downstream (called by the router)
     def send_informational(self, status: int, headers: Headers) -> None:

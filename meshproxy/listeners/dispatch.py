@@ -52,7 +52,7 @@ class DispatchState(enum.Enum):
 
 
 class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
-    __slots__ = ("buffer", "listener", "policy", "state", "timer", "transport")
+    __slots__ = ("buffer", "listener", "opened", "policy", "state", "timer", "transport")
 
     def __init__(self, listener: PolicyListener, policy: SniffingPolicy) -> None:
         super().__init__(None)  # the redirect is known once the transport is
@@ -62,6 +62,7 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         self.buffer = b""
         self.state = DispatchState.WAITING
         self.timer: Timer | None = None
+        self.opened = 0.0
 
     def __repr__(self) -> str:
         return f"<ConnectionDispatcher {self.listener.local_address} {self.state.value} {self.redirect!r}>"
@@ -70,6 +71,8 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.redirect = Redirect(transport, self.listener.port)
+        self.opened = self.listener.clock.now()
+        self.listener.pending.add(self)
         self.policy.on_connect(self)
 
     def data_received(self, data: bytes) -> None:
@@ -91,6 +94,7 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
         self.state = DispatchState.CLOSED
+        self.listener.pending.discard(self)
 
     # ---------------------------------------------------------------- called by the policy
     def sniff(self, timeout: float) -> None:
@@ -105,15 +109,27 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         """h2c with prior knowledge (RFC 9113 §3.3) goes to the HTTP/2 connection manager."""
         self._hand_over(H2ConnectionManager(self.listener, self.redirect))
 
-    def start_tcp(self, cluster: ClusterRuntime, idle: float | None, retry: RetryPolicy | None) -> None:
-        transport = self.transport
+    def start_tcp(
+        self,
+        cluster: ClusterRuntime,
+        idle: float | None,
+        retry: RetryPolicy | None,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
+        """Bridge the connection to `cluster` (`transport`: the decrypted side of a TLS connection)."""
+        transport = transport or self.transport
         assert transport is not None
         self.state = DispatchState.HANDED_OVER
+        self.listener.pending.discard(self)
         self.listener.listener_stats.downstream_cx_total += 1
         session = TcpProxySession(transport, self.buffer, cluster, self.listener.tcp_stats, retry, idle)
         self.buffer = b""
         transport.set_protocol(session.protocol)
         session.start()
+
+    def hand_to(self, protocol: asyncio.Protocol) -> None:
+        """Hand the connection, with the bytes read so far, to `protocol` (a TLS session, say)."""
+        self._hand_over(protocol)
 
     def passthrough(self) -> None:
         """To the original destination, bytes untouched (ALLOW_ALL, or TLS to an AWS API under DROP_ALL)."""
@@ -123,7 +139,9 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         self.start_tcp(cluster, idle=3600.0, retry=None)
 
     def close(self) -> None:
+        self._cancel_timer()
         self.state = DispatchState.CLOSED
+        self.listener.pending.discard(self)
         if self.transport is not None:
             self.transport.close()
 
@@ -132,6 +150,7 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         self.state = DispatchState.HANDED_OVER
+        self.listener.pending.discard(self)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if self.buffer:

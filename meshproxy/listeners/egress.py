@@ -5,6 +5,12 @@ for everything, so it looks at the first bytes (listeners/detect.py, spec §2.4)
 connection managers (routed by Host); TLS is passed through untouched when the mesh allows it (ALLOW_ALL, or
 an `*.amazonaws.com` SNI under DROP_ALL, as App Mesh did); other bytes follow the TCP route for the original
 port, or pass through to the original destination under ALLOW_ALL. What is not allowed is closed.
+
+A client may connect first and send later (connection pools, pre-warming). The original destination says
+what silence means: to a port one of the node's HTTP backends listens on, it is an HTTP client still to
+speak, served by the HTTP/1.1 connection manager (whose idle and request-headers timeouts then apply);
+elsewhere, after Envoy's listener-filter timeout of 15 s, a server-first protocol (MySQL, SMTP) for the TCP
+route or passthrough (issue 14: the old 1 s lost three connections in four of such clients under DROP_ALL).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from meshproxy.listeners.dispatch import ConnectionDispatcher
 from meshproxy.listeners.policy import PolicyListener
 from meshproxy.router.match import pick_weighted
 
-SNIFF_TIMEOUT_S = 1.0  # server-first protocols (MySQL, SMTP) send nothing: treat them as opaque TCP
+LISTENER_FILTER_TIMEOUT_S = 15.0  # Envoy's listener_filters_timeout: how long silence means "still to speak"
 AWS_API_SUFFIX = ".amazonaws.com"
 
 
@@ -34,7 +40,7 @@ class EgressPolicy:
         return True
 
     def on_connect(self, dispatcher: ConnectionDispatcher) -> None:
-        dispatcher.sniff(SNIFF_TIMEOUT_S)
+        dispatcher.sniff(LISTENER_FILTER_TIMEOUT_S)
 
     def on_detected(self, dispatcher: ConnectionDispatcher, detection: Detection) -> None:
         kind = detection.kind
@@ -50,11 +56,20 @@ class EgressPolicy:
             if allowed and dispatcher.original_destination is not None:
                 dispatcher.passthrough()
             else:
-                self.on_silence(dispatcher)
+                self._tcp(dispatcher)
         else:
-            self.on_silence(dispatcher)
+            self._tcp(dispatcher)
 
     def on_silence(self, dispatcher: ConnectionDispatcher) -> None:
+        """Nothing (complete) said within the listener-filter timeout: to an HTTP backend's port, an HTTP
+        client that has not spoken yet; elsewhere, a server-first protocol."""
+        port = dispatcher.original_port
+        if port is not None and port in dispatcher.listener.snapshot.http_ports:
+            dispatcher.hand_to_http()
+            return
+        self._tcp(dispatcher)
+
+    def _tcp(self, dispatcher: ConnectionDispatcher) -> None:
         """Non-HTTP: the TCP route of the original port, else passthrough (ALLOW_ALL), else close."""
         listener = dispatcher.listener
         snapshot = listener.snapshot

@@ -21,6 +21,7 @@ from meshproxy.downstream.context import ConnectionContext, UpgradeSource
 from meshproxy.downstream.h1 import Http1ConnectionManager
 from meshproxy.downstream.h2 import H2ConnectionManager
 from meshproxy.downstream.h2_stream import H2StreamState
+from meshproxy.net.original_dst import Redirect
 
 log = logging.getLogger("meshproxy.http2")
 
@@ -39,10 +40,11 @@ class PrefaceSniffer(asyncio.Protocol):
     """An http2/grpc listener that nothing redirects to (a virtual gateway's port): h2c with prior knowledge
     goes to the HTTP/2 manager, anything else to the HTTP/1.1 one (which may then ask `Upgrade: h2c`)."""
 
-    __slots__ = ("buffer", "ctx", "state", "transport")
+    __slots__ = ("buffer", "ctx", "redirect", "state", "transport")
 
-    def __init__(self, ctx: ConnectionContext) -> None:
+    def __init__(self, ctx: ConnectionContext, redirect: Redirect | None = None) -> None:
         self.ctx = ctx
+        self.redirect = redirect  # a redirected connection's original destination, for the manager
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
         self.state = PrefaceState.SNIFFING
@@ -61,9 +63,9 @@ class PrefaceSniffer(asyncio.Protocol):
         assert transport is not None
         protocol: asyncio.Protocol
         if buffer.startswith(H2_PREFACE):
-            protocol = H2ConnectionManager(self.ctx)
+            protocol = H2ConnectionManager(self.ctx, self.redirect)
         else:
-            protocol = Http1ConnectionManager(self.ctx)
+            protocol = Http1ConnectionManager(self.ctx, self.redirect)
         self.state = PrefaceState.HANDED_OVER
         self.buffer = b""
         transport.set_protocol(protocol)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from meshproxy.codec.h1 import ServerCodec
-from meshproxy.config.snapshot import GatewayListener, IngressListener, Snapshot, TlsTermination
+from meshproxy.config.snapshot import GatewayListener, IngressListener, Snapshot
 from meshproxy.core.clock import Clock
 from meshproxy.core.direction import ListenerDirection
 from meshproxy.core.events import Event, RequestHead
@@ -24,8 +24,10 @@ from meshproxy.listeners.egress import EgressPolicy
 from meshproxy.listeners.gateway import GatewayPolicy
 from meshproxy.listeners.h2c import upgrade_to_h2c
 from meshproxy.listeners.ingress import IngressPolicy
-from meshproxy.listeners.policy import ListenerPolicy
-from meshproxy.net.listen import listening_socket
+from meshproxy.listeners.policy import ListenerPolicy, PendingConnection
+from meshproxy.net.descriptors import DescriptorGuard
+from meshproxy.net.listen import Acceptor, listening_socket
+from meshproxy.net.tls_contexts import TlsContexts, TlsContextSource, TlsKey
 from meshproxy.router.context import RequestObserver, Tracer
 from meshproxy.telemetry.stats import StatsStore
 from meshproxy.upstream.cluster import ClusterManager, ClusterRuntime
@@ -55,6 +57,9 @@ class ListenerHost(Protocol):
     @property
     def clock(self) -> Clock: ...
 
+    @property
+    def tls(self) -> TlsContexts: ...
+
 
 class ListenerState(enum.Enum):
     CREATED = "created"
@@ -80,7 +85,10 @@ class HttpListener:
         port: int,
         host: ListenerHost,
         server_codec_factory: Callable[[], ServerCodec],
+        descriptors: DescriptorGuard | None = None,
     ) -> None:
+        """`descriptors`: the process's guard against running out of file descriptors, told of every
+        accepted connection (it pauses this listener's acceptor when they run short)."""
         self.direction = direction
         self.address = address
         self.port = port
@@ -99,8 +107,10 @@ class HttpListener:
         self.tcp_stats = host.store.tcp_proxy(self.stat_prefix)
         self.requests_active = 0  # this listener's own count (http stats may be shared by several listeners)
         self.connections: set[ClientConnection] = set()
+        self.pending: set[PendingConnection] = set()  # accepted, protocol not known yet
         self.state = ListenerState.CREATED
-        self.server: asyncio.Server | None = None
+        self.acceptor: Acceptor | None = None
+        self.descriptors = descriptors
         self.socket: socket.socket | None = None
 
     def __repr__(self) -> str:
@@ -151,11 +161,8 @@ class HttpListener:
                 return gateway
         return None
 
-    def tls_termination(self) -> TlsTermination | None:
-        gateway = self.gateway_listener()
-        if gateway is not None and gateway.tls is not None and gateway.tls.mode != "DISABLED":
-            return gateway.tls
-        return None
+    def tls_source(self, key: TlsKey) -> TlsContextSource | None:
+        return self.host.tls.source(key)
 
     # ---------------------------------------------------------------- socket
     def bind(self) -> None:
@@ -166,18 +173,25 @@ class HttpListener:
         if self.socket is None:
             self.bind()
         assert self.socket is not None
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(self.accept, sock=self.socket)
+        self.acceptor = Acceptor(self.socket, self.accept)
+        await self.acceptor.start()
+        if self.descriptors is not None:
+            self.descriptors.watch(self.acceptor)
         self.state = ListenerState.LISTENING
 
     def accept(self) -> asyncio.Protocol:
         """The protocol for a newly accepted connection."""
+        if self.descriptors is not None:
+            self.descriptors.on_accept()
         return self.policy.accept(self)
 
-    async def stop_accepting(self) -> None:
-        if self.server is not None:
-            self.server.close()
+    async def stop_accepting(self) -> int:
+        """Close the listening socket; the connections already queued on it are accepted and served first
+        (closing would reset them). Returns how many there were."""
         self.state = ListenerState.CLOSED
+        if self.acceptor is None:
+            return 0
+        return await self.acceptor.close()
 
     # ---------------------------------------------------------------- ConnectionContext (stats are integers)
     def connection_opened(self, connection: ClientConnection, http2: bool) -> None:
@@ -243,6 +257,37 @@ class HttpListener:
             if expired and connection.close_if_idle():
                 closed += 1
         return closed
+
+    def drain_connections(self, now: float, idle_for: float, fresh_for: float | None) -> int:
+        """While the proxy drains: close connections quiet for `idle_for` seconds between requests (every
+        response of the drain says `Connection: close`, so these are connections idle since before it), and
+        connections still to send their first request only once quiet for `fresh_for` (None: never; a client
+        that has just connected is about to send). HTTP/2 connections get their GOAWAY first."""
+        closed = 0
+        for connection in list(self.connections):
+            limit = idle_for if connection.requests else fresh_for
+            if limit is not None and now - connection.last_activity >= limit and connection.close_if_idle():
+                closed += 1
+        if fresh_for is not None:
+            for pending in list(self.pending):
+                if now - pending.opened >= fresh_for:
+                    pending.close()
+                    closed += 1
+        return closed
+
+    @property
+    def open_connections(self) -> int:
+        return len(self.connections) + len(self.pending)
+
+    def expire_slow_heads(self, now: float, timeout: float) -> int:
+        """Envoy's request_headers_timeout: connections whose request head has been arriving for `timeout`
+        seconds get 408 and are closed (counted downstream_rq_header_timeout)."""
+        expired = 0
+        for connection in list(self.connections):
+            started = connection.head_started
+            if started and now - started >= timeout and connection.on_headers_timeout():
+                expired += 1
+        return expired
 
     def expire_idle_streams(self, now: float) -> int:
         """Time out requests that moved no bytes for their idle timeout (Envoy's stream idle timeout)."""

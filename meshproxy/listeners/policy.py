@@ -11,14 +11,29 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from meshproxy.config.snapshot import GatewayListener, IngressListener, TlsTermination
+from meshproxy.config.snapshot import GatewayListener, IngressListener
 from meshproxy.downstream.context import ConnectionContext
+from meshproxy.net.tls_contexts import TlsContextSource, TlsKey
 from meshproxy.telemetry.stats import TcpProxyStats
 from meshproxy.upstream.cluster import ClusterRuntime
 
 
+class PendingConnection(Protocol):
+    """An accepted connection whose protocol is not known yet (listeners/dispatch.py)."""
+
+    @property
+    def opened(self) -> float: ...
+
+    def close(self) -> None: ...
+
+
 class PolicyListener(ConnectionContext, Protocol):
     """A listener as its policy sees it."""
+
+    @property
+    def pending(self) -> set[PendingConnection]:
+        """Accepted connections still being told apart (a drain waits for them too)."""
+        ...
 
     @property
     def tcp_stats(self) -> TcpProxyStats: ...
@@ -32,7 +47,9 @@ class PolicyListener(ConnectionContext, Protocol):
 
     def gateway_listener(self) -> GatewayListener | None: ...
 
-    def tls_termination(self) -> TlsTermination | None: ...
+    def tls_source(self, key: TlsKey) -> TlsContextSource | None:
+        """The current TLS context source for a termination (None if the snapshot did not prepare it)."""
+        ...
 
     def passthrough_cluster(self, address: str, port: int, http2: bool) -> ClusterRuntime: ...
 

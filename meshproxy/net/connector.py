@@ -3,7 +3,9 @@
 Pools and the TCP proxy call `Connector.connect` with the protocol object that will own the connection; the
 production `LoopConnector` asks the event loop for a TCP connection, the component tests give an in-memory one
 (tests/component/memory.py) that connects the protocol to a fake upstream. Foreign exceptions (OSError,
-TimeoutError) are translated here into one `ConnectFailure`, which the callers map to Envoy's `UF`.
+TimeoutError) are translated here into one `ConnectFailure`, which the callers map to Envoy's `UF`. TLS
+origination is a `Connector` too (net/tls_connector.py): it connects through the one below it, then runs the
+handshake before the protocol sees a transport, so pools and the TCP proxy never know TLS is there.
 """
 
 from __future__ import annotations

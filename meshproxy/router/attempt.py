@@ -4,7 +4,8 @@ An `UpstreamAttempt` waits for its host's pool (a `PoolWaiter`), then owns one `
 connection or an HTTP/2 stream) as its `UpstreamStream` until the exchange ends. It keeps the per-attempt
 counters (`upstream_rq_active`, the host's counts, the cluster's request circuit breaker) and the per-try
 timeout, and hands everything else (response events, failures, back-pressure) to its `RouterRequest`, which
-decides what they mean: relay, retry, or answer locally.
+decides what they mean: relay, retry, or answer locally. A failure without a response is the host's: the
+attempt tells the cluster (outlier detection, the retry budget) before its request hears of it.
 
 States: CONNECTING (waiting for the pool) -> SENDING (attached) -> TUNNEL (after an accepted Upgrade) -> DONE.
 """
@@ -18,6 +19,7 @@ from meshproxy.codec.h1 import ProtocolError
 from meshproxy.core.clock import Clock, Timer
 from meshproxy.core.events import Event, RequestHead
 from meshproxy.core.outcomes import AttemptFailure
+from meshproxy.router.budget import HOST_FAILURES, host_failed
 from meshproxy.upstream.cluster import ClusterRuntime
 from meshproxy.upstream.host import Host
 from meshproxy.upstream.pool import Acquire, HostPool
@@ -120,6 +122,8 @@ class UpstreamAttempt:
         self.pool = None
         if self.state is AttemptState.CONNECTING:
             self.state = AttemptState.DONE
+            if failure in HOST_FAILURES:
+                host_failed(self.cluster, self.host)
             self.owner.attempt_failed(self, failure)
 
     # ---------------------------------------------------------------- the request going out
@@ -190,6 +194,7 @@ class UpstreamAttempt:
     def _on_try_timeout(self) -> None:
         self.try_timer = None
         if self.state is AttemptState.SENDING:
+            host_failed(self.cluster, self.host)
             self.owner.attempt_try_timeout(self)
 
     # ---------------------------------------------------------------- UpstreamStream (the connection's side)
@@ -202,6 +207,8 @@ class UpstreamAttempt:
         self.upstream = None
         self.cluster.stats.upstream_rq_rx_reset += 1
         self._settle()
+        if failure in HOST_FAILURES:
+            host_failed(self.cluster, self.host)
         self.owner.attempt_failed(self, failure)
 
     def on_upstream_write_paused(self) -> None:

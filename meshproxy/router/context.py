@@ -106,9 +106,6 @@ class Downstream(Protocol):
     def original_port(self) -> int | None: ...
 
     @property
-    def peer_ip(self) -> bytes: ...
-
-    @property
     def peer(self) -> str:
         """`ip:port` of the client."""
         ...

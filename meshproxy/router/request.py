@@ -20,6 +20,7 @@ from meshproxy.core.events import BodyKind, Data, EndOfMessage, Event, RequestHe
 from meshproxy.core.outcomes import FAILURE_REPLY, AttemptFailure, LocalReply, ResponseFlag
 from meshproxy.router.attempt import UpstreamAttempt
 from meshproxy.router.body import RequestBody
+from meshproxy.router.budget import admit_retry, count_attempt, not_retried_flag
 from meshproxy.router.context import Downstream, RequestContext
 from meshproxy.router.decide import RouteDecision, decide, request_timeout
 from meshproxy.router.match import header_value, split_target
@@ -142,7 +143,6 @@ class RouterRequest:
             head,
             decision,
             self.timeout,
-            self.down.peer_ip,
             authority=authority,
             absolute_form=target_authority is not None,
             host_present=host is not None,
@@ -222,12 +222,12 @@ class RouterRequest:
     def retry_or_fail(self, failure: AttemptFailure) -> None:
         verdict = failure_verdict(self.decision.retry, failure, self.replayable, self.retries)
         if verdict is RetryVerdict.RETRY:
+            verdict = admit_retry(self.cluster, verdict, self.ctx.clock.now())
+        if verdict is RetryVerdict.RETRY:
             self._schedule_retry()
             return
-        if verdict is RetryVerdict.LIMIT_EXCEEDED:
-            self.flags.append(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED.value)
-            if self.cluster is not None:  # Envoy counts each request that ran out of retries
-                self.cluster.stats.upstream_rq_retry_limit_exceeded += 1
+        if verdict is not RetryVerdict.GIVE_UP:
+            self.flags.append(not_retried_flag(self.cluster, verdict))
         self.fail(failure)
 
     def _schedule_retry(self) -> None:
@@ -413,17 +413,16 @@ class RouterRequest:
         grpc_status = grpc_status_of(head.headers) if policy is not None and policy.grpc_statuses else None
         stats.count_response(status)
         verdict = GIVE_UP_AFTER_START
-        if not self.response_started and policy is not None:
-            body = self.body
-            replayable = body is None or body.replayable
-            verdict = response_verdict(policy, status, grpc_status, replayable, self.retries)
+        if not self.response_started:
+            verdict = response_verdict(policy, status, grpc_status, self.replayable, self.retries)
+        count_attempt(cluster, verdict is not RetryVerdict.GIVE_UP or status >= 500)
+        if verdict is RetryVerdict.RETRY:
+            verdict = admit_retry(cluster, verdict, self.ctx.clock.now())
         if verdict is RetryVerdict.RETRY:
             stats.upstream_rq_time.record(elapsed_ms)
             return False  # the caller ends this attempt and schedules the retry
-        if verdict is RetryVerdict.LIMIT_EXCEEDED:
-            stats.upstream_rq_time.record(elapsed_ms)
-            stats.upstream_rq_retry_limit_exceeded += 1
-            self.flags.append(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED.value)
+        if verdict is not RetryVerdict.GIVE_UP:
+            self.flags.append(not_retried_flag(cluster, verdict))
         elif self.retries:
             stats.upstream_rq_retry_success += 1
         self.service_time_ms = int(elapsed_ms)

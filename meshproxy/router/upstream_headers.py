@@ -6,8 +6,9 @@ that sends the message writes its own framing. Added or rewritten: `x-request-id
 `x-forwarded-for` (the client address appended), `x-forwarded-proto`, `x-envoy-expected-rq-timeout-ms`, the
 trace headers, `x-envoy-original-path` after a gateway rewrite, a gateway's host rewrite (and the Host it
 replaced in `x-envoy-original-host`, as Envoy >= 1.35). At a gateway the client is outside the mesh, so its
-`x-envoy-*` control headers are stripped. On egress the caller is not appended to `x-forwarded-for`: App
-Mesh's Envoy never did (use_remote_address off; roadmap #349, #413), the app's own header goes out as it came.
+`x-envoy-*` control headers are stripped. The caller is never appended to `x-forwarded-for`: App Mesh's
+Envoy did not on any listener (use_remote_address off; checked against Envoy 1.40 rendered as App Mesh did;
+roadmap #349, #413 ask for it at gateways), so a client's own header goes out as it came.
 """
 
 from __future__ import annotations
@@ -70,7 +71,6 @@ def upstream_head(
     head: RequestHead,
     decision: RouteDecision,
     timeout: float | None,
-    peer_ip: bytes,
     *,
     authority: str,
     absolute_form: bool,
@@ -106,9 +106,7 @@ def upstream_head(
         headers.append((b"x-envoy-original-path", decision.original_path.encode("latin-1")))
     if decision.original_host is not None:
         headers.append((b"x-envoy-original-host", decision.original_host.encode("latin-1")))
-    if direction is not ListenerDirection.EGRESS:
-        headers.append((b"x-forwarded-for", forwarded_for + b", " + peer_ip if forwarded_for else peer_ip))
-    elif forwarded_for is not None:
+    if forwarded_for is not None:
         headers.append((b"x-forwarded-for", forwarded_for))
     if not has_forwarded_proto:
         headers.append((b"x-forwarded-proto", b"http"))

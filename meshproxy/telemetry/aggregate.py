@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import fields
 from typing import TypeVar
 
-from meshproxy.telemetry.stats import Histogram, StatsStore, gauge_names
+from meshproxy.telemetry.stats import Histogram, StatsStore, TlsStats, gauge_names
 
 _PROCESS_GAUGES = frozenset(
     {"server_live", "server_state", "server_uptime", "server_concurrency", "control_plane_connected_state",
@@ -49,6 +49,11 @@ def _add_scope(into: S, other: S, skip: frozenset[str] = frozenset()) -> None:
         elif isinstance(mine, dict):
             for key, value in theirs.items():
                 mine[key] = mine.get(key, 0) + value
+        elif isinstance(theirs, TlsStats):  # a nested `ssl` scope (listeners, clusters speaking TLS)
+            if mine is None:
+                mine = TlsStats()
+                setattr(into, f.name, mine)
+            _add_scope(mine, theirs)
 
 
 def merge_stores(process: StatsStore, workers: Iterable[StatsStore]) -> StatsStore:

@@ -33,6 +33,7 @@ from meshproxy.telemetry.stats import (
     TARGET_METRIC_NAMES,
     Histogram,
     StatsStore,
+    TlsStats,
     gauge_names,
 )
 
@@ -45,13 +46,31 @@ _HTTP_CLASSES: tuple[int, ...] = (1, 2, 3, 4, 5)
 _APPMESH_LISTENER_PREFIX = re.compile(r"(\w+?)\.(\w+?)\.([0-9]+)")
 
 
-# Scope fields whose Envoy name has a dot where a Python field cannot (Envoy's outlier detection stats).
+# Scope fields whose Envoy name has a dot where a Python field cannot (outlier detection, health checks).
 FIELD_STAT_NAMES: dict[str, str] = {
     "outlier_detection_ejections_active": "outlier_detection.ejections_active",
     "outlier_detection_ejections_enforced_total": "outlier_detection.ejections_enforced_total",
-    "ssl_handshake": "ssl.handshake",
-    "ssl_connection_error": "ssl.connection_error",
-    "ssl_no_certificate": "ssl.no_certificate",
+    "health_check_attempt": "health_check.attempt",
+    "health_check_success": "health_check.success",
+    "health_check_failure": "health_check.failure",
+    "health_check_network_failure": "health_check.network_failure",
+    "health_check_healthy": "health_check.healthy",
+}
+# A TLS scope's stats below its listener or cluster: `ssl.<stat>`, except the socket factory's, which Envoy
+# names per side (`server_ssl_socket_factory.*` on listeners, `client_ssl_socket_factory.*` on clusters).
+_TLS_FACTORY = {"listener": "server_ssl_socket_factory", "cluster": "client_ssl_socket_factory"}
+_TLS_FACTORY_STATS = {
+    "context_update_by_sds": "ssl_context_update_by_sds",
+    "downstream_context_secrets_not_ready": "downstream_context_secrets_not_ready",
+    "upstream_context_secrets_not_ready": "upstream_context_secrets_not_ready",
+}
+# The tags of the per-value TLS counters, as Envoy 1.40 extracts them (a cluster's cipher keeps the older
+# `cipher_suite` tag name; read from real Envoy's /stats/prometheus, tests/e2e/test_mesh_tls_envoy.py).
+_TLS_VALUE_TAGS = {
+    ("listener", "ciphers"): "envoy.ssl_cipher",
+    ("cluster", "ciphers"): "cipher_suite",
+    ("listener", "versions"): "envoy.ssl_version",
+    ("cluster", "versions"): "envoy.ssl_version",
 }
 
 
@@ -214,6 +233,31 @@ class StatNaming:
             plan = self._plans[cache_key] = tuple(entries)
         return plan
 
+    def tls_plan(self, scope: str, key: str) -> Plan:
+        """Names of a listener's or cluster's TLS stats (`listener.<address>.ssl.handshake`, ...)."""
+        cache_key = (scope + ".ssl", key)
+        plan = self._plans.get(cache_key)
+        if plan is None:
+            factory = _TLS_FACTORY[scope]
+            entries = []
+            for attr, kind in _declared(TlsStats):
+                factory_stat = _TLS_FACTORY_STATS.get(attr)
+                stat = f"{factory}.{factory_stat}" if factory_stat else "ssl." + attr
+                entries.append((self.scoped(scope, key, stat), kind, attr))
+            plan = self._plans[cache_key] = tuple(entries)
+        return plan
+
+    def tls_value(self, scope: str, key: str, kind: str, value: str) -> StatName:
+        """`<scope>.<key>.ssl.<kind>.<value>` (kind `ciphers` or `versions`): the value becomes a tag."""
+        stat = f"ssl.{kind}.{value}"
+        cache_key = (scope, key, stat)
+        name = self._cache.get(cache_key)
+        if name is None:
+            base = self.scoped(scope, key, "ssl." + kind)
+            tags = ((_TLS_VALUE_TAGS[(scope, kind)], value), *base.tags)
+            name = self._cache[cache_key] = StatName(f"{scope}.{key}.{stat}", base.extracted, tags)
+        return name
+
     def code(self, scope: str, key: str, stat: str) -> StatName:
         """`<base>_<code>` / `<base>_<d>xx` names of one scope, cached without building a key per call."""
         codes = self._codes.get((scope, key))
@@ -309,6 +353,14 @@ def _extension_points(points: list[StatPoint], naming: StatNaming, store: StatsS
         _emit(points, naming.plan("target", virtual_service + "\x00" + virtual_node, type(target)), target)
 
 
+def _tls_points(points: list[StatPoint], naming: StatNaming, scope: str, key: str, tls: TlsStats) -> None:
+    _emit(points, naming.tls_plan(scope, key), tls)
+    for cipher, count in tls.ciphers.items():
+        points.append(StatPoint(naming.tls_value(scope, key, "ciphers", cipher), StatKind.COUNTER, count))
+    for version, count in tls.versions.items():
+        points.append(StatPoint(naming.tls_value(scope, key, "versions", version), StatKind.COUNTER, count))
+
+
 def collect(store: StatsStore, naming: StatNaming) -> list[StatPoint]:
     """Every stat of `store`, named and tagged. Cheap enough for a scrape or a flush, never per request."""
     points: list[StatPoint] = []
@@ -316,8 +368,12 @@ def collect(store: StatsStore, naming: StatNaming) -> list[StatPoint]:
     for key, cluster in store.clusters.items():
         _emit(points, naming.plan("cluster", key, type(cluster)), cluster)
         _code_points(points, naming, "cluster", key, "upstream_rq", cluster.rq_by_code)
+        if cluster.ssl is not None:
+            _tls_points(points, naming, "cluster", key, cluster.ssl)
     for key, listener in store.listeners.items():
         _emit(points, naming.plan("listener", key, type(listener)), listener)
+        if listener.ssl is not None:
+            _tls_points(points, naming, "listener", key, listener.ssl)
     for key, http in store.http.items():
         _emit(points, naming.plan("http", key, type(http)), http)
         _code_points(points, naming, "http", key, "downstream_rq", http.rq_by_code)

@@ -101,6 +101,48 @@ class _Scope:
         for f in fields(self):  # type: ignore[arg-type]
             if f.type in ("int", int) and f.name not in gauges:
                 setattr(self, f.name, 0)
+        ssl = getattr(self, "ssl", None)
+        if ssl is not None:
+            ssl.reset_counters()
+            ssl.ciphers.clear()
+            ssl.versions.clear()
+
+
+@dataclass(slots=True, eq=False)
+class TlsStats(_Scope):
+    """`<listener|cluster scope>.ssl.*` of a listener that terminates TLS or a cluster that originates it
+    (Envoy's SSL stats, `ALL_SSL_STATS`), with the socket factory's context counters (Envoy's
+    `<scope>.server_ssl_socket_factory.*` / `client_ssl_socket_factory.*`).
+
+    `ciphers` / `versions` count handshakes by negotiated cipher suite and protocol version
+    (`ssl.ciphers.<cipher>`, `ssl.versions.<version>`; Envoy's `ssl.curves` / `ssl.sigalgs` are not kept:
+    Python's ssl module does not report the negotiated group or signature algorithm). A verification
+    failure counts only its own `fail_verify_*` stat, as Envoy counts it; other handshake failures count
+    `connection_error`.
+    """
+
+    connection_error: int = 0
+    handshake: int = 0
+    session_reused: int = 0
+    no_certificate: int = 0  # a handshake with no peer certificate (listeners: the client sent none)
+    fail_verify_no_cert: int = 0  # a client certificate was required and none came
+    fail_verify_error: int = 0  # the peer's certificate did not verify against the trust bundle
+    fail_verify_san: int = 0  # ... verified, but carries none of the subject alternative names accepted
+    fail_verify_cert_hash: int = 0
+    context_update_by_sds: int = 0  # <factory>.ssl_context_update_by_sds
+    # <factory>.*_context_secrets_not_ready: Envoy declares both on both sides; a listener counts the
+    # downstream one, a cluster the upstream one
+    downstream_context_secrets_not_ready: int = 0
+    upstream_context_secrets_not_ready: int = 0
+    ciphers: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+
+    def count_handshake(self, cipher: str | None, version: str | None) -> None:
+        self.handshake += 1
+        if cipher:
+            self.ciphers[cipher] = self.ciphers.get(cipher, 0) + 1
+        if version:
+            self.versions[version] = self.versions.get(version, 0) + 1
 
 
 @dataclass(slots=True, eq=False)
@@ -111,7 +153,7 @@ class ClusterStats(_Scope):
     def gauge_names(cls) -> frozenset[str]:
         return frozenset(
         {"upstream_cx_active", "upstream_rq_active", "upstream_rq_pending_active", "membership_total",
-         "membership_healthy", "outlier_detection_ejections_active"}
+         "membership_healthy", "outlier_detection_ejections_active", "health_check_healthy"}
     )  # fmt: skip
 
     upstream_cx_total: int = 0
@@ -145,11 +187,24 @@ class ClusterStats(_Scope):
     membership_healthy: int = 0
     outlier_detection_ejections_active: int = 0
     outlier_detection_ejections_enforced_total: int = 0
+    lb_healthy_panic: int = 0  # requests balanced over every host: too few were healthy
+    health_check_attempt: int = 0  # cluster.<name>.health_check.* (active health checks)
+    health_check_success: int = 0
+    health_check_failure: int = 0
+    health_check_network_failure: int = 0  # no answer: refused, reset, timed out
+    health_check_healthy: int = 0
     rq_by_code: dict[int, int] = field(default_factory=dict)  # upstream_rq_<code>
     upstream_rq_time: Histogram = field(default_factory=Histogram)
+    ssl: TlsStats | None = None  # set while the cluster originates TLS
 
     def count_response(self, status: int) -> None:
         self.rq_by_code[status] = self.rq_by_code.get(status, 0) + 1
+
+    def tls(self) -> TlsStats:
+        """The cluster's `ssl.*` scope, created when it first originates TLS (Envoy has it only then)."""
+        if self.ssl is None:
+            self.ssl = TlsStats()
+        return self.ssl
 
 
 @dataclass(slots=True, eq=False)
@@ -165,9 +220,12 @@ class ListenerStats(_Scope):
     downstream_cx_destroy: int = 0
     downstream_cx_overflow: int = 0
     no_filter_chain_match: int = 0
-    ssl_handshake: int = 0  # listener.<address>.ssl.handshake (TLS termination, spec §5.1)
-    ssl_connection_error: int = 0
-    ssl_no_certificate: int = 0
+    ssl: TlsStats | None = None  # listener.<address>.ssl.*: set once the listener terminates TLS (spec §5.1)
+
+    def tls(self) -> TlsStats:
+        if self.ssl is None:
+            self.ssl = TlsStats()
+        return self.ssl
 
 
 @dataclass(slots=True, eq=False)
@@ -194,6 +252,7 @@ class HttpConnManagerStats(_Scope):
     downstream_rq_rx_reset: int = 0
     downstream_rq_timeout: int = 0
     downstream_rq_idle_timeout: int = 0
+    downstream_rq_header_timeout: int = 0  # a request head incomplete for the request-headers timeout
     downstream_rq_completed: int = 0
     no_route: int = 0
     no_cluster: int = 0

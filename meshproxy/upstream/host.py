@@ -1,17 +1,11 @@
-"""An upstream endpoint and its passive health (outlier detection, spec §4.2)."""
+"""An upstream endpoint and its health: passive (outlier detection) and active (health checks), spec §4.2.
+
+A host is healthy when it is neither ejected by outlier detection nor failing its active health check, as
+Envoy's health flags say (`/clusters` prints them). The decisions that change them are pure functions in
+upstream/health.py; the cluster (upstream/cluster.py) applies them and keeps the counts.
+"""
 
 from __future__ import annotations
-
-import enum
-import time
-
-from meshproxy.config.snapshot import OutlierDetection
-
-
-class HostHealth(enum.Enum):
-    HEALTHY = "healthy"
-    EJECTED = "ejected"  # outlier detection: consecutive 5xx
-    FAILED_ACTIVE_HC = "failed_active_hc"
 
 
 class Host:
@@ -25,7 +19,9 @@ class Host:
         "cx_total",
         "ejected_until",
         "ejections",
-        "health",
+        "hc_failed",
+        "hc_pending",
+        "hc_streak",
         "label",
         "port",
         "rq_active",
@@ -40,10 +36,12 @@ class Host:
         self.address = address
         self.port = port
         self.label = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-        self.health = HostHealth.HEALTHY
         self.consecutive_5xx = 0
-        self.ejected_until = 0.0
+        self.ejected_until = 0.0  # outlier detection: 0 when not ejected, else when it comes back (clock)
         self.ejections = 0
+        self.hc_failed = False  # active health check: failing (Envoy's FAILED_ACTIVE_HC)
+        self.hc_pending = False  # not checked yet (PENDING_ACTIVE_HC): a new host starts failed and pending
+        self.hc_streak = 0  # consecutive check results: > 0 successes, < 0 failures
         self.cx_active = 0
         self.cx_total = 0
         self.cx_connect_fail = 0
@@ -55,26 +53,31 @@ class Host:
         self.weight = 1
 
     def __repr__(self) -> str:
-        return f"<Host {self.label} {self.health.value} cx_active={self.cx_active} rq_total={self.rq_total}>"
+        return f"<Host {self.label} {self.health_flags} cx_active={self.cx_active} rq_total={self.rq_total}>"
 
-    def available(self, now: float) -> bool:
-        if self.health is HostHealth.EJECTED and now >= self.ejected_until:
-            self.health = HostHealth.HEALTHY  # ejection period over: back in rotation
-        return self.health is HostHealth.HEALTHY
+    @property
+    def healthy(self) -> bool:
+        """In the pick set (outside panic mode)."""
+        return not self.ejected_until and not self.hc_failed
 
-    def record_result(self, status: int, outlier: OutlierDetection | None) -> bool:
-        """Count a response; returns True when this response ejects the host (consecutive 5xx reached)."""
-        if status >= 500:
+    @property
+    def health_flags(self) -> str:
+        """Envoy's /clusters `health_flags`: `healthy`, or the reasons it is not."""
+        flags = ""
+        if self.hc_failed:
+            flags += "/failed_active_hc"
+        if self.ejected_until:
+            flags += "/failed_outlier_check"
+        if self.hc_pending:
+            flags += "/pending_active_hc"
+        return flags or "healthy"
+
+    def count_result(self, failed: bool) -> int:
+        """Count one response (or an attempt that failed without one); returns the consecutive failures."""
+        if failed:
             self.rq_error += 1
             self.consecutive_5xx += 1
-            if outlier is not None and self.consecutive_5xx >= outlier.max_server_errors:
-                self.consecutive_5xx = 0
-                self.ejections += 1
-                self.health = HostHealth.EJECTED
-                # Envoy: ejection time = base_ejection_time * number of times ejected
-                self.ejected_until = time.monotonic() + outlier.base_ejection * self.ejections
-                return True
         else:
             self.rq_success += 1
             self.consecutive_5xx = 0
-        return False
+        return self.consecutive_5xx

@@ -4,11 +4,12 @@ App Mesh renders a listener's `connectionPool` as the circuit breakers of the cl
 §4.2): `http` maxConnections + maxPendingRequests, `http2`/`grpc` maxRequests, `tcp` maxConnections. One
 `CircuitBreakers` per cluster is shared by its host pools (HTTP/1.1 and HTTP/2) and its TCP sessions, so a
 limit holds across hosts, as Envoy's per-cluster thresholds do. Each refusal is counted with Envoy's stat.
+The retry budget is one of Envoy's circuit-breaker thresholds too (`retry_budget`); its state lives here.
 """
 
 from __future__ import annotations
 
-from meshproxy.config.snapshot import ConnectionPoolLimits
+from meshproxy.config.snapshot import ConnectionPoolLimits, RetryBudget
 from meshproxy.telemetry.stats import ClusterStats
 
 
@@ -71,3 +72,19 @@ class CircuitBreakers:
     def request_done(self) -> None:
         self.requests -= 1
         self.stats.upstream_rq_active -= 1
+
+
+class RetryBudgetState:
+    """A cluster's retry budget as it stands (the decisions are router/retry.py's): its success tokens, and
+    the floor's tokens with the time they were last topped up (on the cluster's clock)."""
+
+    __slots__ = ("budget", "floor", "floor_at", "tokens")
+
+    def __init__(self, budget: RetryBudget, now: float) -> None:
+        self.budget = budget
+        self.tokens = budget.max_tokens
+        self.floor = budget.min_retries_per_second
+        self.floor_at = now
+
+    def __repr__(self) -> str:
+        return f"<RetryBudgetState tokens={self.tokens:g}/{self.budget.max_tokens:g} floor={self.floor:.2f}>"

@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import socket
+import struct
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -64,6 +66,30 @@ class Activity:
 # ------------------------------------------------------------------------------------------------ transport
 
 
+class RedirectedSocket:
+    """What `transport.get_extra_info("socket")` gives for a connection iptables redirected: conntrack's
+    answer to SO_ORIGINAL_DST (meshproxy/net/original_dst.py) is `original`. Not a socket: nothing else of
+    one is here."""
+
+    family = socket.AF_INET
+
+    def __init__(self, local: Address, original: Address) -> None:
+        self.local = local
+        self.original = original
+
+    def __repr__(self) -> str:
+        return f"<RedirectedSocket {self.local} from {self.original}>"
+
+    def getsockname(self) -> Address:
+        return self.local
+
+    def getsockopt(self, level: int, optname: int, buflen: int) -> bytes:
+        host, port = self.original
+        return (
+            struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + socket.inet_aton(host) + b"\0" * 8
+        )
+
+
 class MemoryTransport(asyncio.Transport):
     """One end of an in-memory TCP connection (see the module docstring for the semantics)."""
 
@@ -75,8 +101,9 @@ class MemoryTransport(asyncio.Transport):
         sockname: Address,
         peername: Address,
         high_water: int = DEFAULT_HIGH_WATER,
+        sock: RedirectedSocket | None = None,
     ) -> None:
-        super().__init__({"sockname": sockname, "peername": peername, "socket": None})
+        super().__init__({"sockname": sockname, "peername": peername, "socket": sock})
         self._protocol = protocol
         self._activity = activity
         self.peer: MemoryTransport | None = None
@@ -243,13 +270,23 @@ def connect_pair(
     server_address: Address = ("10.0.0.1", 15001),
     client_high_water: int = DEFAULT_HIGH_WATER,
     server_high_water: int = DEFAULT_HIGH_WATER,
+    original_destination: Address | None = None,
 ) -> tuple[MemoryTransport, MemoryTransport]:
-    """Connect two protocols; both `connection_made` have run when this returns (server first)."""
+    """Connect two protocols; both `connection_made` have run when this returns (server first).
+    `original_destination`: the client meant to reach it and was redirected to the server."""
     client_end = MemoryTransport(
         client, activity, sockname=client_address, peername=server_address, high_water=client_high_water
     )
+    redirected = (
+        None if original_destination is None else RedirectedSocket(server_address, original_destination)
+    )
     server_end = MemoryTransport(
-        server, activity, sockname=server_address, peername=client_address, high_water=server_high_water
+        server,
+        activity,
+        sockname=server_address,
+        peername=client_address,
+        high_water=server_high_water,
+        sock=redirected,
     )
     client_end.peer, server_end.peer = server_end, client_end
     server.connection_made(server_end)
@@ -495,14 +532,17 @@ class MemoryNetwork:
         *,
         client_high_water: int = DEFAULT_HIGH_WATER,
         server_high_water: int = DEFAULT_HIGH_WATER,
+        original_destination: Address | None = None,
     ) -> tuple[MemoryTransport, MemoryTransport]:
-        """A downstream connection: `client` (the test's) to `server` (the proxy's accepted protocol)."""
+        """A downstream connection: `client` (the test's) to `server` (the proxy's accepted protocol), as
+        if redirected from `original_destination` when given."""
         return connect_pair(
             client,
             server,
             self.activity,
             client_high_water=client_high_water,
             server_high_water=server_high_water,
+            original_destination=original_destination,
         )
 
     async def settle(self) -> None:

@@ -10,7 +10,7 @@ a route spec. A `RecordingObserver` stands in for telemetry and keeps every `Req
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -19,13 +19,17 @@ from meshproxy.config.compile import DEFAULT_RETRY_POLICY, retry_policy
 from meshproxy.config.model import Duration
 from meshproxy.config.model import RetryPolicy as ApiRetryPolicy
 from meshproxy.config.snapshot import (
+    DEFAULT_RETRY_BUDGET,
     Cluster,
     ConnectionPoolLimits,
     EgressFilter,
+    HealthCheck,
     Identity,
     IngressListener,
     ListenerProtocol,
+    OutlierDetection,
     ResourceKind,
+    RetryBudget,
     RetryPolicy,
     RouteEntry,
     RouteMatch,
@@ -94,6 +98,8 @@ def egress_snapshot(
     protocol: ListenerProtocol = ListenerProtocol.HTTP,
     limits: ConnectionPoolLimits = UNLIMITED,
     connect_timeout: float = 1.0,
+    outlier: OutlierDetection | None = None,
+    health_check: HealthCheck | None = None,
 ) -> Snapshot:
     """`backend.apps.local` -> one route -> the backend cluster (static hosts) under DROP_ALL."""
     cluster = Cluster(
@@ -103,6 +109,8 @@ def egress_snapshot(
         virtual_node="backend",
         connect_timeout=connect_timeout,
         limits=limits,
+        outlier=outlier,
+        health_check=health_check,
     )
     route = RouteEntry(
         name=ROUTE,
@@ -127,6 +135,7 @@ def egress_snapshot(
         egress_routes=table,
         tcp_routes={},
         clusters={CLUSTER: cluster},
+        http_ports=frozenset({8080}),  # the service's port (as the compiler derives it from the domains)
     )
 
 
@@ -157,9 +166,12 @@ def ingress_snapshot(
     )
 
 
-def serve_h1(net: MemoryNetwork, *answers: Answer, address: Address = HOST) -> H1App:
-    """An HTTP/1.1 upstream at `address` answering from `answers` (tests/component/upstreams.py)."""
-    app = H1App(*answers)
+def serve_h1(
+    net: MemoryNetwork, *answers: Answer, address: Address = HOST, paths: Mapping[str, Answer] | None = None
+) -> H1App:
+    """An HTTP/1.1 upstream at `address` answering from `answers` (tests/component/upstreams.py), and
+    requests for one of `paths` with that path's answer."""
+    app = H1App(*answers, paths=paths)
     net.connector.route(address, Accept(app.server))
     return app
 
@@ -205,9 +217,21 @@ class ComponentProxy:
     def __repr__(self) -> str:
         return f"<ComponentProxy {self.listener!r}>"
 
-    def connect(self, client: asyncio.Protocol, *, high_water: int = DEFAULT_HIGH_WATER) -> MemoryTransport:
-        """Connect a client to the listener; returns the proxy's end of the connection."""
-        _, proxy_end = self.net.connect(client, self.listener.accept(), server_high_water=high_water)
+    def connect(
+        self,
+        client: asyncio.Protocol,
+        *,
+        high_water: int = DEFAULT_HIGH_WATER,
+        original_destination: Address | None = None,
+    ) -> MemoryTransport:
+        """Connect a client to the listener (as if redirected from `original_destination`); returns the
+        proxy's end of the connection."""
+        _, proxy_end = self.net.connect(
+            client,
+            self.listener.accept(),
+            server_high_water=high_water,
+            original_destination=original_destination,
+        )
         return proxy_end
 
     def h1(self, *, high_water: int = DEFAULT_HIGH_WATER) -> H1Client:
@@ -244,8 +268,11 @@ async def running_proxy(
     parser: str = "httptools",
     h2_codec: str = "lean",
     direction: ListenerDirection = ListenerDirection.EGRESS,
+    retry_budget: RetryBudget | None = DEFAULT_RETRY_BUDGET,
 ) -> AsyncIterator[ComponentProxy]:
-    settings = Settings(identity=IDENTITY, http1_parser=parser, http2_codec=h2_codec)
+    settings = Settings(
+        identity=IDENTITY, http1_parser=parser, http2_codec=h2_codec, retry_budget=retry_budget
+    )
     observer = RecordingObserver([])
     dataplane = Dataplane(settings, StatsStore(), observer, connector=net.connector, clock=net.clock)
     dataplane.apply(snapshot)

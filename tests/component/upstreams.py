@@ -18,7 +18,7 @@ Answers:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -43,6 +43,7 @@ class Respond:
     chunked: bool = False
     early: bool = False  # answer when the request head arrives, before its body
     close: bool = False  # `Connection: close`, then close
+    trailers: HeaderPairs = ()  # HTTP/2 only: sent after the body (gRPC's grpc-status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +98,19 @@ class Received:
 
 
 class Script:
-    __slots__ = ("answers",)
+    """The answers in order (the last one repeating); a request for one of `paths` gets that path's answer
+    instead, every time (a health-check path, say)."""
 
-    def __init__(self, answers: Sequence[Answer]) -> None:
+    __slots__ = ("answers", "paths")
+
+    def __init__(self, answers: Sequence[Answer], paths: Mapping[str, Answer] | None = None) -> None:
         self.answers = list(answers) or [Respond()]
+        self.paths = dict(paths or {})
 
-    def next(self) -> Answer:
+    def next(self, target: str = "") -> Answer:
+        fixed = self.paths.get(target)
+        if fixed is not None:
+            return fixed
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
@@ -119,9 +127,11 @@ def _headers(pairs: list[tuple[bytes, bytes]]) -> dict[str, str]:
 class H1App:
     """One HTTP/1.1 upstream host: its script, its connections, what it received."""
 
-    def __init__(self, *answers: Answer, name: str = "app") -> None:
+    def __init__(
+        self, *answers: Answer, name: str = "app", paths: Mapping[str, Answer] | None = None
+    ) -> None:
         self.name = name
-        self.script = Script(answers)
+        self.script = Script(answers, paths)
         self.requests: list[Received] = []
         self.connections: list[H1Upstream] = []
 
@@ -200,7 +210,7 @@ class H1Upstream(Peer):
         self.head = head
         self.body = bytearray()
         self.answered = False
-        answer = self.answer = self.app.script.next()
+        answer = self.answer = self.app.script.next(head.target.decode())
         if isinstance(answer, Reset):
             self._record()
             self.reset()
@@ -323,9 +333,15 @@ class _H2Incoming:
 class H2App:
     """One h2c upstream host (prior knowledge), with SETTINGS_MAX_CONCURRENT_STREAMS = `max_streams`."""
 
-    def __init__(self, *answers: Answer, max_streams: int = 100, name: str = "h2app") -> None:
+    def __init__(
+        self,
+        *answers: Answer,
+        max_streams: int = 100,
+        name: str = "h2app",
+        paths: Mapping[str, Answer] | None = None,
+    ) -> None:
         self.name = name
-        self.script = Script(answers)
+        self.script = Script(answers, paths)
         self.max_streams = max_streams
         self.requests: list[Received] = []
         self.connections: list[H2Upstream] = []
@@ -388,7 +404,7 @@ class H2Upstream(asyncio.Protocol):
         self.flush()
 
     def _on_request(self, sid: int, headers: dict[str, str]) -> None:
-        incoming = self.streams[sid] = _H2Incoming(headers, answer=self.app.script.next())
+        incoming = self.streams[sid] = _H2Incoming(headers, answer=self.app.script.next(headers[":path"]))
         self.peak_streams = max(self.peak_streams, len(self.streams))
         if isinstance(incoming.answer, RefuseStream):
             del self.streams[sid]
@@ -420,10 +436,14 @@ class H2Upstream(asyncio.Protocol):
     def respond(self, sid: int, answer: Respond) -> None:
         headers = [(b":status", b"%d" % answer.status)]
         headers += [(n.encode(), v.encode()) for n, v in answer.headers]
-        headers.append((b"content-length", b"%d" % len(answer.body)))
-        self.h2.send_headers(sid, headers, end_stream=not answer.body)
+        if not answer.trailers:
+            headers.append((b"content-length", b"%d" % len(answer.body)))
+        last = not answer.trailers
+        self.h2.send_headers(sid, headers, end_stream=last and not answer.body)
         if answer.body:
-            self.h2.send_data(sid, answer.body, end_stream=True)
+            self.h2.send_data(sid, answer.body, end_stream=last)
+        if answer.trailers:
+            self.h2.send_headers(sid, [(n.encode(), v.encode()) for n, v in answer.trailers], end_stream=True)
         self.streams.pop(sid, None)
         if sid in self.held:
             self.held.remove(sid)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -97,7 +98,8 @@ class ColourApp:
     Routes: `/ws` is a WebSocket echo; `/status/<code>` answers that status (no body for 1xx/204/304); every
     other path answers 200 with `{"name", "method", "path", "headers", "body_bytes", "peer"}`. The request
     body is always read and counted, never kept. Failure modes, armed with `configure`, apply to the next
-    requests in this order: close the connection without a response, answer `fail_status`, delay.
+    requests in this order: close the connection without a response, answer `fail_status`, delay; and a random
+    share of the requests can fail.
     """
 
     def __init__(self, name: str) -> None:
@@ -114,6 +116,8 @@ class ColourApp:
         self._fail_status = 503
         self._delay_budget = 0
         self._delay_s = 0.0
+        self._fail_probability = 0.0
+        self._rng = random.Random(0)
 
     def __repr__(self) -> str:
         return f"<ColourApp {self.name} port={self.port} requests={self.requests} peers={len(self.peers)}>"
@@ -127,6 +131,7 @@ class ColourApp:
             self._close_budget = self._fail_budget = self._delay_budget = 0
             self._fail_status = 503
             self._delay_s = 0.0
+            self._fail_probability = 0.0
 
     def configure(
         self,
@@ -136,12 +141,15 @@ class ColourApp:
         fail_status: int = 503,
         delay_s: float = 0.0,
         delay_first: int = 1_000_000,
+        fail_probability: float = 0.0,
+        seed: int = 0,
     ) -> None:
         """Arm failure modes for the next requests.
 
         `close_first`: close the connection without a response for the next N requests. `fail_first`: then
         answer `fail_status` for the next N. `delay_s`: sleep that long before answering, for the next
-        `delay_first` requests (default: all of them).
+        `delay_first` requests (default: all of them). `fail_probability`: after those, answer `fail_status`
+        to each request with this probability (a random sequence fixed by `seed`).
         """
         with self._lock:
             self._close_budget = close_first
@@ -149,6 +157,8 @@ class ColourApp:
             self._fail_status = fail_status
             self._delay_s = delay_s
             self._delay_budget = delay_first if delay_s > 0 else 0
+            self._fail_probability = fail_probability
+            self._rng = random.Random(seed)
 
     @property
     def last(self) -> SeenRequest:
@@ -197,6 +207,8 @@ class ColourApp:
                 return "close", delay
             if self._fail_budget > 0:
                 self._fail_budget -= 1
+                return "fail", delay
+            if self._fail_probability and self._rng.random() < self._fail_probability:
                 return "fail", delay
             return "answer", delay
 
@@ -310,3 +322,46 @@ class TunnelEcho:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+
+class InstanceApps:
+    """One aiohttp app per Cloud Map instance, each on its own loopback address and the same port; each
+    answers its instance name. `/health` answers 503 for the instances in `failing` (and for a probe that
+    does not say `User-Agent: Envoy/HC`), and is counted in `checks`."""
+
+    def __init__(self, loop: AppLoop, port: int) -> None:
+        self.loop = loop
+        self.port = port
+        self.runners: list[web.AppRunner] = []
+        self.hits: dict[str, int] = {}
+        self.checks: dict[str, int] = {}
+        self.failing: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<InstanceApps port={self.port} hits={self.hits} checks={self.checks}>"
+
+    def start(self, instance: str, address: str) -> None:
+        async def answer(request: web.Request) -> web.Response:
+            if request.path == "/health":
+                with self._lock:
+                    self.checks[instance] = self.checks.get(instance, 0) + 1
+                passed = instance not in self.failing and request.headers.get("user-agent") == "Envoy/HC"
+                return web.Response(status=200 if passed else 503, text=instance)
+            with self._lock:
+                self.hits[instance] = self.hits.get(instance, 0) + 1
+            return web.Response(text=instance, headers={APP_NAME_HEADER: instance})
+
+        async def run() -> None:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", answer)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+            await runner.setup()
+            await web.TCPSite(runner, address, self.port).start()
+            self.runners.append(runner)
+
+        self.loop.call(run())
+
+    def stop(self) -> None:
+        for runner in self.runners:
+            self.loop.call(runner.cleanup())

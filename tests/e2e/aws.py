@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,21 @@ def moto_server(workdir: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5.0)
+
+
+def cloud_map_service(url: str, namespace: str, service: str) -> tuple[Any, str]:
+    """A boto3 servicediscovery client on moto's server at `url`, with an HTTP `namespace` holding
+    `service`; returns the client and the service's id."""
+    import boto3
+
+    client = boto3.client(
+        "servicediscovery",
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    client.create_http_namespace(Name=namespace)
+    namespace_id = next(n["Id"] for n in client.list_namespaces()["Namespaces"] if n["Name"] == namespace)
+    service_id = client.create_service(Name=service, NamespaceId=namespace_id)["Service"]["Id"]
+    return client, str(service_id)

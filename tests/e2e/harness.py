@@ -244,6 +244,7 @@ class MeshProxy:
     parser: str | None = None
     drain_wait_s: int = 5
     env: Mapping[str, str] = field(default_factory=dict)
+    nofile: int | None = None  # RLIMIT_NOFILE for the proxy (run under prlimit)
     ingress_port: int = 0
     egress_port: int = 0
     admin_port: int = 0
@@ -295,8 +296,9 @@ class MeshProxy:
         self.write_config()
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             # Own session: teardown can SIGKILL the proxy and any worker it forked, and nothing else.
+            limit = ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--"] if self.nofile else []
             self.process = subprocess.Popen(
-                [str(MESHPROXY), "run", "--config", str(self.config_path)],
+                [*limit, str(MESHPROXY), "run", "--config", str(self.config_path)],
                 cwd=self.workdir,
                 env=self.environment(),
                 stdin=subprocess.DEVNULL,
@@ -408,9 +410,12 @@ def running_proxy(
     parser: str | None = None,
     drain_wait_s: int = 5,
     env: Mapping[str, str] | None = None,
+    nofile: int | None = None,
 ) -> Iterator[MeshProxy]:
     """A started, ready proxy; always stopped on exit."""
-    proxy = MeshProxy(resources, arn, workdir, parser=parser, drain_wait_s=drain_wait_s, env=dict(env or {}))
+    proxy = MeshProxy(
+        resources, arn, workdir, parser=parser, drain_wait_s=drain_wait_s, env=dict(env or {}), nofile=nofile
+    )
     try:
         yield proxy.start()
     finally:

@@ -148,6 +148,20 @@ def service_via_node(name: str, node: str, *, mesh: str = MESH) -> Resource:
     }
 
 
+def front_and_backend(
+    service: str, backend: str, port: int, *, hostname: str = "127.0.0.1"
+) -> list[Resource]:
+    """The smallest mesh with a call in it: node `front` (the proxy's, `node_arn("front")`) may call
+    `service`, provided by node `backend` (an http listener on `port`, found by DNS at `hostname`); the
+    implicit route carries App Mesh's default retry policy."""
+    return [
+        mesh(),
+        virtual_node(backend, port, hostname=hostname),
+        virtual_node("front", port, backends=[service]),
+        service_via_node(service, backend),
+    ]
+
+
 def node_arn(node: str, *, mesh: str = MESH) -> str:
     """The short APPMESH_RESOURCE_ARN form the agent also accepts: mesh/<mesh>/virtualNode/<node>."""
     return f"mesh/{mesh}/virtualNode/{node}"

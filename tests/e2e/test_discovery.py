@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,6 @@ import dns.asyncresolver
 import dns.message
 import dns.rrset
 import pytest
-from aiohttp import web
 
 from meshproxy.config.snapshot import DnsDiscovery
 from meshproxy.upstream.discovery import (
@@ -36,8 +34,8 @@ from meshproxy.upstream.discovery import (
     resolve_dns,
 )
 
-from .apps import APP_NAME_HEADER, AppLoop, ColourApp
-from .aws import REGION, aws_environ, moto_server
+from .apps import AppLoop, ColourApp, InstanceApps
+from .aws import REGION, aws_environ, cloud_map_service, moto_server
 from .harness import MeshProxy, free_ports, running_proxy, wait_for
 from .resources import Resource, mesh, node_arn, service_via_node, virtual_node
 
@@ -180,53 +178,11 @@ NAMESPACE, SERVICE = "apps.local", "colour"
 CLOUD_MAP_CHANGE_TIMEOUT_S = CLOUD_MAP_REFRESH_S * 3
 
 
-class InstanceApps:
-    """One aiohttp app per Cloud Map instance, each on its own loopback address and the same port."""
-
-    def __init__(self, loop: AppLoop, port: int) -> None:
-        self.loop = loop
-        self.port = port
-        self.runners: list[web.AppRunner] = []
-        self.hits: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def start(self, instance: str, address: str) -> None:
-        async def answer(request: web.Request) -> web.Response:
-            with self._lock:
-                self.hits[instance] = self.hits.get(instance, 0) + 1
-            return web.Response(text=instance, headers={APP_NAME_HEADER: instance})
-
-        async def run() -> None:
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", answer)
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-            await runner.setup()
-            await web.TCPSite(runner, address, self.port).start()
-            self.runners.append(runner)
-
-        self.loop.call(run())
-
-    def stop(self) -> None:
-        for runner in self.runners:
-            self.loop.call(runner.cleanup())
-
-
 @pytest.fixture(scope="module")
 def cloud_map(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
     """moto's server and a boto3 servicediscovery client on it, with an HTTP namespace and a service."""
-    import boto3
-
     with moto_server(tmp_path_factory.mktemp("moto")) as url:
-        client = boto3.client(
-            "servicediscovery",
-            endpoint_url=url,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        client.create_http_namespace(Name=NAMESPACE)
-        namespace_id = client.list_namespaces()["Namespaces"][0]["Id"]
-        client.create_service(Name=SERVICE, NamespaceId=namespace_id)
+        client, _ = cloud_map_service(url, NAMESPACE, SERVICE)
         yield url, client
 
 

@@ -8,6 +8,7 @@ import http.client
 import shutil
 import socket
 import ssl
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,6 +227,7 @@ class TlsGateway:
     permissive_port: int
     ca: trustme.CA
     cert_dir: Path
+    mtls_port: int = 0
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +244,19 @@ def tls_gateway(app_loop: AppLoop, tmp_path_factory: pytest.TempPathFactory) -> 
     tls_file = {
         "file": {"certificateChain": str(cert_dir / "chain.pem"), "privateKey": str(cert_dir / "key.pem")}
     }
-    strict_port, permissive_port = free_ports(2)
+    ca.cert_pem.write_to_path(str(cert_dir / "ca.pem"))
+    for name in ("client.example.com", "mallory.example.com"):
+        client = ca.issue_cert(name)
+        client.private_key_and_cert_chain_pem.write_to_path(str(cert_dir / f"{name}.pem"))
+    mtls = {
+        "mode": "STRICT",
+        "certificate": tls_file,
+        "validation": {
+            "trust": {"file": {"certificateChain": str(cert_dir / "ca.pem")}},
+            "subjectAlternativeNames": {"match": {"exact": ["client.example.com"]}},
+        },
+    }
+    strict_port, permissive_port, mtls_port = free_ports(3)
     resources = [
         mesh(),
         virtual_node("tls-ui", ui.port),
@@ -251,14 +265,16 @@ def tls_gateway(app_loop: AppLoop, tmp_path_factory: pytest.TempPathFactory) -> 
             [
                 gateway_listener(strict_port, {"mode": "STRICT", "certificate": tls_file}),
                 gateway_listener(permissive_port, {"mode": "PERMISSIVE", "certificate": tls_file}),
+                gateway_listener(mtls_port, mtls),
             ]
         ),
         gateway_route("strict", "ui.yelb.local", prefix="/", port=strict_port),
         gateway_route("permissive", "ui.yelb.local", prefix="/", port=permissive_port),
+        gateway_route("mtls", "ui.yelb.local", prefix="/", port=mtls_port),
     ]
     proxy = MeshProxy(resources, gateway_arn(), tmp_path_factory.mktemp("tls-gateway"))
     try:
-        yield TlsGateway(proxy.start(), strict_port, permissive_port, ca, cert_dir)
+        yield TlsGateway(proxy.start(), strict_port, permissive_port, ca, cert_dir, mtls_port)
     finally:
         proxy.stop()
 
@@ -309,6 +325,54 @@ def test_permissive_listener_serves_tls_and_plaintext(tls_gateway: TlsGateway) -
     conn.close()
     handshakes = parse_stats(tls_gateway.proxy.admin("/stats").body.decode())
     assert handshakes[f"listener.127.0.0.1_{tls_gateway.permissive_port}.ssl.handshake"] >= 1
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed")
+def test_tls_listeners_offer_h2_by_alpn(tls_gateway: TlsGateway) -> None:
+    ca = tls_gateway.cert_dir / "ca.pem"
+    port = tls_gateway.strict_port
+    url, resolve = f"https://gateway.example.com:{port}/h2", f"gateway.example.com:{port}:127.0.0.1"
+    argv = ["curl", "-sS", "--max-time", "10", "--http2", "--cacert", str(ca), "--resolve", resolve]
+    argv += ["-o", "/dev/null", "-w", "%{http_version} %{http_code}", url]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    assert done.stdout == "2 200", done
+    stats = parse_stats(tls_gateway.proxy.admin("/stats").body.decode())
+    assert stats["http.ingress.downstream_cx_http2_total"] >= 1
+
+
+def _mtls_get(tls_gateway: TlsGateway, certificate: str | None) -> int:
+    context = ssl.create_default_context()
+    tls_gateway.ca.configure_trust(context)
+    if certificate is not None:
+        context.load_cert_chain(str(tls_gateway.cert_dir / f"{certificate}.pem"))
+    conn = http.client.HTTPSConnection("127.0.0.1", tls_gateway.mtls_port, timeout=10, context=context)
+    conn.sock = context.wrap_socket(
+        socket.create_connection(("127.0.0.1", tls_gateway.mtls_port), timeout=10),
+        server_hostname="gateway.example.com",
+    )
+    try:
+        conn.request("GET", "/mtls", headers={"Host": "gateway.example.com"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_a_gateway_listener_with_validation_requires_an_accepted_client_certificate(
+    tls_gateway: TlsGateway,
+) -> None:
+    """Trust outside the mesh (user guide, mutual TLS): external clients present certificates from the CA."""
+    assert _mtls_get(tls_gateway, "client.example.com") == 200
+    for certificate, stat in ((None, "fail_verify_no_cert"), ("mallory.example.com", "fail_verify_san")):
+        before = parse_stats(tls_gateway.proxy.admin("/stats").body.decode())
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
+            _mtls_get(tls_gateway, certificate)
+        key = f"listener.127.0.0.1_{tls_gateway.mtls_port}.ssl.{stat}"
+        assert wait_for(
+            lambda key=key, before=before: (
+                parse_stats(tls_gateway.proxy.admin("/stats").body.decode())[key] > before.get(key, 0)
+            ),
+            5,
+        ), stat
 
 
 def test_certificate_files_are_reloaded_when_they_change(tls_gateway: TlsGateway) -> None:

@@ -395,7 +395,7 @@ def test_ingress_forwards_to_the_local_app(colour_mesh: ColourMesh) -> None:
     seen = reply.json()
     assert seen["path"] == "/inbound?x=1"
     assert seen["headers"]["x-forwarded-proto"] == "http"
-    assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"  # ingress still records the caller
+    assert "x-forwarded-for" not in seen["headers"]  # App Mesh's Envoy appended the caller nowhere
     assert seen["headers"]["x-request-id"]
     assert seen["headers"]["x-envoy-expected-rq-timeout-ms"] == "15000"  # listener default perRequest
     assert reply.headers["server"] == "envoy"

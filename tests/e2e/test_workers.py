@@ -4,9 +4,12 @@ worker before the supervisor exits 0."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,3 +124,64 @@ def test_workers_never_import_a_meshproxy_folder_from_the_working_directory(
     finally:
         proxy.stop()
     assert not mark.exists(), "a worker imported the meshproxy/ folder of its working directory"
+
+
+def counters(prometheus: str) -> dict[str, float]:
+    """Every counter sample of a /stats/prometheus page: `name{labels}` -> value."""
+    kinds = {}
+    samples = {}
+    for line in prometheus.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            kinds[name] = kind
+        elif line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            if kinds.get(series.split("{", 1)[0]) == "counter":
+                samples[series] = float(value)
+    return samples
+
+
+def test_totals_never_go_backwards_when_a_worker_dies(workers_proxy: tuple[MeshProxy, ColourApp]) -> None:
+    """Under load, one of two workers is killed: every counter the supervisor reports, read every 50 ms
+    before, during and after the restart, only ever grows (a dead worker's last counts are kept)."""
+    proxy, _ = workers_proxy
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                with Http1Client(proxy.egress_port, timeout=5) as client:
+                    client.get("/", host=COLOR)
+            except OSError as exc:  # the killed worker's connections: not what this test is about
+                failures.append(repr(exc))
+
+    readings: list[dict[str, float]] = []
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 8.0
+        killed = False
+        while time.monotonic() < deadline:
+            readings.append(counters(proxy.admin("/stats/prometheus").body.decode()))
+            if not killed and len(readings) == 20:
+                os.kill(_workers(proxy)[0], signal.SIGKILL)
+                killed = True
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert killed and len(readings) > 60
+    went_back = [
+        (series, before[series], after[series], index)
+        for index, (before, after) in enumerate(itertools.pairwise(readings))
+        for series in before.keys() & after.keys()
+        if after[series] < before[series]
+    ]
+    assert not went_back, went_back[:10]
+    restarts = [r.get("envoy_meshproxy_worker_restarts", 0.0) for r in readings]
+    assert restarts[-1] == 1, restarts[-5:]
+    total = 'envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix="egress"}'
+    assert readings[-1][total] > readings[0][total]

@@ -6,6 +6,9 @@ probe.py serve --name NAME [--host ADDR] PORT [PORT ...]
     `original_dst` is what meshproxy.net.original_dst.original_destination reads (None when not redirected).
 probe.py connect HOST PORT [--send TEXT]
     Connect, send TEXT and a newline, print what the server wrote (one JSON line), or {"error": ...}.
+probe.py late HOST PORT --wait SECONDS --authority NAME [--path PATH]
+    Connect, say nothing for SECONDS (a pooled or pre-warmed connection), then send one HTTP/1.1 GET with
+    `Connection: close`; print {"status", "body"} of the answer, or {"error": ...}.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from typing import Any
 
 from meshproxy.net.original_dst import original_destination
@@ -168,6 +172,24 @@ def connect(host: str, port: int, send: str) -> int:
     return 0
 
 
+def late(host: str, port: int, wait: float, authority: str, path: str) -> int:
+    request = f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n".encode()
+    data = b""
+    try:
+        with socket.create_connection((host, port), timeout=IO_TIMEOUT_S + wait) as sock:
+            time.sleep(wait)
+            sock.sendall(request)
+            while chunk := sock.recv(65536):
+                data += chunk
+    except OSError as exc:
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}", "raw": data.decode("latin-1")}))
+        return 1
+    head, _, body = data.decode("latin-1").partition("\r\n\r\n")
+    status = head.split(" ", 2)[1] if head.startswith("HTTP/1.") else "0"
+    print(json.dumps({"status": int(status), "body": body}))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="probe.py")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -186,6 +208,12 @@ def main(argv: list[str]) -> int:
     c.add_argument("host")
     c.add_argument("port", type=int)
     c.add_argument("--send", default="")
+    late_parser = sub.add_parser("late")
+    late_parser.add_argument("host")
+    late_parser.add_argument("port", type=int)
+    late_parser.add_argument("--wait", type=float, required=True)
+    late_parser.add_argument("--authority", required=True)
+    late_parser.add_argument("--path", default="/")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args.name, args.host, args.ports)
@@ -193,6 +221,8 @@ def main(argv: list[str]) -> int:
         return serve_http(args.name, args.host, args.ports)
     if args.command == "echo":
         return serve_echo(args.host, args.port)
+    if args.command == "late":
+        return late(args.host, args.port, args.wait, args.authority, args.path)
     return connect(args.host, args.port, args.send)
 
 

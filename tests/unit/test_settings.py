@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from meshproxy.config.snapshot import ResourceKind
+from meshproxy.config.snapshot import ENVOY_DEFAULT_LIMITS, ConnectionPoolLimits, ResourceKind, RetryBudget
 from meshproxy.settings import (
     Settings,
     SettingsError,
@@ -462,6 +462,49 @@ def test_request_head_limits_default_to_envoys_and_are_validated() -> None:
         assert raised.value.variable == variable, value
 
 
+# --- resilience (issue 14) ---------------------------------------------------------------------------------
+
+
+def test_resilience_defaults() -> None:
+    loaded = settings()
+    assert loaded.request_headers_timeout_s == 60.0
+    assert loaded.retry_budget == RetryBudget(max_tokens=100.0, token_ratio=1.0, min_retries_per_second=5.0)
+    assert loaded.egress_limits == ENVOY_DEFAULT_LIMITS == ConnectionPoolLimits(1024, 1024, 1024)
+
+
+def test_resilience_settings_are_read_and_zero_turns_a_timeout_or_the_budget_off() -> None:
+    loaded = settings(
+        MESHPROXY_REQUEST_HEADERS_TIMEOUT_S="12.5",
+        MESHPROXY_RETRY_BUDGET_TOKENS="20",
+        MESHPROXY_RETRY_BUDGET_TOKEN_RATIO="0.5",
+        MESHPROXY_RETRY_BUDGET_MIN_PER_S="10",
+        MESHPROXY_EGRESS_MAX_CONNECTIONS="2147483647",
+        MESHPROXY_EGRESS_MAX_PENDING_REQUESTS="10",
+        MESHPROXY_EGRESS_MAX_REQUESTS="20",
+    )
+    assert loaded.request_headers_timeout_s == 12.5
+    assert loaded.retry_budget == RetryBudget(20.0, 0.5, 10.0)
+    assert loaded.egress_limits == ConnectionPoolLimits(2147483647, 10, 20)
+    off = settings(MESHPROXY_REQUEST_HEADERS_TIMEOUT_S="0", MESHPROXY_RETRY_BUDGET_TOKENS="0")
+    assert (off.request_headers_timeout_s, off.retry_budget) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MESHPROXY_REQUEST_HEADERS_TIMEOUT_S", "-1"),
+        ("MESHPROXY_REQUEST_HEADERS_TIMEOUT_S", "soon"),
+        ("MESHPROXY_RETRY_BUDGET_TOKENS", "-5"),
+        ("MESHPROXY_RETRY_BUDGET_TOKEN_RATIO", "nan"),
+        ("MESHPROXY_RETRY_BUDGET_MIN_PER_S", "-0.5"),
+        ("MESHPROXY_EGRESS_MAX_CONNECTIONS", "0"),
+        ("MESHPROXY_EGRESS_MAX_REQUESTS", "2147483648"),
+    ],
+)
+def test_bad_resilience_settings_are_fatal_and_named(variable: str, value: str) -> None:
+    assert fatal(**{variable: value}).variable == variable
+
+
 # --- config source access (issue 16) -----------------------------------------------------------------------
 
 
@@ -481,3 +524,11 @@ def test_a_malformed_header_line_is_fatal_without_echoing_it() -> None:
     error = fatal(MESHPROXY_CONFIG_HEADERS="Authorization: Bearer ok\nBearer SECRET")
     assert error.variable == "MESHPROXY_CONFIG_HEADERS"
     assert "line 2" in error.message and "SECRET" not in str(error)
+
+
+def test_sds_socket_path() -> None:
+    """APPMESH_SDS_SOCKET_PATH: where `sds` secrets are fetched (spec §1.8); unset, there is none."""
+    assert settings().sds_socket_path is None
+    assert settings(APPMESH_SDS_SOCKET_PATH="/run/spire/sockets/agent.sock").sds_socket_path == (
+        "/run/spire/sockets/agent.sock"
+    )

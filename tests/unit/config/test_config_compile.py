@@ -16,6 +16,8 @@ from meshproxy.config.demo_mesh import colour_mesh
 from meshproxy.config.dialects import read_document
 from meshproxy.config.errors import ConfigError, Severity
 from meshproxy.config.snapshot import (
+    ENVOY_DEFAULT_LIMITS,
+    CertificateSource,
     CloudMapDiscovery,
     ConnectionPoolLimits,
     DnsDiscovery,
@@ -24,11 +26,13 @@ from meshproxy.config.snapshot import (
     ListenerProtocol,
     OutlierDetection,
     PathRewrite,
+    PeerValidation,
     RetryPolicy,
     RouteEntry,
     Snapshot,
     StaticDiscovery,
     StringMatchKind,
+    TlsTermination,
     WeightedCluster,
 )
 from meshproxy.config.validate import validate
@@ -336,6 +340,22 @@ def test_ingress_clusters_and_limits() -> None:
     )
 
 
+def test_egress_clusters_get_the_thresholds_the_proxy_runs_with() -> None:
+    """App Mesh rendered every egress cluster unlimited (the compiler's default, as `meshproxy render` shows);
+    the proxy compiles with Settings.egress_limits, Envoy's defaults (issue 14)."""
+    read = read_document(everything(), source="test.json")
+    resources, _ = validate(read.resources)
+    identity = parse_identity({"APPMESH_RESOURCE_ARN": "mesh/demo/virtualNode/client"})
+    app_mesh = compile_snapshot(resources, identity, version="v1")
+    envoy = compile_snapshot(resources, identity, version="v1", egress_limits=ENVOY_DEFAULT_LIMITS)
+    egress = [name for name in app_mesh.clusters if name.startswith("cds_egress_")]
+    assert egress
+    assert {app_mesh.clusters[name].limits for name in egress} == {ConnectionPoolLimits()}
+    assert {envoy.clusters[name].limits for name in egress} == {ConnectionPoolLimits(1024, 1024, 1024)}
+    ingress = [name for name in app_mesh.clusters if name.startswith("cds_ingress_")]
+    assert all(app_mesh.clusters[n].limits == envoy.clusters[n].limits for n in ingress)
+
+
 def test_egress_clusters_from_target_nodes() -> None:
     snapshot = build(everything(), node="virtualNode/client")
     api = snapshot.clusters["cds_egress_demo_api_http2_8443"]
@@ -485,10 +505,12 @@ def test_access_log() -> None:
 def test_listener_tls_file_certificate() -> None:
     [tls_listener, _] = build(everything(), node="virtualNode/api").ingress
     assert tls_listener.tls is not None
-    assert (tls_listener.tls.mode, tls_listener.tls.certificate_chain, tls_listener.tls.private_key) == (
-        "STRICT",
-        "/certs/api.pem",
-        "/certs/api.key",
+    assert tls_listener.tls == TlsTermination(
+        mode="STRICT",
+        certificate=CertificateSource(certificate_chain="/certs/api.pem", private_key="/certs/api.key"),
+        validation=PeerValidation(
+            trust_file="/certs/ca.pem", subject_alternative_names=("client.demo.local",)
+        ),
     )
 
 

@@ -499,12 +499,12 @@ def test_outlier_detection_and_pools() -> None:
     ]
 
 
-def test_acm_and_sds_are_unsupported() -> None:
+def test_acm_is_unsupported_and_sds_is_accepted() -> None:
     items = demo()
     listener = items[2]["virtualNode"]["spec"]["listeners"][0]
     listener["tls"] = {"mode": "STRICT", "certificate": {"acm": {"certificateArn": "arn:aws:acm:1"}}}
     items[3]["virtualNode"]["spec"]["listeners"][0]["tls"] = {
-        "mode": "DISABLED",
+        "mode": "STRICT",
         "certificate": {"sds": {"secretName": "spiffe://x"}},
     }
     items[1]["virtualNode"]["spec"]["backendDefaults"] = {
@@ -516,10 +516,7 @@ def test_acm_and_sds_are_unsupported() -> None:
     found = {str(i): i.severity for i in issues}
     blue = "virtualNode blue: spec.listeners[0].tls.certificate.acm: ACM certificates are not supported"
     assert any(k.startswith(blue) and v is Severity.ERROR for k, v in found.items()), found
-    green = (
-        "virtualNode green: spec.listeners[0].tls.certificate.sds: SDS (secret discovery) is not supported"
-    )
-    assert any(k.startswith(green) and v is Severity.WARNING for k, v in found.items()), found
+    assert not any(k.startswith("virtualNode green") for k in found), found
     front = (
         "virtualNode front: spec.backendDefaults.clientPolicy.tls.validation.trust.acm: ACM "
         "certificate authorities"

@@ -237,3 +237,67 @@ def test_readme_commands_name_real_flags() -> None:
         assert done.returncode == 0, done.stderr
         unknown = {flag for flag in used if flag not in done.stdout}
         assert not unknown, (command, unknown)
+
+
+# --- mTLS examples (issue 13) ----------------------------------------------------------------------------
+
+
+def _tls_paths(value: Any) -> list[str]:
+    """Every file path a mesh's TLS members name (certificateChain, privateKey)."""
+    if isinstance(value, dict):
+        found = [v for k, v in value.items() if k in ("certificateChain", "privateKey")]
+        return found + [p for v in value.values() for p in _tls_paths(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in _tls_paths(v)]
+    return []
+
+
+def _compiled(resources: list[dict[str, Any]], node: str) -> Any:
+    from meshproxy.config.load import snapshot_from_bytes
+    from meshproxy.settings import parse_identity
+
+    identity = parse_identity({"APPMESH_RESOURCE_ARN": f"mesh/colormesh/virtualNode/{node}"})
+    return snapshot_from_bytes(json.dumps(resources).encode(), identity)
+
+
+def test_ecs_mtls_example_reads_certificates_from_a_volume() -> None:
+    task: dict[str, Any] = json.loads((DEPLOY / "ecs" / "mtls-task-definition.json").read_text())
+    validate_shape("ecs", "RegisterTaskDefinition", task)
+    proxy = container(task, task["proxyConfiguration"]["containerName"])
+    (mount,) = proxy["mountPoints"]
+    assert mount["readOnly"] is True
+    assert mount["sourceVolume"] in {v["name"] for v in task["volumes"]}
+    resources: list[dict[str, Any]] = json.loads((DEPLOY / "ecs" / "mtls-mesh.json").read_text())
+    for resource in resources:
+        ((kind, body),) = resource.items()
+        validate_shape("appmesh", SPEC_SHAPES[kind], body["spec"])
+    paths = _tls_paths(resources)
+    assert paths and all(p.startswith(mount["containerPath"] + "/") for p in paths)
+    teller = _compiled(resources, "colorteller")
+    assert teller.ingress[0].tls.mode == "STRICT" and teller.ingress[0].tls.require_client_certificate
+    gateway = _compiled(resources, "colorgateway")
+    (tls,) = [c.tls for c in gateway.clusters.values() if c.tls is not None]
+    assert tls.certificate is not None and tls.validation.subject_alternative_names == (
+        "colorteller.colormesh.local",
+    )
+
+
+def test_kubernetes_mtls_example_fetches_every_secret_from_spire_over_sds() -> None:
+    docs = {d["kind"]: d for d in yaml_docs("mtls-spire.yaml")}
+    resources: list[dict[str, Any]] = json.loads(docs["ConfigMap"]["data"]["mesh.json"])
+    for resource in resources:
+        ((kind, body),) = resource.items()
+        validate_shape("appmesh", SPEC_SHAPES[kind], body["spec"])
+    assert _tls_paths(resources) == []  # no files: SDS only
+    pod_spec = docs["Deployment"]["spec"]["template"]["spec"]
+    sidecar = next(c for c in pod_spec["containers"] if c["name"] == "envoy")
+    socket_path = env_of(sidecar)["APPMESH_SDS_SOCKET_PATH"]
+    mounts = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    (name,) = [n for n, path in mounts.items() if socket_path.startswith(path + "/")]
+    assert volumes[name]["hostPath"]["path"] == mounts[name]  # the node's SPIRE agent socket directory
+    teller = _compiled(resources, "colorteller")
+    assert (
+        teller.ingress[0].tls.certificate.sds_secret == "spiffe://colormesh.local/ns/colorapp/sa/colorteller"
+    )
+    assert teller.ingress[0].tls.validation.trust_sds_secret == "spiffe://colormesh.local"

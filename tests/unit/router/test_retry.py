@@ -6,12 +6,14 @@ import random
 
 import pytest
 
-from meshproxy.config.snapshot import RetryPolicy
+from meshproxy.config.snapshot import RetryBudget, RetryPolicy
 from meshproxy.core.outcomes import AttemptFailure
 from meshproxy.router.retry import (
     BACKOFF_BASE_S,
     BACKOFF_MAX_S,
     backoff_delay,
+    budget_allows,
+    budget_tokens,
     should_retry_failure,
     should_retry_status,
 )
@@ -180,3 +182,40 @@ def test_backoff_ceiling_grows_then_caps() -> None:
 
 def test_backoff_without_a_random_source_uses_the_module_one() -> None:
     assert 0.0 <= backoff_delay(2) <= 0.05
+
+
+# --- the retry budget (issue 14) ----------------------------------------------------------------------------
+
+BUDGET = RetryBudget(max_tokens=10.0, token_ratio=1.0, min_retries_per_second=2.0)
+
+
+def test_failures_take_a_token_and_successes_give_token_ratio_back_within_bounds() -> None:
+    assert budget_tokens(10.0, True, BUDGET) == 9.0
+    assert budget_tokens(0.0, True, BUDGET) == 0.0
+    assert budget_tokens(9.5, False, BUDGET) == 10.0
+    half = RetryBudget(max_tokens=10.0, token_ratio=0.5)
+    assert budget_tokens(4.0, False, half) == 4.5
+
+
+def test_retries_go_while_more_than_half_the_tokens_are_left() -> None:
+    assert budget_allows(5.5, 0.0, 0.0, BUDGET) == (True, 0.0)
+    # at half, the floor decides: it has a whole token, then none, then refills at 2 per second
+    assert budget_allows(5.0, 2.0, 0.0, BUDGET) == (True, 1.0)
+    assert budget_allows(5.0, 0.5, 0.0, BUDGET) == (False, 0.5)
+    assert budget_allows(5.0, 0.5, 0.25, BUDGET) == (True, 0.0)
+    # the floor holds at most one second's worth
+    assert budget_allows(0.0, 0.0, 60.0, BUDGET) == (True, 1.0)
+
+
+def test_the_budget_follows_the_success_rate() -> None:
+    """Drive the pure rules with a success rate: above one half (with ratio 1) the tokens stay high and
+    retries flow; below it they drain and only the floor's retries go."""
+    rng = random.Random(4)
+    for failure_rate, retries_flow in ((1 / 3, True), (2 / 3, False)):
+        tokens, refused = BUDGET.max_tokens, 0
+        for _ in range(2000):
+            failed = rng.random() < failure_rate
+            tokens = budget_tokens(tokens, failed, BUDGET)
+            if failed and not budget_allows(tokens, 0.0, 0.0, BUDGET)[0]:
+                refused += 1
+        assert (refused < 100) is retries_flow, (failure_rate, refused)

@@ -119,6 +119,44 @@ def test_listener_and_tcp_scopes() -> None:
     assert tcp.name.tags == (("envoy.tcp_prefix", "egress.tcp.3306"),)
 
 
+def test_tls_stats_exist_only_where_tls_is_spoken_and_carry_envoys_names() -> None:
+    store = StatsStore()
+    store.cluster("cds_egress_apps_plain_http_80")
+    store.listener("0.0.0.0_15001")
+    assert not any(".ssl." in name or "ssl_socket_factory" in name for name in points_by_full_name(store))
+    cluster_tls, listener_tls = store.cluster(CLUSTER).tls(), store.listener("0.0.0.0_15000").tls()
+    cluster_tls.count_handshake("ECDHE-ECDSA-AES128-GCM-SHA256", "TLSv1.2")
+    listener_tls.count_handshake("TLS_AES_128_GCM_SHA256", "TLSv1.3")
+    listener_tls.fail_verify_san = 2
+    listener_tls.downstream_context_secrets_not_ready = 1
+    points = points_by_full_name(store)
+
+    san = points["listener.0.0.0.0_15000.ssl.fail_verify_san"]
+    assert (san.value, san.name.extracted) == (2, "listener.ssl.fail_verify_san")
+    assert san.name.tags == (("envoy.listener_address", "0.0.0.0_15000"),)
+    assert points[f"cluster.{CLUSTER}.ssl.handshake"].value == 1
+    factory = points["listener.0.0.0.0_15000.server_ssl_socket_factory.downstream_context_secrets_not_ready"]
+    assert factory.value == 1
+    assert f"cluster.{CLUSTER}.client_ssl_socket_factory.ssl_context_update_by_sds" in points
+    # the negotiated values become tags, as Envoy 1.40 extracts them
+    cipher = points[f"cluster.{CLUSTER}.ssl.ciphers.ECDHE-ECDSA-AES128-GCM-SHA256"]
+    assert cipher.name.extracted == "cluster.ssl.ciphers"
+    assert cipher.name.tags == (
+        ("cipher_suite", "ECDHE-ECDSA-AES128-GCM-SHA256"),
+        ("envoy.cluster_name", CLUSTER),
+    )
+    version = points["listener.0.0.0.0_15000.ssl.versions.TLSv1.3"]
+    assert version.name.extracted == "listener.ssl.versions"
+    assert version.name.tags == (
+        ("envoy.ssl_version", "TLSv1.3"),
+        ("envoy.listener_address", "0.0.0.0_15000"),
+    )
+    listener_cipher = points["listener.0.0.0.0_15000.ssl.ciphers.TLS_AES_128_GCM_SHA256"]
+    assert listener_cipher.name.tags[0] == ("envoy.ssl_cipher", "TLS_AES_128_GCM_SHA256")
+    store.reset_counters()
+    assert points_by_full_name(store)[f"cluster.{CLUSTER}.ssl.handshake"].value == 0
+
+
 def test_server_scope_uses_declared_envoy_names() -> None:
     store = StatsStore()
     store.server.control_plane_connected_state = 1
@@ -221,3 +259,19 @@ def test_gateway_listeners_are_all_inbound(make_settings: Callable[..., Settings
     store.listener("0.0.0.0_15001").downstream_cx_total = 3  # a gateway may listen on any port
     naming = StatNaming.from_settings(make_settings(identity=gateway, metric_extension_version=1))
     assert points_by_full_name(store, naming)["appmesh.NewConnectionCount"].value == 3
+
+
+def test_tls_scopes_add_up_across_workers() -> None:
+    from meshproxy.telemetry.aggregate import merge_stores
+
+    one, two = StatsStore(), StatsStore()
+    one.cluster(CLUSTER).tls().count_handshake("A", "TLSv1.2")
+    two.cluster(CLUSTER).tls().count_handshake("A", "TLSv1.2")
+    two.cluster(CLUSTER).tls().fail_verify_error = 3
+    two.listener("0.0.0.0_15000").tls().handshake = 5  # a scope only one worker has
+    total = merge_stores(StatsStore(), [one, two])
+    cluster = total.cluster(CLUSTER).ssl
+    assert cluster is not None and (cluster.handshake, cluster.fail_verify_error) == (2, 3)
+    assert cluster.ciphers == {"A": 2} and cluster.versions == {"TLSv1.2": 2}
+    listener = total.listener("0.0.0.0_15000").ssl
+    assert listener is not None and listener.handshake == 5
