@@ -115,6 +115,15 @@ NOT_COMPILED = frozenset(
         # service discovery: a loop per cluster, far off the request path (and mypyc mis-compiles its
         # `except DiscoveryError` / `except Exception` pair in a coroutine)
         "meshproxy/upstream/discovery.py",
+        # the descriptor reserve: consulted once per accept burst, and its AcceptPaused subclasses OSError,
+        # a builtin mypyc cannot derive a native class from
+        "meshproxy/net/descriptors.py",
+        # secrets and certificates: loaded when a snapshot or an SDS push arrives, never per request
+        "meshproxy/net/sds.py",
+        "meshproxy/net/secrets.py",
+        "meshproxy/net/certificates.py",
+        "meshproxy/codec/sds.py",
+        "meshproxy/codec/protobuf.py",
     }
 )
 
