@@ -414,7 +414,9 @@ class RouterRequest:
         stats.count_response(status)
         verdict = GIVE_UP_AFTER_START
         if not self.response_started:
-            verdict = response_verdict(policy, status, grpc_status, self.replayable, self.retries)
+            body = self.body  # `replayable` inlined: this runs once per response
+            replayable = body is None or body.replayable
+            verdict = response_verdict(policy, status, grpc_status, replayable, self.retries)
         count_attempt(cluster, verdict is not RetryVerdict.GIVE_UP or status >= 500)
         if verdict is RetryVerdict.RETRY:
             verdict = admit_retry(cluster, verdict, self.ctx.clock.now())

@@ -168,7 +168,7 @@ class ClusterRuntime:
         spreads over all of them instead of piling onto the few healthy ones (counted lb_healthy_panic).
         """
         hosts = self.hosts
-        if len(hosts) == 1 and hosts[0].healthy:
+        if self.healthy == 1 and len(hosts) == 1:
             return hosts[0]  # the common case (one DNS host, healthy): no clock read, no panic to weigh
         host = self._choose(hosts, exclude)
         if host is None:
