@@ -10,6 +10,24 @@
 # The sidecar runs as UID 1337, the UID the interception rules skip (IgnoredUID / APPMESH_IGNORE_UID, spec
 # §6.4), and needs no capabilities. Only the init image runs as root, with NET_ADMIN, and exits.
 
+# The wheel, built once: the request path compiled with mypyc (README "Compiled or pure Python"; about 40 %
+# less CPU per request). `--build-arg MESHPROXY_MYPYC=0` builds a pure-Python wheel instead (no C compiler
+# needed: quicker under emulation). Either way the wheel also carries every .py source, and
+# MESHPROXY_PURE=1 in a container runs them.
+FROM python:3.11-slim AS wheel
+ARG MESHPROXY_MYPYC=1
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
+COPY meshproxy ./meshproxy
+# mypyc type-checks what it compiles, so this stage (only) has mypy and meshproxy's dependencies.
+RUN pip install "setuptools>=77" "mypy>=2.4,<3" types-PyYAML ".[aws]" \
+    && MESHPROXY_MYPYC=$MESHPROXY_MYPYC pip wheel --no-build-isolation --no-deps --wheel-dir /wheels .
+
 FROM python:3.11-slim AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -19,12 +37,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN apt-get update \
     && apt-get install -y --no-install-recommends curl \
     && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY meshproxy ./meshproxy
 # [aws]: boto3, for s3:// config sources and AWS Cloud Map discovery (imported only when used)
-RUN pip install ".[aws]" && rm -rf /src
-WORKDIR /
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install "$(ls /wheels/meshproxy-*.whl)[aws]"
 
 # Init container: installs the App Mesh nat chains in the pod / task network namespace and exits.
 # Kubernetes: initContainer with securityContext.capabilities.add [NET_ADMIN] (and runAsUser 0).

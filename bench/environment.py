@@ -99,7 +99,14 @@ def meshproxy_version() -> str:
     if not re.fullmatch(r"[0-9a-f]{4,40}", sha):
         return version
     dirty = _output(["git", "-C", str(REPO), "status", "--porcelain", "--", "meshproxy"]).strip()
-    return f"{version} (git {sha}{'-dirty' if dirty else ''})"
+    return f"{version} (git {sha}{'-dirty' if dirty else ''}, {installed_form()} as installed)"
+
+
+def installed_form() -> str:
+    """`compiled` when the install carries a mypyc build (scripts/build), else `pure` (`meshproxy-pure` in
+    --proxies runs the sources of a compiled install)."""
+    package = REPO / "meshproxy"
+    return "compiled" if list(package.glob("_native__mypyc*.so")) else "pure"
 
 
 def versions(*, envoy: str | None, nginx: str, wrk: str, h2load: str | None = None) -> Versions:

@@ -138,3 +138,23 @@ def tree_peak_rss_kib(root: int) -> int:
         if text is not None:
             total += parse_status_kib(text, "VmHWM")
     return total
+
+
+def tree_cpu_by_process(root: int) -> dict[int, float]:
+    """CPU seconds used so far by each live process of the tree (a multi-worker proxy: its supervisor and
+    each worker), own time only (utime + stime)."""
+    stats = all_stats()
+    return {pid: (stats[pid].utime + stats[pid].stime) / CLOCK_TICKS for pid in descendants(root, stats)}
+
+
+def spread(before: dict[int, float], after: dict[int, float], root: int) -> tuple[float, float]:
+    """(share of the busiest worker over the mean worker, supervisor share of the tree's CPU) between two
+    samples of `tree_cpu_by_process`; workers are the processes other than `root`. (1.0, 0.0) for one
+    process."""
+    used = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+    workers = [cpu for pid, cpu in used.items() if pid != root]
+    total = sum(used.values())
+    if not workers or total <= 0:
+        return 1.0, 0.0
+    mean = sum(workers) / len(workers)
+    return (max(workers) / mean if mean > 0 else 1.0), used.get(root, 0.0) / total

@@ -38,6 +38,11 @@ def with_telemetry(proxy: str) -> str:
     return proxy + TELEMETRY_SUFFIX
 
 
+def is_meshproxy_row(proxy: str) -> bool:
+    """A meshproxy variant measured without telemetry (`meshproxy`, `meshproxy-pure`, `meshproxy@abc1234`)."""
+    return proxy.startswith(MESHPROXY) and not proxy.endswith(TELEMETRY_SUFFIX)
+
+
 @dataclass(frozen=True, slots=True)
 class Measurement:
     """One timed load run against one target. `cpu_s` is the proxy tree's CPU seconds during the run."""
@@ -49,6 +54,10 @@ class Measurement:
     upstream_cpu_s: float
     other_cpu_s: float = 0.0  # CPU used by everything but the proxy, the upstream, the load and the harness
     figure: Figure = Figure.REQUESTS
+    busiest_worker: float = (
+        1.0  # several workers: the busiest one's CPU over the mean worker's (SO_REUSEPORT)
+    )
+    supervisor_share: float = 0.0  # several workers: the supervisor's share of the proxy's CPU
 
     @property
     def other_cores(self) -> float:
@@ -102,10 +111,12 @@ class ProxySummary:
     errors: int = 0  # socket errors + wrong answers, summed over rounds
     failure: str | None = None
     telemetry: TelemetryCount | None = None
+    idle_rss_kib: int | None = None  # idle scenario: resident set per worker before any connection
+    bytes_per_idle_connection: float | None = None  # idle scenario: growth per idle connection held
 
     @property
     def ok(self) -> bool:
-        return self.failure is None and self.rounds > 0
+        return self.failure is None and (self.rounds > 0 or self.idle_rss_kib is not None)
 
 
 def summarize(
@@ -217,6 +228,7 @@ UPSTREAMS = {
     LoadKind.GRPC_H2LOAD: "nginx h2c, fixed gRPC answer (one empty message, grpc-status 0 trailer)",
     LoadKind.TCP_PINGPONG: "bench.tcp_upstream echo (uvloop)",
     LoadKind.TCP_BULK: "bench.tcp_upstream sink (blocking recv_into)",
+    LoadKind.IDLE: "nginx, HTTP/1.1 (one request per connection, then idle)",
 }
 
 
@@ -288,9 +300,28 @@ def telemetry_cost_line(report: ScenarioReport, proxy: str) -> str | None:
     )
 
 
+def memory_table(report: ScenarioReport) -> str:
+    """The idle scenario's table: resident memory, no load."""
+    lines = [
+        "| proxy | idle RSS per worker MiB | per idle connection KiB | connections held |",
+        "|---|---:|---:|---:|",
+    ]
+    notes = []
+    for s in report.summaries:
+        if not s.ok or s.idle_rss_kib is None:
+            lines.append(f"| {s.proxy} | — | — | — |")
+            notes.append(f"- {s.proxy}: not measured: {s.failure}")
+            continue
+        per = f"{s.bytes_per_idle_connection / 1024:.2f}" if s.bytes_per_idle_connection is not None else "—"
+        lines.append(f"| {s.proxy} | {s.idle_rss_kib / 1024:.1f} | {per} | {s.rate:,.0f} |")
+    return "\n".join([*lines, *(["", *notes] if notes else [])])
+
+
 def table(report: ScenarioReport) -> str:
     """The per-proxy table (Markdown, readable as plain text too), the ratio lines and any failures."""
     figure = report.scenario.figure
+    if figure is Figure.MEMORY:
+        return memory_table(report)
     rate_heading, cpu_heading = _units(figure)
     lines = [
         f"| proxy | {rate_heading} | p50 ms | p99 ms | p99.9 ms | {cpu_heading} | peak RSS MiB | errors |",
@@ -323,7 +354,7 @@ def table(report: ScenarioReport) -> str:
                 f"{t.lines_per_request:.2f} per request)"
             )
     ratio_lines = []
-    pairs = [(MESHPROXY, ENVOY, "meshproxy / Envoy")]
+    pairs = [(s.proxy, ENVOY, f"{s.proxy} / Envoy") for s in report.summaries if is_meshproxy_row(s.proxy)]
     if report.telemetry:
         pairs.append((with_telemetry(MESHPROXY), with_telemetry(ENVOY), "meshproxy / Envoy, telemetry on"))
     for top, bottom, label in pairs:
@@ -347,6 +378,40 @@ def table(report: ScenarioReport) -> str:
         lines.append("")
         lines.extend(notes)
     return "\n".join(lines)
+
+
+def scaling_table(reports: Sequence[ScenarioReport]) -> str:
+    """Per scenario and proxy measured with several worker counts: rate against one worker's (efficiency =
+    rate(N) / (N x rate(1))), CPU per unit, the busiest worker over the mean, the supervisor's share."""
+    rows: dict[tuple[str, str], dict[int, ProxySummary]] = {}
+    spreads: dict[tuple[str, str, int], tuple[float, float]] = {}
+    for r in reports:
+        for s in r.summaries:
+            if s.ok and not r.telemetry:
+                rows.setdefault((r.scenario.name, s.proxy), {})[r.workers] = s
+        for m in r.measurements:
+            key = (r.scenario.name, m.proxy, r.workers)
+            busiest, share = spreads.get(key, (1.0, 0.0))
+            spreads[key] = (max(busiest, m.busiest_worker), max(share, m.supervisor_share))
+    lines = [
+        "| scenario | proxy | workers | rate | vs 1 worker | efficiency | CPU per unit "
+        "| busiest worker / mean | supervisor share |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (scenario, proxy), by_workers in rows.items():
+        if len(by_workers) < 2 or 1 not in by_workers:
+            continue
+        one = by_workers[1].rate
+        for workers in sorted(by_workers):
+            s = by_workers[workers]
+            gain = s.rate / one if one else 0.0
+            busiest, share = spreads.get((scenario, proxy, workers), (1.0, 0.0))
+            cpu = f"{s.cpu_per_unit:.1f}" if s.cpu_per_unit is not None else "—"
+            lines.append(
+                f"| {scenario} | {proxy} | {workers} | {s.rate:,.0f} | {gain:.2f}x | {gain / workers:.0%} | "
+                f"{cpu} | {busiest:.2f} | {share:.1%} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def heading(report: ScenarioReport) -> str:
@@ -405,7 +470,35 @@ _NOTES_END = "<!-- bench:notes-end -->"
 _NOTES = re.compile(re.escape(_NOTES_BEGIN) + r"\n.*?" + re.escape(_NOTES_END), re.DOTALL)
 
 
+TARGETS_KEY = "targets"
+
+
+def targets_section(
+    checked: str, reports: Sequence[ScenarioReport], machine: Machine, versions: Versions
+) -> str:
+    """The RESULTS.md section with the latest run's targets table (bench/targets.py)."""
+    names = ", ".join(
+        dict.fromkeys(r.scenario.name + (TELEMETRY_SUFFIX if r.telemetry else "") for r in reports)
+    )
+    date = reports[-1].date if reports else ""
+    return "\n".join(
+        [
+            f"<!-- bench:begin {TARGETS_KEY} -->",
+            "## Targets (issue 15): the latest run",
+            "",
+            f"Run {date} on {machine.describe()}: {names}.  ",
+            f"{versions.describe()}.  ",
+            f"Load: {reports[-1].load.describe() if reports else ''}. Ratios are to Envoy in the same run.",
+            "",
+            checked,
+            f"<!-- bench:end {TARGETS_KEY} -->",
+        ]
+    )
+
+
 def _order(key: str) -> tuple[int, str, int, int]:
+    if key == TARGETS_KEY:
+        return -1, key, 0, 0
     name, _, workers = key.partition("/workers=")
     telemetry = name.endswith(TELEMETRY_SUFFIX)
     base = name.removesuffix(TELEMETRY_SUFFIX)

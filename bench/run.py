@@ -24,13 +24,27 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import environment, grpc_probe, h2load, mesh, nginx, procstat, report, scenarios, tcp_load, wrk
+from bench import (
+    environment,
+    grpc_probe,
+    h2load,
+    idle,
+    mesh,
+    nginx,
+    procstat,
+    report,
+    scenarios,
+    targets,
+    tcp_load,
+    variants,
+    wrk,
+)
 from bench.envoy_config import (
     EgressBootstrap,
     EnvoyConfigError,
@@ -55,6 +69,11 @@ RESULTS_MD = BENCH_DIR / "RESULTS.md"
 OUT_DIR = BENCH_DIR / "out"
 
 REPO = BENCH_DIR.parent
+# --quick: one scenario per target family, short alternated rounds (about 90 s on two cores)
+QUICK_SCENARIOS = ("small", "h2-h2", "grpc", "tcp-small", "tcp-bulk", "idle")
+QUICK_DURATION_S = 2.0
+QUICK_ROUNDS = 3
+QUICK_WARMUP_S = 0.5
 
 READY_TIMEOUT_S = 30.0  # a proxy must answer /ready within this long
 SANITY_TIMEOUT_S = 5.0  # ... and then route a request to the upstream within this long
@@ -243,6 +262,7 @@ class Bench:
         self.upstream_children: list[Child] = []
         self.reports: list[report.ScenarioReport] = []
         self.grpc_request = out_dir / "grpc-request.bin"
+        self.workers = 1  # of the scenario being measured
 
     def __repr__(self) -> str:
         return f"<Bench {self.upstreams!r} reports={len(self.reports)} {self.supervisor!r}>"
@@ -296,7 +316,12 @@ class Bench:
     def _sink(self, telemetry: bool, name: str) -> TelemetrySink | None:
         return TelemetrySink(XrayReceiver(), self.out_dir / f"access-{name}.log") if telemetry else None
 
-    def start_meshproxy(self, scenario: Scenario, workers: int, tag: str, telemetry: bool) -> Target:
+    def start_meshproxy(
+        self, scenario: Scenario, workers: int, tag: str, telemetry: bool, proxy: str = report.MESHPROXY
+    ) -> Target:
+        chosen = variants.variant(proxy, self.tools.meshproxy)
+        name = chosen.label.replace("@", "-")
+        tag = f"{name.removeprefix('meshproxy-')}-{tag}" if name != report.MESHPROXY else tag
         admin, ingress, egress = free_ports(3)
         sink = self._sink(telemetry, f"meshproxy-{tag}")
         config = self.mesh_file(scenario, tag, sink.access_log if sink is not None else None)
@@ -310,6 +335,7 @@ class Bench:
                 "ENVOY_CONCURRENCY": str(workers),
                 "ENVOY_ADMIN_ACCESS_LOG_FILE": str(self.out_dir / f"meshproxy-admin-{tag}.log"),
                 "MESHPROXY_LISTEN_ADDRESS": "127.0.0.1",
+                **chosen.env,
             }
         )
         if sink is not None:
@@ -321,9 +347,9 @@ class Bench:
                     "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{sink.xray.port}",
                 }
             )
-        argv = [*self.tools.meshproxy, "run", "--config", str(config)]
+        argv = [*chosen.argv, "run", "--config", str(config)]
         child = self.supervisor.spawn(f"meshproxy-{tag}", argv, env=env)
-        label = report.with_telemetry(report.MESHPROXY) if telemetry else report.MESHPROXY
+        label = report.with_telemetry(chosen.label) if telemetry else chosen.label
         port = ingress if not scenario.is_http else egress
         return self._ready(Target(label, port, mesh.VIRTUAL_SERVICE, child, sink=sink), admin)
 
@@ -426,7 +452,7 @@ class Bench:
     def probe_once(self, target: Target, scenario: Scenario) -> str | None:
         """One probe exchange; None when it came back right, else what was wrong."""
         match scenario.load:
-            case LoadKind.HTTP1_WRK:
+            case LoadKind.HTTP1_WRK | LoadKind.IDLE:
                 status, body = http_get(target.port, scenario.path, host=target.host)
                 if status == 200 and len(body) == scenario.body_size:
                     return None
@@ -551,7 +577,7 @@ class Bench:
                     script,
                     duration_s=duration_s,
                     connections=self.options.load.connections,
-                    threads=self.options.load.threads,
+                    threads=self.options.load.threads or max(1, self.workers // 2),
                 )
                 result = wrk.run(argv, timeout_s=timeout)
             case LoadKind.HTTP2_H2LOAD | LoadKind.GRPC_H2LOAD:
@@ -580,6 +606,8 @@ class Bench:
                     total_bytes=scenarios.TCP_BULK_BYTES,
                 )
                 result = tcp_load.run(argv, timeout_s=timeout, cwd=str(REPO))
+            case LoadKind.IDLE:
+                raise BenchError("the idle scenario has no load (run_idle)")
         target.answered += result.requests
         return result
 
@@ -606,6 +634,7 @@ class Bench:
         upstream_pids = [c.pid for c in self.upstream_children]
         system_before, own_before = procstat.system_busy_seconds(), _own_cpu_seconds()
         proxy_before = procstat.tree_cpu_seconds(target.child.pid) if target.child is not None else None
+        per_process = procstat.tree_cpu_by_process(target.child.pid) if target.child is not None else {}
         upstream_before = sum(procstat.tree_cpu_seconds(pid) for pid in upstream_pids)
         try:
             result = self.load_once(target, scenario, self.options.load.duration_s)
@@ -617,14 +646,25 @@ class Bench:
             target.failure = problem
             return
         proxy_cpu = None
+        busiest, supervisor = 1.0, 0.0
         if target.child is not None and proxy_before is not None:
             proxy_cpu = procstat.tree_cpu_seconds(target.child.pid) - proxy_before
+            after = procstat.tree_cpu_by_process(target.child.pid)
+            busiest, supervisor = procstat.spread(per_process, after, target.child.pid)
         upstream_cpu = sum(procstat.tree_cpu_seconds(pid) for pid in upstream_pids) - upstream_before
         # Whatever else ran meanwhile (other test suites, steal): the noise figure of this measurement.
         ours = (proxy_cpu or 0.0) + upstream_cpu + (_own_cpu_seconds() - own_before)
         other = procstat.system_busy_seconds() - system_before - ours
         run = report.Measurement(
-            target.proxy, round_, result, proxy_cpu, upstream_cpu, other_cpu_s=other, figure=scenario.figure
+            target.proxy,
+            round_,
+            result,
+            proxy_cpu,
+            upstream_cpu,
+            other_cpu_s=other,
+            figure=scenario.figure,
+            busiest_worker=busiest,
+            supervisor_share=supervisor,
         )
         target.runs.append(run)
         cpu = run.cpu_per_unit
@@ -643,18 +683,17 @@ class Bench:
     # one scenario
 
     def start_targets(self, scenario: Scenario, workers: int, telemetry: bool) -> list[Target]:
-        starters: dict[str, Callable[[Scenario, int, str, bool], Target]] = {
-            report.MESHPROXY: self.start_meshproxy,
-            report.ENVOY: self.start_envoy,
-        }
-        variants = (False, True) if telemetry else (False,)
+        telemetry_settings = (False, True) if telemetry else (False,)
         targets: list[Target] = []
-        for with_telemetry in variants:
+        for with_telemetry in telemetry_settings:
             for proxy in self.options.proxies:
                 label = report.with_telemetry(proxy) if with_telemetry else proxy
                 tag = f"{scenario.name}-w{workers}{'-telemetry' if with_telemetry else ''}"
                 try:
-                    targets.append(starters[proxy](scenario, workers, tag, with_telemetry))
+                    if variants.is_meshproxy(proxy):
+                        targets.append(self.start_meshproxy(scenario, workers, tag, with_telemetry, proxy))
+                    else:
+                        targets.append(self.start_envoy(scenario, workers, tag, with_telemetry))
                 except ChildError as exc:
                     say(f"bench: {label} failed: {exc.reason}")
                     if exc.log_tail:
@@ -668,7 +707,54 @@ class Bench:
             )
         return targets
 
+    def run_idle(self, scenario: Scenario, workers: int) -> report.ScenarioReport:
+        """The idle scenario (bench/idle.py): each proxy's memory idle and holding idle connections."""
+        say(f"bench: scenario {scenario.name} ({scenario.description}), {workers} worker(s)")
+        summaries: list[report.ProxySummary] = []
+        targets = self.start_targets(scenario, workers, telemetry=False)
+        try:
+            for target in targets:
+                if target.live:
+                    self.sanity_check(target, scenario)
+                if not target.live or target.child is None:
+                    summaries.append(
+                        report.ProxySummary(target.proxy, failure=target.failure or "no process")
+                    )
+                    continue
+                try:
+                    memory = idle.measure(target.child.pid, target.port, target.host, scenario.path)
+                except idle.IdleError as exc:
+                    summaries.append(report.ProxySummary(target.proxy, failure=str(exc)))
+                    continue
+                say(
+                    f"  {target.proxy:<19} idle {memory.idle_rss_kib / 1024:.1f} MiB, "
+                    f"{memory.bytes_per_connection / 1024:.2f} KiB per idle connection"
+                )
+                summaries.append(
+                    report.ProxySummary(
+                        target.proxy,
+                        rate=memory.connections,
+                        idle_rss_kib=memory.idle_rss_kib // workers,
+                        bytes_per_idle_connection=memory.bytes_per_connection,
+                    )
+                )
+        finally:
+            for target in targets:
+                if target.child is not None:
+                    target.child.stop()
+        return report.ScenarioReport(
+            scenario=scenario,
+            workers=workers,
+            load=self.options.load,
+            summaries=tuple(summaries),
+            date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            envoy_config=self.options.envoy_config,
+        )
+
     def run_scenario(self, scenario: Scenario, workers: int) -> report.ScenarioReport:
+        self.workers = workers
+        if scenario.load is LoadKind.IDLE:
+            return self.run_idle(scenario, workers)
         telemetry = self.options.telemetry and scenario.is_http
         if scenario.uses_h2load and self.tools.h2load is None:
             raise BenchError("h2load not found: install Debian nghttp2-client")
@@ -752,6 +838,12 @@ class Bench:
                 result = self.run_scenario(scenario, workers)
                 self.reports.append(result)
                 print(f"\n### {report.heading(result)}\n\n{report.table(result)}\n", flush=True)
+        checked = targets.table(self.reports)
+        if checked:
+            print(f"\n### Targets (issue 15), this run\n\n{checked}\n", flush=True)
+        scaling = report.scaling_table(self.reports)
+        if scaling:
+            print(f"\n### Scaling with workers, this run\n\n{scaling}\n", flush=True)
 
     def raw_results(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = []
@@ -796,7 +888,20 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
         "--connections", type=int, default=32, help="wrk and tcp-small connections (default 32)"
     )
     parser.add_argument(
-        "--proxies", default="meshproxy,envoy", help="which proxies (default meshproxy,envoy)"
+        "--threads", type=int, default=1, help="wrk threads; 0: half the worker count (default 1)"
+    )
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="ENVOY_CONCURRENCY scaling on this machine: workers 1, 2, 4 ... up to half the cores (unless "
+        "--workers), wrk threads following them, 64 connections per worker (unless --connections), small "
+        "(unless --scenario); ends with the scaling table",
+    )
+    parser.add_argument(
+        "--proxies",
+        default="meshproxy,envoy",
+        help="which proxies: meshproxy, meshproxy-pure (the same install as pure Python), meshproxy@PATH "
+        "(another checkout), envoy (default meshproxy,envoy)",
     )
     parser.add_argument(
         "--direct",
@@ -826,10 +931,27 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
         "snapshot of bench/mesh.json",
     )
     parser.add_argument("--no-results-file", action="store_true", help="do not update bench/RESULTS.md")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a before/after check in under two minutes: {','.join(QUICK_SCENARIOS)} (unless --scenario), "
+        f"{QUICK_ROUNDS} rounds of {QUICK_DURATION_S:g} s, {QUICK_WARMUP_S:g} s warm-up, no RESULTS.md",
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = parser.parse_args(argv)
 
-    names = [n for item in (args.scenario or [scenarios.DEFAULT_SCENARIO]) for n in _csv(item)]
+    default = list(QUICK_SCENARIOS) if args.quick else [scenarios.DEFAULT_SCENARIO]
+    names = [n for item in (args.scenario or default) for n in _csv(item)]
+    if args.scaling:
+        cores = os.cpu_count() or 1
+        if args.workers == "1":
+            args.workers = ",".join(str(1 << i) for i in range(16) if 1 << i <= max(1, cores // 2))
+        args.threads = 0
+        if args.connections == 32:
+            args.connections = 64 * max(int(w) for w in _csv(args.workers))
+    if args.quick:
+        args.duration, args.rounds, args.warmup = QUICK_DURATION_S, QUICK_ROUNDS, QUICK_WARMUP_S
+        args.no_results_file = True
     try:
         chosen = scenarios.select(names)
         workers = tuple(int(w) for w in _csv(args.workers))
@@ -838,7 +960,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
     except ValueError:
         parser.error(f"--workers must be comma-separated integers, got {args.workers!r}")
     proxies = tuple(_csv(args.proxies))
-    unknown = [p for p in proxies if p not in (report.MESHPROXY, report.ENVOY)]
+    unknown = [p for p in proxies if p != report.ENVOY and not variants.is_meshproxy(p)]
+    for proxy in proxies:
+        if proxy.startswith(variants.CHECKOUT_PREFIX):
+            try:
+                variants.variant(proxy, ())
+            except variants.VariantError as exc:
+                parser.error(str(exc))
     checks = [
         (not chosen, "no scenario selected"),
         (not workers or any(not 1 <= w <= 64 for w in workers), "--workers values must be 1..64"),
@@ -847,7 +975,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
         (not 0 <= args.warmup <= 60, "--warmup must be 0..60 seconds"),
         (not 0 <= args.quiet_wait <= 600, "--quiet-wait must be 0..600 seconds"),
         (not 1 <= args.connections <= 10000, "--connections must be 1..10000"),
-        (bool(unknown), f"unknown proxies {unknown}; choose from meshproxy, envoy"),
+        (not 0 <= args.threads <= 256, "--threads must be 0..256"),
+        (
+            bool(unknown),
+            f"unknown proxies {unknown}; choose from meshproxy, meshproxy-pure, meshproxy@PATH, envoy",
+        ),
         (not proxies and not args.direct, "nothing to measure"),
     ]
     for failed, message in checks:
@@ -862,7 +994,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None, bool]:
         quiet_wait_s=args.quiet_wait,
         load=report.LoadShape(
             connections=args.connections,
-            threads=1,
+            threads=args.threads,
             duration_s=args.duration,
             rounds=args.rounds,
             warmup_s=args.warmup,
@@ -903,8 +1035,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = False
     with Supervisor(out_dir) as supervisor:
         bench = Bench(options, tools, supervisor, out_dir)
-        targets = len(options.proxies) * (2 if options.telemetry else 1) + (1 if options.direct else 0)
-        watchdog = Watchdog(budget_s(options, targets), supervisor)
+        target_count = len(options.proxies) * (2 if options.telemetry else 1) + (1 if options.direct else 0)
+        watchdog = Watchdog(budget_s(options, target_count), supervisor)
         watchdog.start()
         try:
             bench.run()
@@ -930,6 +1062,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     if options.write_results and bench.reports:
         sections = {r.key: report.section(r, machine, versions) for r in bench.reports}
+        checked = targets.table(bench.reports)
+        if checked:
+            sections[report.TARGETS_KEY] = report.targets_section(checked, bench.reports, machine, versions)
         existing = RESULTS_MD.read_text() if RESULTS_MD.exists() else ""
         RESULTS_MD.write_text(report.update_results(existing, sections))
         say(f"bench: wrote {RESULTS_MD}")

@@ -20,6 +20,7 @@ class LoadKind(enum.Enum):
     GRPC_H2LOAD = "grpc unary (h2load)"
     TCP_PINGPONG = "tcp request/response (bench.tcp_load)"
     TCP_BULK = "tcp bulk stream (bench.tcp_load)"
+    IDLE = "idle keep-alive connections (bench.idle)"
 
 
 class Figure(enum.Enum):
@@ -28,6 +29,7 @@ class Figure(enum.Enum):
     REQUESTS = "req"
     MESSAGES = "msg"
     BYTES = "GB"
+    MEMORY = "connection"  # idle: resident memory, no load
 
 
 H2_CLIENTS = 4  # h2load -c: connections
@@ -91,6 +93,14 @@ SCENARIOS: dict[str, Scenario] = {
             connection_close=True,
         ),
         Scenario(
+            "new-conn-64k",
+            "HTTP/1.1, new connection per request (Connection: close), 64 KiB body",
+            LoadKind.HTTP1_WRK,
+            nginx.body_path("64k.bin"),
+            nginx.BODY_FILES["64k.bin"],
+            connection_close=True,
+        ),
+        Scenario(
             "h2",
             f"h2c multiplexed ({H2_CLIENTS} connections x {H2_STREAMS} streams), HTTP/1.1 to nginx, 2-byte "
             "body",
@@ -132,6 +142,14 @@ SCENARIOS: dict[str, Scenario] = {
             0,
             protocol=MeshProtocol.TCP,
             figure=Figure.BYTES,
+        ),
+        Scenario(
+            "idle",
+            "resident memory idle, then holding 1000 idle keep-alive HTTP/1.1 connections (one request each)",
+            LoadKind.IDLE,
+            nginx.SMALL_PATH,
+            len(nginx.SMALL_BODY),
+            figure=Figure.MEMORY,
         ),
     )
 }

@@ -17,7 +17,6 @@ from typing import Protocol
 from meshproxy import __version__
 from meshproxy.codec import h2 as h2_codec
 from meshproxy.codec.h1 import MAX_HEADERS_COUNT, MAX_HEADERS_KB, ClientCodec, ServerCodec
-from meshproxy.codec.h1_h11 import H11ClientCodec, H11ServerCodec
 from meshproxy.codec.h1_httptools import HttptoolsClientCodec, HttptoolsServerCodec
 from meshproxy.codec.sds import Node
 from meshproxy.config.snapshot import EgressFilter, Identity, RouteTable, Snapshot
@@ -61,6 +60,9 @@ def codec_factories(
     server: Callable[[int, int], ServerCodec]
     client: Callable[[int, int], ClientCodec]
     if parser == "h11":
+        # imported only when chosen: h11 is the reference parser, and an idle worker should not carry it
+        from meshproxy.codec.h1_h11 import H11ClientCodec, H11ServerCodec
+
         server, client = H11ServerCodec, H11ClientCodec
     else:
         server, client = HttptoolsServerCodec, HttptoolsClientCodec
@@ -125,6 +127,8 @@ class Dataplane:
         )
         self.snapshot: Snapshot = empty_snapshot(settings.identity)
         self.state = ServerState.PRE_INITIALIZING
+        # read by every HTTP/1.1 response (Connection: close while draining): an attribute, set with the state
+        self.draining = False
         self.started = time.time()
         self.applied_at = self.started  # when the current snapshot was applied (/config_dump last_updated)
         self.health_failed = False  # /healthcheck/fail
@@ -140,12 +144,9 @@ class Dataplane:
     def observer(self) -> RequestObserver | None:
         return self.telemetry
 
-    @property
-    def draining(self) -> bool:
-        return self.state is ServerState.DRAINING
-
     def set_state(self, state: ServerState) -> None:
         self.state = state
+        self.draining = state is ServerState.DRAINING
         self.store.server.server_state = int(state)
         self.store.server.server_live = 1 if state is ServerState.LIVE else 0
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from meshproxy import native
 from meshproxy.config.snapshot import Identity, ResourceKind
 from meshproxy.settings import Settings
 
@@ -33,6 +34,18 @@ TIERS = {
 def pytest_configure(config: pytest.Config) -> None:
     for tier, meaning in TIERS.items():
         config.addinivalue_line("markers", f"{tier}: {meaning}")
+    if not native.pure_requested():
+        stale = native.stale_extensions()
+        if stale:  # the extension, not the edited source, would run (and be tested)
+            pytest.exit(
+                f"compiled modules older than their sources ({', '.join(stale[:3])}...): run scripts/build, "
+                "or test the sources with MESHPROXY_PURE=1",
+                returncode=4,
+            )
+
+
+def pytest_report_header() -> str:
+    return f"meshproxy form: {native.form()}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -101,7 +101,10 @@ class _H11Codec:
                 if isinstance(event, h11.Data):
                     if self._chunked_in and event.chunk_start and _CHUNK_LINE.match(piece) is None:
                         raise ProtocolError("invalid chunk line")
-                    events.append(Data(bytes(event.data)))
+                    # h11 hands over a bytearray where its stubs say bytes: read it untyped, or the compiled
+                    # form would check it for bytes
+                    received: Any = event
+                    events.append(Data(bytes(received.data)))
                 elif isinstance(event, h11.EndOfMessage):
                     if self._chunked_in:
                         self._check_last_chunk(piece, event)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from meshproxy.codec.h2 import H2Codec
 from meshproxy.core.events import Headers
@@ -23,8 +23,13 @@ class _Carrier(Protocol):
     def acknowledge(self, sid: int, length: int) -> None: ...
 
 
-class StreamFlow:
-    """Backpressure for one HTTP/2 stream, shared by the downstream and upstream stream classes.
+_C = TypeVar("_C", bound=_Carrier)
+
+
+class StreamFlow(Generic[_C]):
+    """Backpressure for one HTTP/2 stream, shared by the downstream and upstream stream classes (generic in
+    the connection type, so that each subclass keeps its own connection's type: mypyc does not let a
+    subclass narrow an attribute's declared type).
 
     Reading: while the router has reading paused, received DATA is not acknowledged (`unacked` counts it), so
     the peer's flow-control window closes; resuming acknowledges it and the peer may send again.
@@ -33,7 +38,7 @@ class StreamFlow:
     """
 
     __slots__ = ("producer_paused", "read_paused", "unacked", "write_blocked")
-    connection: _Carrier
+    connection: _C
     stream_id: int
     read_paused: bool
     unacked: int
@@ -60,7 +65,7 @@ class StreamFlow:
                 self.connection.acknowledge(self.stream_id, unacked)
 
 
-def update_producers(streams: Iterable[StreamFlow]) -> None:
+def update_producers(streams: Iterable[StreamFlow[_C]]) -> None:
     """The connection's socket filled up or drained (asyncio pause_writing / resume_writing): every stream
     pauses or resumes whoever feeds it."""
     for stream in list(streams):

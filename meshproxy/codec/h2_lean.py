@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from typing import cast
 
 from h2.errors import ErrorCodes
@@ -277,7 +278,9 @@ class LeanH2Connection(LeanConnectionState):
             raise self._connection_error(ErrorCodes.ENHANCE_YOUR_CALM, f"HPACK: {exc}") from exc
         except HPACKError as exc:
             raise self._connection_error(ErrorCodes.COMPRESSION_ERROR, f"HPACK: {exc}") from exc
-        entries = table.dynamic_entries
+        # untyped: compiled with mypyc, an entry typed as a tuple would be unboxed and boxed again as a new
+        # tuple, and the identity check below would never hold
+        entries: Sequence[object] = table.dynamic_entries
         newest = entries[0] if entries else None
         if len(entries) != self.decode_table_size or newest is not self.decode_table_newest:
             self.decode_table_size = len(entries)

@@ -72,10 +72,6 @@ _SERVER_CONFIG = _configuration(False)
 _CLIENT_CONFIG = _configuration(True)
 
 
-class _CompressionError(ProtocolError):
-    error_code = ErrorCodes.COMPRESSION_ERROR
-
-
 class _CheckedDecoder(Decoder):
     """h2 reports an HPACK decoding error as PROTOCOL_ERROR; RFC 9113 §4.3 and RFC 7541 §2.3.3 / §4.2 /
     §5.2 / §6.1 / §6.3 demand COMPRESSION_ERROR (and the lean codec sends it). An oversized list stays h2's
@@ -87,7 +83,10 @@ class _CheckedDecoder(Decoder):
         except OversizedHeaderListError:
             raise
         except HPACKError as exc:
-            raise _CompressionError(f"HPACK: {exc}") from exc
+            error = ProtocolError(f"HPACK: {exc}")
+            # on the instance: compiled with mypyc, a class attribute of a subclass would not be seen
+            error.error_code = ErrorCodes.COMPRESSION_ERROR
+            raise error from exc
 
 
 class CheckedH2Connection(H2Connection):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import time
-from email.utils import formatdate
 
 from meshproxy.core.events import Headers
 
@@ -52,6 +51,25 @@ def new_request_id() -> bytes:
     return b"%b-%b-4%b-%x%b-%b" % (h[:8], h[8:12], h[13:16], 8 | (n >> 62 & 3), h[17:20], h[20:32])
 
 
+_DAYS = (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun")
+_MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
+
+
+def http_date(epoch_seconds: int) -> bytes:
+    """RFC 9110 §5.6.7 IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), as email.utils.formatdate(usegmt=True)
+    writes it (the unit tests hold them equal; `email` itself costs a megabyte of memory per worker)."""
+    t = time.gmtime(epoch_seconds)
+    return b"%b, %02d %b %04d %02d:%02d:%02d GMT" % (
+        _DAYS[t.tm_wday],
+        t.tm_mday,
+        _MONTHS[t.tm_mon - 1],
+        t.tm_year,
+        t.tm_hour,
+        t.tm_min,
+        t.tm_sec,
+    )
+
+
 class HttpDate:
     """The `date` header value, formatted at most once per second."""
 
@@ -65,7 +83,7 @@ class HttpDate:
         second = int(time.time())
         if second != self._second:
             self._second = second
-            self._value = formatdate(second, usegmt=True).encode()
+            self._value = http_date(second)
         return self._value
 
 

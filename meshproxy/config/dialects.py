@@ -24,17 +24,19 @@ items or a single item. An item is recognised as:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from meshproxy.config import cloudformation, kubernetes
 from meshproxy.config.errors import Issue, Severity
 from meshproxy.config.model import RESOURCE_TYPES, ResourceType
 from meshproxy.config.raw import RawResource, ReadResult
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = ["RawResource", "ReadResult", "read_bytes", "read_document", "read_file", "read_files", "read_text"]
 
@@ -52,28 +54,33 @@ _DESCRIBE_KEYS: Mapping[str, ResourceType] = {kind.value: kind for kind in Resou
 _LIST_KEYS: Mapping[str, ResourceType] = {info.list_key: kind for kind, info in RESOURCE_TYPES.items()}
 
 
-# The C loader (when PyYAML was built with libyaml) is several times faster on large exports; both are safe.
-_BaseLoader: type[yaml.SafeLoader | yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+@functools.cache
+def _yaml_loader() -> type[yaml.SafeLoader]:
+    """The safe loader, plus CloudFormation's short-form intrinsic tags (`!Ref x` -> `{"Ref": "x"}`). Made
+    (and PyYAML imported) on the first YAML document: a proxy configured with JSON never loads PyYAML (1.4 MiB
+    of resident memory per worker)."""
+    import yaml
 
+    # The C loader (when PyYAML was built with libyaml) is several times faster on large exports; both safe.
+    base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-class _YamlLoader(_BaseLoader):  # type: ignore[valid-type,misc]  # a base chosen at import time
-    """The safe loader, plus CloudFormation's short-form intrinsic tags (`!Ref x` -> `{"Ref": "x"}`)."""
+    def cloudformation_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+        if isinstance(node, yaml.ScalarNode):
+            value: Any = loader.construct_scalar(node)
+            if suffix == "GetAtt" and isinstance(value, str):
+                value = value.split(".", 1)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        key = suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}"
+        return {key: value}
 
+    class YamlLoader(base):  # type: ignore[valid-type,misc]  # a base chosen at run time
+        pass
 
-def _cloudformation_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-        if suffix == "GetAtt" and isinstance(value, str):
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    key = suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}"
-    return {key: value}
-
-
-_YamlLoader.add_multi_constructor("!", _cloudformation_tag)
+    YamlLoader.add_multi_constructor("!", cloudformation_tag)
+    return YamlLoader
 
 
 def read_file(path: str) -> ReadResult:
@@ -163,8 +170,11 @@ def _parse(text: str, syntax: str | None) -> list[Any] | tuple[str, str]:
             return [json.loads(text)]
         except json.JSONDecodeError as exc:
             return f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}"
+    loader = _yaml_loader()
+    import yaml  # already loaded by _yaml_loader
+
     try:
-        return list(yaml.load_all(text, Loader=_YamlLoader))
+        return list(yaml.load_all(text, Loader=loader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""

@@ -59,9 +59,7 @@ class H2StreamState(enum.Enum):
     CLOSED = "closed"  # ended or reset, forgotten by the connection
 
 
-class H2DownstreamStream(StreamFlow):
-    connection: StreamHost
-
+class H2DownstreamStream(StreamFlow[StreamHost]):
     __slots__ = (
         "body",
         "connection",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import dataclasses
 import enum
 import logging
 from typing import cast
@@ -100,7 +99,7 @@ def upgrade_to_h2c(
     transport.write(_SWITCHING_PROTOCOLS + manager.h2.data_to_send())
     manager.last_stream_id = 1
     headers = [(n, v) for n, v in head.headers if n not in _UPGRADE_ONLY]
-    stream1 = dataclasses.replace(head, headers=headers, upgrade=False, http_version="2")
+    stream1 = head.replace(headers=headers, upgrade=False, http_version="2")
     manager.in_batch = True
     try:
         stream = manager.start_stream(1, stream1)

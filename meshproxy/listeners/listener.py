@@ -134,7 +134,7 @@ class HttpListener:
         return self.host.clusters
 
     def cluster(self, name: str) -> ClusterRuntime | None:
-        return self.host.clusters.get(name)
+        return self.host.clusters.clusters.get(name)  # the manager's current map (replaced whole on a swap)
 
     def passthrough_cluster(self, address: str, port: int, http2: bool) -> ClusterRuntime:
         return self.host.clusters.passthrough(address, port, http2=http2)

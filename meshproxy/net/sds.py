@@ -217,12 +217,17 @@ class _SdsConnection(asyncio.Protocol):
                 secret = sds.parse_secret(value)
                 if secret.name == stream.name:
                     self.client.store.accept(tls_secret(secret, response.version_info))
-        except (ProtobufError, CertificateError) as exc:
+        # two clauses, not one with a tuple: compiled by mypyc, a tuple of two native exception classes
+        # binds `exc` as the first one and fails on the second (TypeError instead of a NACK)
+        except ProtobufError as exc:
             error = str(exc)
+        except CertificateError as exc:
+            error = str(exc)
+        if error is None:
+            stream.version = response.version_info
+        else:
             log.error("SDS: rejected an update of secret %r, keeping version %r: %s",
                       stream.name, stream.version, error)  # fmt: skip
-        else:
-            stream.version = response.version_info
         # ACK (the version now in use) or NACK (the previous version, with the reason), xDS protocol
         ack = sds.discovery_request(
             None, (stream.name,), version_info=stream.version, response_nonce=response.nonce, error=error

@@ -375,7 +375,7 @@ class RouterRequest:
                         self._end_attempt(reuse=complete and self.request_complete)
                         self._schedule_retry()
                         return
-                    if self.done:
+                    if self.done:  # (a property: mypy keeps `self.state` narrowed across the call above)
                         return  # answered locally: the downstream codec refused the head
                 elif isinstance(event, EndOfMessage):
                     down.send_end(event.trailers)
@@ -414,7 +414,9 @@ class RouterRequest:
         stats.count_response(status)
         verdict = GIVE_UP_AFTER_START
         if not self.response_started:
-            verdict = response_verdict(policy, status, grpc_status, self.replayable, self.retries)
+            body = self.body  # `replayable` inlined: this runs once per response
+            replayable = body is None or body.replayable
+            verdict = response_verdict(policy, status, grpc_status, replayable, self.retries)
         count_attempt(cluster, verdict is not RetryVerdict.GIVE_UP or status >= 500)
         if verdict is RetryVerdict.RETRY:
             verdict = admit_retry(cluster, verdict, self.ctx.clock.now())
@@ -442,8 +444,9 @@ class RouterRequest:
 
     def _response_complete(self) -> None:
         attempt = self.attempt
-        stats = self.cluster_stats
-        if stats is not None and attempt is not None:
+        cluster = self.cluster
+        if cluster is not None and attempt is not None:
+            stats = cluster.stats
             stats.upstream_rq_completed += 1
             stats.upstream_rq_time.record((self.ctx.clock.now() - attempt.start) * 1000.0)
         # The upstream may have answered before the request body ended (e.g. an early 413): that connection

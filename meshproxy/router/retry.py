@@ -81,7 +81,9 @@ def response_verdict(
     policy: RetryPolicy | None, status: int, grpc_status: int | None, replayable: bool, retries: int
 ) -> RetryVerdict:
     """After a response head arrived (before any of the response went downstream)."""
-    return _verdict(policy, should_retry_status(policy, status, grpc_status), replayable, retries)
+    if policy is None or not should_retry_status(policy, status, grpc_status):
+        return RetryVerdict.GIVE_UP  # the common case: once per response, so without the general verdict
+    return _verdict(policy, True, replayable, retries)
 
 
 # ------------------------------------------------------------------------------------------- retry budget

@@ -6,6 +6,10 @@ upstream connection takes a slot from the cluster's circuit breakers (a tcp list
 maxConnections): at the limit the client connection is closed and `upstream_cx_overflow` counted. Both
 directions respect flow control (a paused writer pauses the opposite reader) and half-close (EOF one way is
 forwarded with write_eof while the other way keeps flowing).
+
+A direction that carries a bulk stream (a read of BULK_READ bytes or more) is handed to a `SplicePump` on
+Linux (net/splice.py): from then on the kernel moves its bytes socket to socket through a pipe, and its
+transport no longer reads.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import cast
 
 from meshproxy.config.snapshot import RetryPolicy
 from meshproxy.core.clock import Timer
+from meshproxy.net.splice import SplicePump, socket_fd, splice_supported
 from meshproxy.router.retry import backoff_delay
 from meshproxy.telemetry.stats import TcpProxyStats
 from meshproxy.upstream.cluster import ClusterRuntime
@@ -24,6 +29,11 @@ from meshproxy.upstream.connect import connect_host
 from meshproxy.upstream.host import Host
 
 log = logging.getLogger("meshproxy.tcp")
+
+# A read this large means the peer is sending faster than one read takes it: a bulk stream, spliced from
+# then on. (uvloop reads up to 256 KiB at a time; request/response traffic reads a message at a time.)
+BULK_READ = 64 * 1024
+SPLICE = splice_supported()
 
 
 class TcpState(enum.Enum):
@@ -35,13 +45,14 @@ class TcpState(enum.Enum):
 class _Side(asyncio.Protocol):
     """One end of the bridge; forwards everything to the session."""
 
-    __slots__ = ("eof", "session", "transport", "upstream")
+    __slots__ = ("eof", "pump", "session", "transport", "upstream")
 
     def __init__(self, session: TcpProxySession, upstream: bool) -> None:
         self.session = session
         self.upstream = upstream
         self.transport: asyncio.Transport | None = None
         self.eof = False
+        self.pump: SplicePump | None = None  # this side's reading, spliced to the other side
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -92,7 +103,10 @@ class TcpProxySession:
         self.rx = self.tx = 0
 
     def __repr__(self) -> str:
-        return f"<TcpProxySession {self.cluster.config.name} {self.state.value} rx={self.rx} tx={self.tx}>"
+        return (
+            f"<TcpProxySession {self.cluster.config.name} {self.state.value} rx={self.rx} tx={self.tx} "
+            f"spliced={self.spliced}>"
+        )
 
     @property
     def protocol(self) -> asyncio.Protocol:
@@ -185,20 +199,73 @@ class TcpProxySession:
             transport.write(data)
 
     def relay(self, side: _Side, data: bytes) -> None:
+        size = len(data)
         self.last_activity = self.cluster.clock.now()
         if side is self.down:
-            self.rx += len(data)
-            self.stats.downstream_cx_rx_bytes_total += len(data)
+            self.rx += size
+            self.stats.downstream_cx_rx_bytes_total += size
             if self.up is None:
                 self.pending.append(data)
                 return
-            self.cluster.stats.upstream_cx_tx_bytes_total += len(data)
-            self._write(self.up, data)
+            self.cluster.stats.upstream_cx_tx_bytes_total += size
+            other = self.up
         else:
-            self.tx += len(data)
-            self.stats.downstream_cx_tx_bytes_total += len(data)
-            self.cluster.stats.upstream_cx_rx_bytes_total += len(data)
-            self._write(self.down, data)
+            self.tx += size
+            self.stats.downstream_cx_tx_bytes_total += size
+            self.cluster.stats.upstream_cx_rx_bytes_total += size
+            other = self.down
+        self._write(other, data)
+        if size >= BULK_READ and SPLICE:
+            self._splice(side, other)
+
+    def _count(self, side: _Side, size: int) -> None:
+        """What `relay` counts, for bytes a pump moved (relay counts inline: it runs once per read)."""
+        self.last_activity = self.cluster.clock.now()
+        if side is self.down:
+            self.rx += size
+            self.stats.downstream_cx_rx_bytes_total += size
+            self.cluster.stats.upstream_cx_tx_bytes_total += size
+        else:
+            self.tx += size
+            self.stats.downstream_cx_tx_bytes_total += size
+            self.cluster.stats.upstream_cx_rx_bytes_total += size
+
+    # ---------------------------------------------------------------- bulk: splice (net/splice.py)
+    def _splice(self, side: _Side, other: _Side) -> None:
+        """Hand `side`'s reading to a pump into `other`'s socket, once `other`'s transport has nothing left to
+        write (the pump must not overtake bytes still queued there); else try again on a later bulk read."""
+        source, sink = side.transport, other.transport
+        if side.pump is not None or source is None or sink is None or sink.get_write_buffer_size():
+            return
+        source_fd, sink_fd = socket_fd(source), socket_fd(sink)
+        if source_fd is None or sink_fd is None or source.is_closing() or sink.is_closing():
+            return
+        source.pause_reading()
+        side.pump = SplicePump(
+            asyncio.get_running_loop(),
+            source_fd,
+            sink_fd,
+            on_moved=lambda size: self._count(side, size),
+            on_eof=lambda: self._spliced_eof(side),
+            on_error=self._spliced_error,
+        )
+        side.pump.start()
+
+    def _spliced_eof(self, side: _Side) -> None:
+        side.eof = True
+        if self.half_close(side) is None:
+            return  # both directions ended: closed
+        if side.transport is not None and side.transport.is_closing():
+            self.close()
+
+    def _spliced_error(self, exc: OSError) -> None:
+        log.debug("%r: spliced relay ended: %s", self, exc)
+        self.close()
+
+    @property
+    def spliced(self) -> int:
+        """How many directions the kernel moves (0, 1 or 2)."""
+        return sum(1 for side in (self.down, self.up) if side is not None and side.pump is not None)
 
     def half_close(self, side: _Side) -> bool | None:
         other = self.up if side is self.down else self.down
@@ -214,8 +281,8 @@ class TcpProxySession:
 
     def set_reading(self, upstream: bool, reading: bool) -> None:
         side = self.up if upstream else self.down
-        if side is None or side.transport is None or side.transport.is_closing():
-            return
+        if side is None or side.pump is not None or side.transport is None or side.transport.is_closing():
+            return  # (a spliced side's transport never reads again)
         if reading:
             side.transport.resume_reading()
         else:
@@ -250,6 +317,9 @@ class TcpProxySession:
         self.stats.downstream_cx_total_active -= 1
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+        for side in (self.down, self.up):
+            if side is not None and side.pump is not None:
+                side.pump.close()  # its duplicate descriptors first: the transports close the sockets
         for side in (self.down, self.up):
             if side is not None and side.transport is not None:
                 side.transport.close()  # the upstream's connection_lost does its accounting

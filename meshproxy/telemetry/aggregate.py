@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import fields
 from typing import TypeVar
 
-from meshproxy.telemetry.stats import Histogram, StatsStore, TlsStats
+from meshproxy.telemetry.stats import Histogram, StatsStore, TlsStats, gauge_names
 
 _PROCESS_GAUGES = frozenset(
     {"server_live", "server_state", "server_uptime", "server_concurrency", "control_plane_connected_state",
@@ -89,7 +89,7 @@ def retire(store: StatsStore) -> StatsStore:
     ]
     for group in groups:
         for scope in group:
-            for name in getattr(scope, "GAUGES", ()):
+            for name in gauge_names(type(scope)):
                 setattr(scope, name, 0)
     for histogram in store.histograms():
         histogram.recent.clear()

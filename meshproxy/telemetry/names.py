@@ -34,6 +34,7 @@ from meshproxy.telemetry.stats import (
     Histogram,
     StatsStore,
     TlsStats,
+    gauge_names,
 )
 
 Tags = tuple[tuple[str, str], ...]
@@ -109,7 +110,7 @@ def _declared(cls: type) -> tuple[tuple[str, StatKind], ...]:
     """A scope class's stats in render order: counters, gauges (sorted), histograms."""
     out = _class_fields.get(cls)
     if out is None:
-        gauges: frozenset[str] = getattr(cls, "GAUGES", frozenset())
+        gauges = gauge_names(cls)
         declared = fields(cls)
         out = (
             *(

@@ -4,9 +4,9 @@ Two paths produce the same text (a unit test holds them equal):
 
 - `PrometheusRenderer.render`, what `/stats/prometheus` serves: writes the text straight from the store,
   with each series' family name and label string built once and cached (a scrape of 100 clusters is a few
-  milliseconds of event-loop time instead of tens);
-- `EnvoyStatsCollector`, a prometheus-client `Collector` yielding `Metric` families, for anything that wants
-  the stats in a prometheus-client `CollectorRegistry`; `exposition(registry)` writes them.
+  milliseconds of event-loop time instead of tens); it does not import prometheus-client;
+- `EnvoyStatsCollector` (telemetry/prometheus_registry.py), a prometheus-client `Collector` yielding
+  `Metric` families, for anything that wants the stats in a prometheus-client `CollectorRegistry`.
 
 Neither uses `prometheus_client.generate_latest`: it appends `_total` to every counter's `# TYPE` line, and
 Envoy's counters keep their own names. `envoy_cluster_upstream_rq{envoy_response_code="200"}` and
@@ -21,14 +21,10 @@ name and series by labels; only `# TYPE` lines (Envoy writes no `# HELP`).
 
 from __future__ import annotations
 
+import math
 import re
 import weakref
-from collections.abc import Iterable
 from operator import itemgetter
-
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector, CollectorRegistry
-from prometheus_client.utils import floatToGoString
 
 from meshproxy.telemetry.names import StatKind, StatNaming, StatPoint, collect
 from meshproxy.telemetry.stats import StatsStore
@@ -58,50 +54,6 @@ def _bound(value: float) -> str:
     return format(value, ".32g")
 
 
-_Series = tuple[tuple[tuple[str, str], ...], StatPoint]
-
-
-class EnvoyStatsCollector(Collector):
-    """A prometheus-client collector over one StatsStore (possibly an aggregate of several workers)."""
-
-    def __init__(self, store: StatsStore, naming: StatNaming) -> None:
-        self.store = store
-        self.naming = naming
-
-    def collect(self) -> Iterable[Metric]:
-        fixed = self.naming.fixed
-        by_family: dict[str, tuple[StatKind, list[_Series]]] = {}
-        for point in collect(self.store, self.naming):
-            family = "envoy_" + sanitize_metric_name(point.name.extracted)
-            labels = tuple((sanitize_label_name(k), v) for k, v in (*point.name.tags, *fixed))
-            entry = by_family.get(family)
-            if entry is None:
-                entry = by_family[family] = (point.kind, [])
-            if entry[0] is point.kind:  # a family has one type; a clash would make the scrape invalid
-                entry[1].append((labels, point))
-        for family in sorted(by_family):
-            kind, series = by_family[family]
-            metric = Metric(family, "", kind.value)
-            seen: set[tuple[tuple[str, str], ...]] = set()
-            for labels, point in sorted(series, key=lambda s: _label_text(s[0])):
-                if labels in seen:  # a duplicate series makes Prometheus reject the whole scrape
-                    continue
-                seen.add(labels)
-                label_map = dict(labels)
-                hist = point.histogram
-                if hist is None:
-                    metric.add_sample(family, label_map, point.value)
-                    continue
-                running = 0
-                for bound, count in zip(hist.bounds, hist.counts, strict=False):
-                    running += count
-                    metric.add_sample(family + "_bucket", {**label_map, "le": _bound(bound)}, running)
-                metric.add_sample(family + "_bucket", {**label_map, "le": "+Inf"}, hist.count)
-                metric.add_sample(family + "_sum", label_map, hist.sum)
-                metric.add_sample(family + "_count", label_map, hist.count)
-            yield metric
-
-
 def _label_text(labels: tuple[tuple[str, str], ...]) -> str:
     return ",".join(k + '="' + _escape(v) + '"' for k, v in labels)
 
@@ -110,26 +62,28 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def go_float(value: float) -> str:
+    """A sample value as Prometheus' Go code writes it (prometheus-client's `floatToGoString`, which
+    tests/unit/telemetry holds this to): written here so that serving /stats/prometheus does not load
+    prometheus-client (5 MiB of resident memory per worker, issue 15)."""
+    if value == math.inf:
+        return "+Inf"
+    if value == -math.inf:
+        return "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    text = repr(float(value))
+    dot = text.find(".")
+    if value > 0 and dot > 6:  # Go switches to an exponent sooner than Python does
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text
+
+
 def _number(value: float) -> str:
     if isinstance(value, int):
         return str(value)
-    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
-
-
-def exposition(registry: CollectorRegistry) -> bytes:
-    """The text format (0.0.4) of every family in `registry`, with family names as given."""
-    out: list[str] = []
-    for metric in registry.collect():
-        out.append(
-            "# TYPE " + metric.name + " " + ("untyped" if metric.type == "unknown" else metric.type) + "\n"
-        )
-        for sample in metric.samples:
-            if sample.labels:
-                labels = _label_text(tuple(sample.labels.items()))
-                out.append(sample.name + "{" + labels + "} " + _number(sample.value) + "\n")
-            else:
-                out.append(sample.name + " " + _number(sample.value) + "\n")
-    return "".join(out).encode("utf-8")
+    return go_float(value)
 
 
 class _SeriesLines:
@@ -216,10 +170,3 @@ def render_prometheus(store: StatsStore, naming: StatNaming) -> bytes:
     if renderer is None:
         renderer = _renderers[naming] = PrometheusRenderer(naming)
     return renderer.render(store)
-
-
-def render_with_registry(store: StatsStore, naming: StatNaming) -> bytes:
-    """The same text through prometheus-client's data model (a private registry and `EnvoyStatsCollector`)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(EnvoyStatsCollector(store, naming))
-    return exposition(registry)

@@ -1,9 +1,9 @@
 """The stats store: plain integers on the request path, read by sinks on their own schedule.
 
 Every stat is declared once, here, as a field whose name is Envoy's stat name relative to its scope
-(`cluster.<name>.` + field, `listener.<address>.` + field, ...). Fields listed in a class's GAUGES are gauges;
-every other int field is a counter. Response codes are counted per code (`upstream_rq_<code>`), and the
-`_2xx`-style classes are derived when rendering, as Envoy's tag extraction would see them.
+(`cluster.<name>.` + field, `listener.<address>.` + field, ...). Fields a class's `gauge_names()` lists
+are gauges; every other int field is a counter. Response codes are counted per code (`upstream_rq_<code>`),
+and the `_2xx`-style classes are derived when rendering, as Envoy's tag extraction would see them.
 
 Call sites do `stats.upstream_rq_total += 1`: no name building, no locks (one event loop per process).
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
 
 # Envoy's default histogram bucket bounds (ms), from the admin docs' example (spec §5.3).
 DEFAULT_BUCKETS: tuple[float, ...] = (
@@ -76,23 +75,31 @@ class Histogram:
 
 
 class _Scope:
-    """Shared behaviour of every stats scope: enumerate counters and gauges by their declared names."""
+    """Shared behaviour of every stats scope: enumerate counters and gauges by their declared names.
 
-    GAUGES: ClassVar[frozenset[str]] = frozenset()
+    Each scope names its gauges in a classmethod rather than a `ClassVar`: compiled with mypyc (the request
+    path counts into these scopes), a dataclass loses its `ClassVar` annotations and would make it a field.
+    """
+
+    @classmethod
+    def gauge_names(cls) -> frozenset[str]:
+        return frozenset()
 
     def counters(self) -> list[tuple[str, int]]:
+        gauges = self.gauge_names()
         return [
             (f.name, getattr(self, f.name))
             for f in fields(self)  # type: ignore[arg-type]
-            if f.type in ("int", int) and f.name not in self.GAUGES
+            if f.type in ("int", int) and f.name not in gauges
         ]
 
     def gauges(self) -> list[tuple[str, int]]:
-        return [(name, getattr(self, name)) for name in sorted(self.GAUGES)]
+        return [(name, getattr(self, name)) for name in sorted(self.gauge_names())]
 
     def reset_counters(self) -> None:
+        gauges = self.gauge_names()
         for f in fields(self):  # type: ignore[arg-type]
-            if f.type in ("int", int) and f.name not in self.GAUGES:
+            if f.type in ("int", int) and f.name not in gauges:
                 setattr(self, f.name, 0)
         ssl = getattr(self, "ssl", None)
         if ssl is not None:
@@ -142,7 +149,9 @@ class TlsStats(_Scope):
 class ClusterStats(_Scope):
     """`cluster.<name>.*`"""
 
-    GAUGES: ClassVar[frozenset[str]] = frozenset(
+    @classmethod
+    def gauge_names(cls) -> frozenset[str]:
+        return frozenset(
         {"upstream_cx_active", "upstream_rq_active", "upstream_rq_pending_active", "membership_total",
          "membership_healthy", "outlier_detection_ejections_active", "health_check_healthy"}
     )  # fmt: skip
@@ -202,7 +211,9 @@ class ClusterStats(_Scope):
 class ListenerStats(_Scope):
     """`listener.<address>.*` (address like `0.0.0.0_15000`)."""
 
-    GAUGES: ClassVar[frozenset[str]] = frozenset({"downstream_cx_active"})
+    @classmethod
+    def gauge_names(cls) -> frozenset[str]:
+        return frozenset({"downstream_cx_active"})
 
     downstream_cx_total: int = 0
     downstream_cx_active: int = 0
@@ -221,7 +232,9 @@ class ListenerStats(_Scope):
 class HttpConnManagerStats(_Scope):
     """`http.<prefix>.*` (prefix `ingress` / `egress`, or `ingress.http.<port>` with several listeners)."""
 
-    GAUGES: ClassVar[frozenset[str]] = frozenset({"downstream_cx_active", "downstream_rq_active"})
+    @classmethod
+    def gauge_names(cls) -> frozenset[str]:
+        return frozenset({"downstream_cx_active", "downstream_rq_active"})
 
     downstream_cx_total: int = 0
     downstream_cx_active: int = 0
@@ -256,7 +269,9 @@ class HttpConnManagerStats(_Scope):
 class TcpProxyStats(_Scope):
     """`tcp.<prefix>.*`"""
 
-    GAUGES: ClassVar[frozenset[str]] = frozenset({"downstream_cx_total_active"})
+    @classmethod
+    def gauge_names(cls) -> frozenset[str]:
+        return frozenset({"downstream_cx_total_active"})
 
     downstream_cx_total: int = 0
     downstream_cx_total_active: int = 0
@@ -271,7 +286,9 @@ class TcpProxyStats(_Scope):
 class ServerStats(_Scope):
     """`server.*`, `cluster_manager.*`, `listener_manager.*`, `control_plane.*` (process-wide)."""
 
-    GAUGES: ClassVar[frozenset[str]] = frozenset(
+    @classmethod
+    def gauge_names(cls) -> frozenset[str]:
+        return frozenset(
         {"server_live", "server_state", "server_uptime", "server_concurrency", "server_memory_allocated",
          "cluster_manager_active_clusters", "cluster_manager_warming_clusters",
          "listener_manager_total_listeners_active", "control_plane_connected_state"}
@@ -419,3 +436,8 @@ class StatsStore:
         for group in (self.clusters, self.listeners, self.http, self.tcp, self.targets):
             for scope in group.values():
                 scope.reset_counters()
+
+
+def gauge_names(scope: type) -> frozenset[str]:
+    """The gauges of a stats scope class (none for other classes)."""
+    return scope.gauge_names() if issubclass(scope, _Scope) else frozenset()

@@ -167,13 +167,15 @@ class ClusterRuntime:
         Below Envoy's panic threshold (fewer than 50 % of hosts healthy) every host is eligible, so load
         spreads over all of them instead of piling onto the few healthy ones (counted lb_healthy_panic).
         """
-        host = self._choose(exclude)
+        hosts = self.hosts
+        if self.healthy == 1 and len(hosts) == 1:
+            return hosts[0]  # the common case (one DNS host, healthy): no clock read, no panic to weigh
+        host = self._choose(hosts, exclude)
         if host is None:
             self.stats.upstream_cx_none_healthy += 1
         return host
 
-    def _choose(self, exclude: tuple[Host, ...]) -> Host | None:
-        hosts = self.hosts
+    def _choose(self, hosts: list[Host], exclude: tuple[Host, ...]) -> Host | None:
         n = len(hosts)
         if n == 0:
             return None

@@ -16,7 +16,6 @@ from meshproxy.codec.h1 import ClientCodec, ProtocolError
 from meshproxy.core.clock import Clock
 from meshproxy.core.events import RequestHead
 from meshproxy.core.outcomes import AttemptFailure
-from meshproxy.net.batch import write_batch
 from meshproxy.upstream.ports import ConnectionOwner, Upstream, UpstreamStream
 
 
@@ -36,6 +35,7 @@ class Http1UpstreamConnection(asyncio.Protocol):
         "idle_since",
         "out",
         "owner",
+        "paused",
         "requests",
         "state",
         "stream",
@@ -49,7 +49,8 @@ class Http1UpstreamConnection(asyncio.Protocol):
         self.state = ConnectionState.CONNECTING
         self.transport: asyncio.Transport | None = None
         self.stream: UpstreamStream | None = None
-        self.out: list[bytes] = []  # parts of the next write (net/batch.py)
+        self.out: list[bytes] = []  # parts of the next write (`flush`)
+        self.paused = False  # reading paused (the client cannot take more)
         self.requests = 0
         self.idle_since = 0.0
         self.draining = False
@@ -167,15 +168,24 @@ class Http1UpstreamConnection(asyncio.Protocol):
             self.out.append(end)
 
     def flush(self) -> None:
-        if self.out:
-            self.owner.stats.upstream_cx_tx_bytes_total += write_batch(self.transport, self.out)
+        """What `send_*` queued, in one `transport.write` (one syscall per event)."""
+        out = self.out
+        if out:
+            data = b"".join(out)  # a single part is returned as it is, not copied
+            out.clear()
+            transport = self.transport
+            if transport is not None:
+                transport.write(data)
+                self.owner.stats.upstream_cx_tx_bytes_total += len(data)
 
     def pause_reading(self) -> None:
         if self.transport is not None and self.state is not ConnectionState.CLOSED:
+            self.paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self.transport is not None and self.state is not ConnectionState.CLOSED:
+            self.paused = False
             self.transport.resume_reading()
 
     def start_tunnel(self) -> None:
@@ -191,7 +201,8 @@ class Http1UpstreamConnection(asyncio.Protocol):
         self.stream = None
         self.out.clear()
         if self.state is ConnectionState.BUSY and self.codec.reusable():
-            self.resume_reading()
+            if self.paused:
+                self.resume_reading()
             self._idle()
         else:
             self.close()

@@ -61,9 +61,7 @@ class H2StreamState(enum.Enum):
     CLOSED = "closed"  # released, reset or lost: no longer counted against the connection
 
 
-class H2UpstreamStream(StreamFlow):
-    connection: StreamCarrier
-
+class H2UpstreamStream(StreamFlow[StreamCarrier]):
     __slots__ = (
         "body",
         "connection",

@@ -12,6 +12,7 @@ in-memory network (memory.py): a fresh event loop per test, and a fake clock eve
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -62,7 +63,12 @@ def run() -> Iterator[Callable[[Coroutine[Any, Any, T]], T]]:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.get_loop().set_exception_handler(lambda _loop, context: leaked.append(context))
         yield runner.run
-    assert not leaked, leaked
+    where = [
+        "".join(traceback.format_exception(context["exception"]))
+        for context in leaked
+        if isinstance(context.get("exception"), BaseException)
+    ]
+    assert not leaked, (leaked, *where)
 
 
 @pytest.fixture

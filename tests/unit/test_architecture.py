@@ -18,7 +18,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "meshproxy"
 
 # Lowest first. A module belongs to the entry with the longest matching prefix.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("meshproxy", "meshproxy.core"),  # the package root holds only the version
+    # the package root holds the version and picks the compiled or the pure form (meshproxy.native)
+    ("meshproxy", "meshproxy.core", "meshproxy.native"),
     ("meshproxy.codec",),
     ("meshproxy.config", "meshproxy.settings", "meshproxy.telemetry"),
     ("meshproxy.net",),

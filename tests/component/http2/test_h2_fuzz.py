@@ -16,7 +16,6 @@ CI runs a fixed, derandomized budget. A longer run (random seeds) is a documente
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import struct
 
@@ -207,7 +206,7 @@ _PATHS = st.text("abcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?%", max
 def as_the_router_frames_it(head: RequestHead) -> RequestHead:
     """The router sends a body of unknown length chunked (router/forwarder.py)."""
     if head.body is BodyKind.CHUNKED:
-        return dataclasses.replace(head, headers=[*head.headers, (b"transfer-encoding", b"chunked")])
+        return head.replace(headers=[*head.headers, (b"transfer-encoding", b"chunked")])
     return head
 
 

@@ -93,7 +93,7 @@ Other:
   - !Join [",", [a, b]]
   - !If [Cond, a, b]
 """
-    document = yaml.load(text, Loader=dialects._YamlLoader)
+    document = yaml.load(text, Loader=dialects._yaml_loader())
     assert document["Resources"]["A"]["Properties"]["MeshName"] == {"Ref": "Name"}
     assert document["Other"] == [
         {"Fn::GetAtt": ["A", "MeshName"]},

@@ -9,8 +9,17 @@ from collections import Counter
 from email.utils import formatdate, parsedate_to_datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from meshproxy.codec.headers import HOP_BY_HOP, HTTP_DATE, HttpDate, connection_tokens, new_request_id
+from meshproxy.codec.headers import (
+    HOP_BY_HOP,
+    HTTP_DATE,
+    HttpDate,
+    connection_tokens,
+    http_date,
+    new_request_id,
+)
 from meshproxy.core.events import Headers
 
 # ------------------------------------------------------------------------------------------- x-request-id
@@ -116,3 +125,8 @@ def test_imf_fixdate_pattern_rejects_other_date_formats() -> None:
     assert not IMF_FIXDATE.fullmatch(b"Sunday, 06-Nov-94 08:49:37 GMT")
     assert not IMF_FIXDATE.fullmatch(b"Sun Nov  6 08:49:37 1994")
     assert not IMF_FIXDATE.fullmatch(b"Sun, 06 Nov 1994 08:49:37 +0000")
+
+
+@given(st.integers(min_value=0, max_value=253402300799))  # 1970 .. 9999-12-31T23:59:59
+def test_http_date_is_what_email_utils_writes(seconds: int) -> None:
+    assert http_date(seconds) == formatdate(seconds, usegmt=True).encode()

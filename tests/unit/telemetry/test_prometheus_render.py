@@ -10,15 +10,21 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client.utils import floatToGoString
+
 from meshproxy.config.snapshot import Identity
 from meshproxy.settings import Settings
 from meshproxy.telemetry.names import StatNaming
 from meshproxy.telemetry.prometheus import (
+    go_float,
     render_prometheus,
-    render_with_registry,
     sanitize_label_name,
     sanitize_metric_name,
 )
+from meshproxy.telemetry.prometheus_registry import render_with_registry
 from meshproxy.telemetry.stats import DEFAULT_BUCKETS, StatsStore
 
 CLUSTER = "cds_egress_apps_serviceB_http_9080"
@@ -213,3 +219,17 @@ def test_fast_renderer_and_prometheus_client_collector_agree(make_settings: Call
     store.cluster(CLUSTER).upstream_rq_total += 1  # cached series, fresh values
     again = render_prometheus(store, naming)
     assert again != fast and again == render_with_registry(store, naming)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0.0, -0.0, 0.5, 1.0, 1e-7, 0.1 + 0.2, 123456.789, 1234567.0, 1e22, 3.6e6, 12345678.9, -5.25, 1e300,
+     float("inf"), float("-inf"), float("nan")],
+)  # fmt: skip
+def test_go_float_is_prometheus_clients_float_format(value: float) -> None:
+    assert go_float(value) == floatToGoString(value)
+
+
+@given(st.floats())
+def test_go_float_agrees_with_prometheus_client_on_any_float(value: float) -> None:
+    assert go_float(value) == floatToGoString(value)
