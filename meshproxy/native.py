@@ -107,6 +107,12 @@ COMPILED = (
     "meshproxy/listeners",
     "meshproxy/tcp",
     "meshproxy/telemetry/stats.py",
+    # the per-request work of telemetry: access-log lines, X-Ray segments, the drain (not tracing.py: its
+    # NamedTuple's string annotations are looked up in the compiled module's globals, without builtins)
+    "meshproxy/telemetry/accesslog.py",
+    "meshproxy/telemetry/xray.py",
+    "meshproxy/telemetry/hub.py",
+    "meshproxy/telemetry/datagram.py",
 )
 NOT_COMPILED = frozenset(
     {

@@ -373,19 +373,20 @@ class AccessLogWriter:
         self.path = path
         self.server = server
         self._queue: queue.Queue[tuple[bytes, int] | None] = queue.Queue(maxsize=max_chunks)
-        self._thread: threading.Thread | None = None
+        # not `_thread`: compiled by mypyc that becomes the C field `__thread`, a GCC keyword
+        self._writer_thread: threading.Thread | None = None
         self._retired = False
         self.lines_written = 0
         self.failed_lines = 0
 
     def __repr__(self) -> str:
-        alive = self._thread is not None and self._thread.is_alive()
+        alive = self._writer_thread is not None and self._writer_thread.is_alive()
         return f"<AccessLogWriter {self.path} running={alive} written={self.lines_written}>"
 
     def start(self) -> None:
-        if self._thread is None and not self._retired:
-            self._thread = threading.Thread(target=self._run, name="meshproxy-accesslog", daemon=True)
-            self._thread.start()
+        if self._writer_thread is None and not self._retired:
+            self._writer_thread = threading.Thread(target=self._run, name="meshproxy-accesslog", daemon=True)
+            self._writer_thread.start()
 
     def submit(self, chunk: bytes, lines: int) -> None:
         try:
@@ -402,12 +403,12 @@ class AccessLogWriter:
     def close(self, timeout: float = 2.0) -> None:
         """Write what is queued, then stop the thread (bounded wait; blocking, so call it off the loop)."""
         self._retired = True
-        if self._thread is None:
+        if self._writer_thread is None:
             return
         with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout)
-        self._thread.join(timeout)
-        self._thread = None
+        self._writer_thread.join(timeout)
+        self._writer_thread = None
 
     def _open(self) -> BinaryIO | None:
         try:
