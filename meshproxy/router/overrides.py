@@ -1,11 +1,17 @@
-"""What a client inside the mesh may ask of the router per request: Envoy's router control headers.
+"""What a client may ask of the router per request: Envoy's router control headers, and when it may.
 
-App Mesh's listeners ran without `use_remote_address`, so Envoy counted every request as internal and
-honoured these on the ingress and egress listeners (at a virtual gateway the client is outside the mesh:
-upstream_headers.py strips every `x-envoy-*` header there, so nothing reaches this module). They are consumed:
-none goes upstream (codec/headers.py `ROUTER_CONTROL`). Envoy's merge rules, followed here
-(router_filter docs "HTTP headers consumed from downstreams"; source/common/router/retry_state_impl.cc
-RetryStateImpl, router.cc FilterUtility::finalTimeout):
+They are always consumed: none goes upstream (codec/headers.py `ROUTER_CONTROL`; at a virtual gateway every
+`x-envoy-*` header is stripped, upstream_headers.py). They are honoured only for an internal request, as
+Envoy decides it without `use_remote_address` (App Mesh's setting on every listener;
+ConnectionManagerUtility::mutateRequestHeaders): `x-forwarded-for` holds exactly one address and that address
+is internal (Network::Utility::isInternalAddress: 10/8, 172.16/12, 192.168/16, 127.0.0.1, fd00::/8, ::1).
+Any other request is external, and Envoy's connection manager strips these headers before the router sees
+them. So an application's own call, which carries no `x-forwarded-for`, had them dropped and ignored by App
+Mesh's Envoy, and is here too (checked against Envoy 1.40, tests/e2e/test_router_headers_envoy.py). Envoy
+1.40 by default counts no address as internal, so it honours them not even under a private x-forwarded-for;
+the address rule above is the one of the Envoy builds App Mesh shipped. Envoy's merge rules for an internal
+request, followed here (router_filter docs "HTTP headers consumed from downstreams";
+source/common/router/retry_state_impl.cc RetryStateImpl, router.cc FilterUtility::finalTimeout):
 
 - `x-envoy-retry-on` / `x-envoy-retry-grpc-on`: the events named are added to the route's (a bitwise OR);
   unknown names are skipped. `5xx` retries every 5xx and any reset, `gateway-error` 502/503/504 and any reset
@@ -24,11 +30,13 @@ RetryStateImpl, router.cc FilterUtility::finalTimeout):
   `x-envoy-upstream-rq-timeout-alt-response` and `x-envoy-upstream-alt-stat-name` are consumed, not honoured.
 
 Runs only for a request that carries one of them (`upstream_headers.client_fields` notes them): the common
-request pays nothing for this.
+request pays nothing for this. Envoy also marks an internal request `x-envoy-internal: true`; that header is
+not handled here (neither set nor stripped), for any request.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 from typing import Final
 
@@ -57,6 +65,24 @@ _GRPC_RETRY_ON: Final = {
 # Envoy holds the count in a uint32 and timeouts in uint64 milliseconds; a timer beyond about 49 days is
 # bounded here, where the event loop's timers are sure to take it.
 _MAX_COUNT: Final = 2**32 - 1
+
+
+_RFC1918: Final = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+_LOOPBACK_V4: Final = ipaddress.IPv4Address("127.0.0.1")
+
+
+def internal_request(forwarded_for: bytes | None) -> bool:
+    """Envoy's internal-request verdict without use_remote_address (see the top): one x-forwarded-for
+    address (Utility::getLastAddressFromXFF's `single_address_`), and an internal one."""
+    if forwarded_for is None or b"," in forwarded_for:
+        return False
+    try:
+        address = ipaddress.ip_address(forwarded_for.strip(b" \t").decode("ascii"))
+    except ValueError:  # not an address (UnicodeDecodeError is a ValueError)
+        return False
+    if isinstance(address, ipaddress.IPv4Address):
+        return address == _LOOPBACK_V4 or any(address in network for network in _RFC1918)
+    return address.packed[0] == 0xFD or address.packed == bytes(15) + b"\x01"
 
 
 def whole_number(value: bytes) -> int | None:
@@ -131,9 +157,12 @@ def merged_retry(route: RetryPolicy | None, values: dict[bytes, bytes]) -> Retry
 
 
 def overridden(
-    decision: RouteDecision, timeout: float | None, control: Headers
+    decision: RouteDecision, timeout: float | None, control: Headers, forwarded_for: bytes | None
 ) -> tuple[RouteDecision, float | None]:
-    """The decision and per-request timeout this request runs with, given the control headers it carried."""
+    """The decision and per-request timeout this request runs with, given the control headers it carried
+    and its x-forwarded-for (unchanged for an external request)."""
+    if not internal_request(forwarded_for):
+        return decision, timeout
     values: dict[bytes, bytes] = {}
     for name, value in control:
         values[name] = values[name] + b"," + value if name in values else value

@@ -136,8 +136,8 @@ class RouterRequest:
         if tracer is not None:
             self.trace = tracer.start_trace(ctx.stat_prefix, head.headers, head.method, authority, path)
         fields = client_fields(head, decision, authority, target_authority is not None, ctx.direction)
-        if fields[5] is not None:  # the client's router control headers (x-envoy-retry-on...)
-            decision, self.timeout = overridden(decision, self.timeout, fields[5])
+        if fields[5] is not None:  # router control headers (x-envoy-retry-on...), honoured if internal
+            decision, self.timeout = overridden(decision, self.timeout, fields[5], fields[2])
             self.decision = decision
         self.upstream_head = upstream_head(
             head,

@@ -1,9 +1,12 @@
 """A client's router control headers through the real router, pools and codecs (router/overrides.py):
 `x-envoy-retry-on`, `x-envoy-max-retries`, `x-envoy-retriable-status-codes` merged into the route's retry
-policy and the two timeout headers replacing the route's, as App Mesh's Envoy honoured them from any client
-of the sidecar; none of them reaches the upstream. Timers run on the fake clock."""
+policy and the two timeout headers replacing the route's, for a request Envoy counts as internal (one
+internal x-forwarded-for address); ignored for any other, as an application's own call is. None of them
+reaches the upstream either way. Timers run on the fake clock."""
 
 from __future__ import annotations
+
+import pytest
 
 from meshproxy.config.compile import DEFAULT_RETRY_POLICY
 from meshproxy.core.direction import ListenerDirection
@@ -23,8 +26,13 @@ from ..upstreams import H1App, Hold, Respond
 TIMEOUT_REPLY = b"upstream request timeout"
 
 
-def control(**headers: str) -> str:
-    return "".join(f"x-envoy-{name.replace('_', '-')}: {value}\r\n" for name, value in headers.items())
+def control(*, forwarded_for: str | None = "10.0.3.7", **headers: str) -> str:
+    """Header lines: `x-envoy-<name>` for each of `headers`, and the x-forwarded-for that makes the request
+    internal (None: none, the request is external)."""
+    lines = [f"x-envoy-{name.replace('_', '-')}: {value}\r\n" for name, value in headers.items()]
+    if forwarded_for is not None:
+        lines.append(f"x-forwarded-for: {forwarded_for}\r\n")
+    return "".join(lines)
 
 
 # What Envoy's router removes before forwarding (RetryStateImpl::create, FilterUtility::finalTimeout)
@@ -142,6 +150,32 @@ def test_the_ingress_listener_retries_once_on_the_clients_say(
             assert client.response().status == 502
             assert len(app.requests) == 2
             assert proxy.cluster_stats(LOCAL_CLUSTER).upstream_rq_retry == 1
+            assert not forwarded_control(app)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("forwarded_for", [None, "203.0.113.9", "10.0.3.7, 10.0.3.8"])
+def test_an_external_request_has_them_stripped_and_ignored(
+    run: Run, net: MemoryNetwork, http1_parser: str, forwarded_for: str | None
+) -> None:
+    """An application's own call carries no x-forwarded-for: Envoy counted it external and its connection
+    manager dropped these headers before the router saw them."""
+
+    async def scenario() -> None:
+        app = serve_h1(net, Respond(500), Respond(200))
+        async with running_proxy(
+            net, egress_snapshot(retry=DEFAULT_RETRY_POLICY), parser=http1_parser
+        ) as proxy:
+            headers = control(
+                forwarded_for=forwarded_for, retry_on="5xx", max_retries="3", upstream_rq_timeout_ms="250"
+            )
+            client = await proxy.get(headers=headers, advance=2.0)
+
+            assert client.response().status == 500  # neither retried nor timed out
+            assert len(app.requests) == 1
+            assert app.requests[0].headers["x-envoy-expected-rq-timeout-ms"] == "15000"
+            assert app.requests[0].headers.get("x-forwarded-for") == forwarded_for  # as it came
             assert not forwarded_control(app)
 
     run(scenario())

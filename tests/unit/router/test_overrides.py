@@ -1,5 +1,6 @@
-"""The client's router control headers merged into the route's retry policy and timeouts as Envoy merges them
-(meshproxy/router/overrides.py; Envoy's RetryStateImpl and FilterUtility::finalTimeout)."""
+"""The client's router control headers merged into the route's retry policy and timeouts as Envoy merges them,
+for the requests Envoy counts as internal (meshproxy/router/overrides.py; Envoy's RetryStateImpl,
+FilterUtility::finalTimeout and ConnectionManagerUtility::mutateRequestHeaders)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from meshproxy.config.snapshot import RetryPolicy
 from meshproxy.core.events import Headers
 from meshproxy.core.outcomes import AttemptFailure
 from meshproxy.router.decide import RouteDecision
-from meshproxy.router.overrides import ENVOY_EMPTY_POLICY, merged_retry, overridden, whole_number
+from meshproxy.router.overrides import (
+    ENVOY_EMPTY_POLICY,
+    internal_request,
+    merged_retry,
+    overridden,
+    whole_number,
+)
 from meshproxy.router.retry import should_retry_failure, should_retry_status
 
 # httpRetryEvents [gateway-error]: App Mesh renders it as reset + retriable-status-codes [502, 503, 504]
@@ -130,11 +137,14 @@ def test_events_that_retry_any_reset(event: str) -> None:
         assert should_retry_failure(merged, failure)
 
 
+INTERNAL = b"10.0.3.7"  # x-forwarded-for of an internal request
+
+
 def overrides(
     route: RouteDecision, timeout: float | None, **headers: str
 ) -> tuple[RouteDecision, float | None]:
     control: Headers = [(name, value) for name, value in values(**headers).items()]
-    return overridden(route, timeout, control)
+    return overridden(route, timeout, control, INTERNAL)
 
 
 def test_the_request_timeout_header_replaces_the_routes_and_0_disables_it() -> None:
@@ -165,11 +175,11 @@ def test_a_per_try_timeout_without_a_policy_bounds_the_one_attempt() -> None:
 
 def test_a_header_sent_twice_counts_as_its_values_joined() -> None:
     control: Headers = [(b"x-envoy-retry-on", b"connect-failure"), (b"x-envoy-retry-on", b"retriable-4xx")]
-    changed, _ = overridden(decision(None), None, control)
+    changed, _ = overridden(decision(None), None, control, INTERNAL)
     assert changed.retry is not None
     assert changed.retry.retry_on_connect_failure and changed.retry.retriable_statuses == frozenset({409})
     control = [(b"x-envoy-max-retries", b"3"), (b"x-envoy-max-retries", b"4")]  # "3,4": not a number
-    changed, _ = overridden(decision(GATEWAY), None, control)
+    changed, _ = overridden(decision(GATEWAY), None, control, INTERNAL)
     assert changed.retry is not None and changed.retry.max_retries == 1
 
 
@@ -178,5 +188,32 @@ def test_headers_consumed_but_not_honoured_change_nothing() -> None:
         (b"x-envoy-hedge-on-per-try-timeout", b"true"),
         (b"x-envoy-upstream-alt-stat-name", b"x"),
     ]
-    changed, timeout = overridden(decision(GATEWAY), 15.0, control)
+    changed, timeout = overridden(decision(GATEWAY), 15.0, control, INTERNAL)
     assert (changed.retry, timeout) == (GATEWAY, 15.0)
+
+
+@pytest.mark.parametrize(
+    "forwarded_for",
+    ["10.0.0.1", "172.16.5.4", "172.31.255.255", "192.168.1.1", "127.0.0.1", " 10.1.1.1 ", "fd12::1", "::1"],
+)
+def test_internal_requests(forwarded_for: str) -> None:
+    assert internal_request(forwarded_for.encode())
+
+
+@pytest.mark.parametrize(
+    "forwarded_for",
+    [None, "", "8.8.8.8", "172.32.0.1", "127.0.0.2", "fc00::1", "2001:db8::1", "10.0.0.1, 10.0.0.2",
+     "10.0.0.1,", "10.0.0.1:80", "localhost", "10.0.0.\xff"],
+)  # fmt: skip
+def test_external_requests(forwarded_for: str | None) -> None:
+    raw = forwarded_for.encode("latin-1") if forwarded_for is not None else None
+    assert not internal_request(raw)
+
+
+@pytest.mark.parametrize("forwarded_for", [None, b"203.0.113.9", b"10.0.0.1, 10.0.0.2"])
+def test_an_external_request_keeps_the_routes_policy_and_timeout(forwarded_for: bytes | None) -> None:
+    """Envoy's connection manager strips them from an external request before the router sees them (an
+    application's own call has no x-forwarded-for: external)."""
+    route = decision(GATEWAY)
+    control: Headers = [(b"x-envoy-max-retries", b"5"), (b"x-envoy-upstream-rq-timeout-ms", b"100")]
+    assert overridden(route, 15.0, control, forwarded_for) == (route, 15.0)
