@@ -65,8 +65,6 @@ _GRPC_RETRY_ON: Final = {
 # Envoy holds the count in a uint32 and timeouts in uint64 milliseconds; a timer beyond about 49 days is
 # bounded here, where the event loop's timers are sure to take it.
 _MAX_COUNT: Final = 2**32 - 1
-
-
 _RFC1918: Final = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 _LOOPBACK_V4: Final = ipaddress.IPv4Address("127.0.0.1")
 
