@@ -15,6 +15,16 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
 
 # Envoy control headers a client may send to steer retries/timeouts; stripped where the client is untrusted.
 ENVOY_CONTROL_PREFIX = b"x-envoy-"
+# The router filter's control headers: never forwarded. Envoy removes them in its connection manager from a
+# request it counts external, else in the router (RetryStateImpl::create the retry ones,
+# FilterUtility::finalTimeout the timeout ones, Filter::decodeHeaders the alt-response and alt-stat ones).
+# router/overrides.py decides when the retry and timeout ones are honoured.
+ROUTER_CONTROL: frozenset[bytes] = frozenset(
+    {b"x-envoy-retry-on", b"x-envoy-retry-grpc-on", b"x-envoy-max-retries", b"x-envoy-retriable-status-codes",
+     b"x-envoy-retriable-header-names", b"x-envoy-hedge-on-per-try-timeout",
+     b"x-envoy-upstream-rq-timeout-ms", b"x-envoy-upstream-rq-per-try-timeout-ms",
+     b"x-envoy-upstream-rq-timeout-alt-response", b"x-envoy-upstream-alt-stat-name"}
+)  # fmt: skip
 
 
 def connection_tokens(headers: Headers) -> frozenset[bytes]:

@@ -34,6 +34,7 @@ class StreamHost(Protocol):
 
     h2: H2Codec
     peer: str
+    secure: bool
     write_paused: bool
 
     @property
@@ -67,6 +68,7 @@ class H2DownstreamStream(StreamFlow[StreamHost]):
         "head_out",
         "request",
         "request_ended",
+        "secure",
         "started",
         "state",
         "status_sent",
@@ -78,6 +80,7 @@ class H2DownstreamStream(StreamFlow[StreamHost]):
         self.stream_id = stream_id
         self.grpc = grpc
         self.started = started
+        self.secure = connection.secure  # copied: a property would cost a call per request
         self.request: RouterRequest | None = None
         self.state = H2StreamState.ACTIVE
         self.head_out: list[tuple[bytes, bytes]] | None = None

@@ -1,5 +1,6 @@
-"""What every protocol object on an accepted client connection knows of its socket: the peer's address and,
-for a connection iptables redirected here, where it was originally going (read on first use)."""
+"""What every protocol object on an accepted client connection knows of its socket: the peer's address,
+whether it is TLS that this listener terminated and, for a connection iptables redirected here, where it was
+originally going (read on first use)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ from meshproxy.net.original_dst import Redirect
 
 
 class AcceptedConnection:
-    """Mixin for the connection managers and the dispatcher (they set `redirect`, `peer`, `peer_ip`)."""
+    """Mixin for the connection managers and the dispatcher (they set `redirect`, `peer`, `peer_ip`,
+    `secure`)."""
 
-    __slots__ = ("peer", "peer_ip", "redirect")
+    __slots__ = ("peer", "peer_ip", "redirect", "secure")
 
     def __init__(self, redirect: Redirect | None) -> None:
         self.redirect = redirect
         self.peer = "-"
         self.peer_ip = b"-"
+        self.secure = False  # the transport is a TLS session's (net/tls.py): x-forwarded-proto https
 
     @property
     def original_destination(self) -> tuple[str, int] | None:
@@ -27,6 +30,7 @@ class AcceptedConnection:
         return self.redirect.port if self.redirect is not None else None
 
     def note_peer(self, transport: asyncio.BaseTransport) -> None:
+        self.secure = transport.get_extra_info("ssl_object") is not None
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer_ip = str(peer[0]).encode()

@@ -110,6 +110,11 @@ class Downstream(Protocol):
         """`ip:port` of the client."""
         ...
 
+    @property
+    def secure(self) -> bool:
+        """The client's connection is TLS, terminated by this listener (x-forwarded-proto `https`)."""
+        ...
+
     def send_informational(self, status: int, headers: Headers) -> None:
         """A 1xx response (100 Continue); HTTP/2 streams ignore it."""
         ...

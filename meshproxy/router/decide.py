@@ -83,6 +83,23 @@ class RouteDecision:
         self.host_rewrite: Final = host_rewrite
         self.original_host: Final = original_host  # before a gateway route's Host rewrite
 
+    def with_policy(self, retry: RetryPolicy | None, timeout: float | None) -> RouteDecision:
+        """This decision with another retry policy and timeout (a client's control headers: overrides.py)."""
+        return RouteDecision(
+            self.cluster,
+            self.route_name,
+            timeout,
+            self.idle_timeout,
+            self.path,
+            retry,
+            self.virtual_service,
+            self.target_node,
+            self.passthrough,
+            self.original_path,
+            self.host_rewrite,
+            self.original_host,
+        )
+
     def __repr__(self) -> str:
         return f"<RouteDecision {self.route_name or '-'} -> {self.cluster or self.passthrough} {self.path}>"
 

@@ -12,7 +12,6 @@ import enum
 
 from meshproxy.codec.grpc import grpc_status_of
 from meshproxy.codec.h1 import ProtocolError
-from meshproxy.config.snapshot import RetryPolicy
 from meshproxy.core import outcomes
 from meshproxy.core.clock import Timer
 from meshproxy.core.direction import ListenerDirection
@@ -24,10 +23,11 @@ from meshproxy.router.budget import admit_retry, count_attempt, not_retried_flag
 from meshproxy.router.context import Downstream, RequestContext
 from meshproxy.router.decide import RouteDecision, decide, request_timeout
 from meshproxy.router.match import header_value, split_target
+from meshproxy.router.overrides import overridden
 from meshproxy.router.retry import RetryVerdict, backoff_delay, failure_verdict, response_verdict
 from meshproxy.router.summary import summarize
 from meshproxy.router.tunnel import Tunnel
-from meshproxy.router.upstream_headers import upstream_head
+from meshproxy.router.upstream_headers import client_fields, upstream_head
 from meshproxy.telemetry.stats import ClusterStats
 from meshproxy.telemetry.tracing import TraceStart
 from meshproxy.upstream.cluster import ClusterRuntime
@@ -92,10 +92,6 @@ class RouterRequest:
         )
 
     @property
-    def retry(self) -> RetryPolicy | None:
-        return self.decision.retry
-
-    @property
     def done(self) -> bool:
         return self.state is RequestState.DONE
 
@@ -139,14 +135,18 @@ class RouterRequest:
         tracer = ctx.tracer
         if tracer is not None:
             self.trace = tracer.start_trace(ctx.stat_prefix, head.headers, head.method, authority, path)
+        fields = client_fields(head, decision, authority, target_authority is not None, ctx.direction)
+        if fields[5] is not None:  # router control headers (x-envoy-retry-on...), honoured if internal
+            decision, self.timeout = overridden(decision, self.timeout, fields[5], fields[2])
+            self.decision = decision
         self.upstream_head = upstream_head(
             head,
+            fields,
             decision,
             self.timeout,
             authority=authority,
-            absolute_form=target_authority is not None,
             host_present=host is not None,
-            direction=ctx.direction,
+            secure=self.down.secure,
             trace_headers=self.trace.upstream_headers if self.trace is not None else (),
         )
         if self.upstream_head is None:

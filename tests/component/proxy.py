@@ -239,11 +239,14 @@ class ComponentProxy:
         self.connect(client, high_water=high_water)
         return client
 
-    async def get(self, path: str = "/", *, host: str = SERVICE, advance: float = 1.0) -> H1Client:
-        """A new client sending one GET; then the clock moves `advance` seconds (the timers due by then
-        fire: back-offs, per-try timeouts). Returns the client, to read the response from."""
+    async def get(
+        self, path: str = "/", *, host: str = SERVICE, advance: float = 1.0, headers: str = ""
+    ) -> H1Client:
+        """A new client sending one GET (`headers`: CRLF-terminated lines); then the clock moves `advance`
+        seconds (the timers due by then fire: back-offs, per-try timeouts). Returns the client, to read the
+        response from."""
         client = self.h1()
-        client.get(path, host)
+        client.get(path, host, headers)
         await self.net.advance(advance)
         return client
 

@@ -195,6 +195,21 @@ def test_client_envoy_control_headers_are_stripped(yelb: Yelb) -> None:
     assert headers["x-envoy-expected-rq-timeout-ms"] == "15000"
 
 
+def test_client_envoy_control_headers_are_not_honoured(yelb: Yelb) -> None:
+    """The client of a gateway is outside the mesh: its retry headers neither retry nor reach the app (the
+    sidecars honour them, tests/e2e/test_router_headers.py)."""
+    yelb.ui.reset()
+    yelb.ui.configure(fail_first=1, fail_status=500)
+    try:
+        headers = {"x-envoy-retry-on": "5xx", "x-envoy-max-retries": "3", "x-forwarded-for": "10.0.3.7"}
+        status, _ = yelb.get("/", headers=headers)  # even under an internal x-forwarded-for
+        assert status == 500
+        assert yelb.ui.requests == 1
+        assert not any(name.startswith("x-envoy-retry") for name in yelb.ui.last.headers)
+    finally:
+        yelb.ui.reset()
+
+
 def test_unmatched_request_gets_404_no_route(app_loop: AppLoop, tmp_path: Path) -> None:
     ui = app_loop.colour_app("ui-only")
     (port,) = free_ports(1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import socket
 import ssl
 from collections.abc import Iterator
@@ -240,6 +241,39 @@ def test_permissive_accepts_tls_and_plaintext(tls_mesh: TlsMesh) -> None:
     listener = f"listener.{MIXED_ADDRESS}_{port}.ssl"
     assert grew(before, after, f"{listener}.handshake") == 1
     assert grew(before, after, f"{listener}.no_certificate") == 1  # PERMISSIVE lets it in, and counts it
+
+
+def _forwarded_proto(address: str, port: int, context: ssl.SSLContext | None, **headers: str) -> str:
+    """What the app behind `address`:`port` saw as x-forwarded-proto, over TLS (`context`) or in plaintext."""
+    conn: http.client.HTTPConnection = (
+        http.client.HTTPSConnection(address, port, context=context, timeout=10)
+        if context is not None
+        else http.client.HTTPConnection(address, port, timeout=10)
+    )
+    try:
+        conn.request("GET", "/proto", headers={"Host": "x", **headers})
+        response = conn.getresponse()
+        assert response.status == 200
+        return str(json.loads(response.read())["headers"]["x-forwarded-proto"])
+    finally:
+        conn.close()
+
+
+def test_x_forwarded_proto_says_https_behind_a_tls_listener(tls_mesh: TlsMesh) -> None:
+    """Envoy's connection manager without use_remote_address: the client's own x-forwarded-proto is kept,
+    else the downstream connection's scheme is set (App Mesh's sidecars always said `http` before)."""
+    certs = tls_mesh.certs
+    assert _forwarded_proto(MIXED_ADDRESS, tls_mesh.mixed_app.port, _client_context(certs)) == "https"
+    assert _forwarded_proto(WEB_ADDRESS, tls_mesh.web_app.port, _client_context(certs, "front")) == "https"
+    assert _forwarded_proto(MIXED_ADDRESS, tls_mesh.mixed_app.port, None) == "http"  # PERMISSIVE, plaintext
+    kept = _forwarded_proto(
+        MIXED_ADDRESS, tls_mesh.mixed_app.port, _client_context(certs), **{"X-Forwarded-Proto": "http"}
+    )
+    assert kept == "http"
+    # Through the mesh, the client sidecar's egress (plaintext from the app) said `http`, and the server
+    # sidecar keeps what its client sent, as App Mesh's Envoy did.
+    reply = tls_mesh.front.egress(WEB, "/via-mesh")
+    assert reply.status == 200 and reply.json()["headers"]["x-forwarded-proto"] == "http", reply
 
 
 def test_h2_over_tls_is_offered_by_alpn(tls_mesh: TlsMesh) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import itertools
+import json
 import re
 import ssl
 from collections.abc import Iterator
@@ -184,11 +185,35 @@ def test_http2_travels_as_http2_between_the_sidecars(interop: Interop) -> None:
         assert server["http.ingress.downstream_cx_http2_total"] >= 2, server
 
 
-def _bad_client(certs: Certificates, address: str, port: int, certificate: str | None) -> None:
+def _client_context(certs: Certificates, certificate: str | None) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(certs.trust))
     context.check_hostname = False
     if certificate is not None:
         context.load_cert_chain(str(certs.chain(certificate)), str(certs.key(certificate)))
+    return context
+
+
+@pytest.mark.parametrize("side", ["mp", "ev"])
+@pytest.mark.parametrize(("sent", "seen"), [(None, "https"), ("http", "http")])
+def test_x_forwarded_proto_behind_a_tls_listener_alike(
+    interop: Interop, side: str, sent: str | None, seen: str
+) -> None:
+    """A client straight to a server sidecar's STRICT listener: `https` is set, a client's own value kept."""
+    address = MP if side == "mp" else EV
+    conn = http.client.HTTPSConnection(
+        address, interop.ports["web"], context=_client_context(interop.certs, "front"), timeout=10
+    )
+    try:
+        conn.request("GET", "/proto", headers={"Host": "x", **({"X-Forwarded-Proto": sent} if sent else {})})
+        response = conn.getresponse()
+        assert response.status == 200
+        assert json.loads(response.read())["headers"]["x-forwarded-proto"] == seen
+    finally:
+        conn.close()
+
+
+def _bad_client(certs: Certificates, address: str, port: int, certificate: str | None) -> None:
+    context = _client_context(certs, certificate)
     conn = http.client.HTTPSConnection(address, port, context=context, timeout=10)
     try:
         with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
