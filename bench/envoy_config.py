@@ -17,6 +17,8 @@ node makes its cluster speak HTTP/2 (`http2_protocol_options`), and a grpc route
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bench import mesh
 from meshproxy.config.envoy import (
     APPMESH_DEFAULT_GRPC_RETRY,
@@ -67,6 +69,12 @@ __all__ = [
     "tcp_bootstrap",
     "tcp_bootstrap_from_snapshot",
 ]
+
+
+def envoy_argv(envoy: str, config: Path, workers: int = 1, *extra: str) -> list[str]:
+    """Envoy's command line as the App Mesh agent starts it (spec §1.3), with a quieter log level."""
+    return [envoy, "-c", str(config), "--concurrency", str(workers), "-l", "warning",
+            "--disable-hot-restart", "--skip-deprecated-logs", *extra]  # fmt: skip
 
 
 def bench_telemetry(

@@ -30,20 +30,9 @@ def body_path(name: str) -> str:
     return FILES_LOCATION + name
 
 
-def config(prefix: Path, port: int, h2_port: int) -> str:
-    """nginx.conf for one worker: HTTP/1.1 on 127.0.0.1:`port` serving `return 200 "ok"` and the static
-    bodies; the same plus the gRPC answer over h2c on 127.0.0.1:`h2_port`."""
-    if port == h2_port:
-        raise ValueError("the HTTP/1.1 and h2c servers need two ports")
-    p = prefix.resolve()
-    locations = f"""\
-        location = {SMALL_PATH} {{
-            default_type text/plain;
-            return 200 "{SMALL_BODY.decode()}";
-        }}
-        location {FILES_LOCATION} {{
-            alias {p}/files/;
-        }}"""
+def prologue(p: Path) -> str:
+    """The start of every bench nginx config up to the `http` block's own directives: one unprivileged
+    process in the foreground, everything it writes under `p`, keep-alive without limits."""
     return f"""\
 daemon off;
 master_process off;
@@ -61,7 +50,25 @@ http {{
     uwsgi_temp_path {p}/tmp/uwsgi;
     scgi_temp_path {p}/tmp/scgi;
     keepalive_requests 100000000;
-    keepalive_timeout 300s;
+    keepalive_timeout 300s;"""
+
+
+def config(prefix: Path, port: int, h2_port: int) -> str:
+    """nginx.conf for one worker: HTTP/1.1 on 127.0.0.1:`port` serving `return 200 "ok"` and the static
+    bodies; the same plus the gRPC answer over h2c on 127.0.0.1:`h2_port`."""
+    if port == h2_port:
+        raise ValueError("the HTTP/1.1 and h2c servers need two ports")
+    p = prefix.resolve()
+    locations = f"""\
+        location = {SMALL_PATH} {{
+            default_type text/plain;
+            return 200 "{SMALL_BODY.decode()}";
+        }}
+        location {FILES_LOCATION} {{
+            alias {p}/files/;
+        }}"""
+    return f"""\
+{prologue(p)}
     sendfile on;
     tcp_nodelay on;
     default_type application/octet-stream;

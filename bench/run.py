@@ -54,6 +54,7 @@ from bench.envoy_config import (
     bootstrap_from_snapshot,
     bootstrap_yaml,
     compile_config_file,
+    envoy_argv,
     sampling_rules_manifest,
     tcp_bootstrap,
     tcp_bootstrap_from_snapshot,
@@ -390,19 +391,7 @@ class Bench:
         bootstrap = self.envoy_bootstrap(scenario, tag, listen_port, admin, sink)
         config = self.out_dir / f"envoy-{tag}.yaml"
         config.write_text(bootstrap_yaml(bootstrap))
-        # As the App Mesh agent starts it (spec §1.3), with a quieter log level.
-        argv = [
-            self.tools.envoy,
-            "-c",
-            str(config),
-            "--concurrency",
-            str(workers),
-            "-l",
-            "warning",
-            "--disable-hot-restart",
-            "--skip-deprecated-logs",
-        ]
-        child = self.supervisor.spawn(f"envoy-{tag}", argv)
+        child = self.supervisor.spawn(f"envoy-{tag}", envoy_argv(self.tools.envoy, config, workers))
         label = report.with_telemetry(report.ENVOY) if telemetry else report.ENVOY
         return self._ready(Target(label, listen_port, mesh.VIRTUAL_SERVICE, child, sink=sink), admin)
 

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import environment, mesh, nginx, procstat
-from bench.envoy_config import bench_bootstrap, bootstrap_yaml
+from bench.envoy_config import bench_bootstrap, bootstrap_yaml, envoy_argv
 from bench.processes import Child, HttpProbe, Supervisor, free_ports
 from bench.run import OUT_DIR, find_tools, say
 
@@ -305,18 +305,7 @@ def start_envoy(supervisor: Supervisor, envoy: str, out: Path, upstream: int) ->
     config.write_text(
         bootstrap_yaml(bench_bootstrap(upstream_port=upstream, egress_port=listen, admin_port=admin))
     )
-    argv = [
-        envoy,
-        "-c",
-        str(config),
-        "--concurrency",
-        "1",
-        "-l",
-        "warning",
-        "--disable-hot-restart",
-        "--skip-deprecated-logs",
-    ]
-    child = supervisor.spawn("envoy", argv)
+    child = supervisor.spawn("envoy", envoy_argv(envoy, config))
     child.wait_ready(HttpProbe(admin, "/ready"), READY_TIMEOUT_S)
     return child, listen
 

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import environment, mesh, procstat, wrk
-from bench.envoy_config import EnvoyConfigError, compile_config_file
+from bench import environment, mesh, nginx, procstat, wrk
+from bench.envoy_config import EnvoyConfigError, compile_config_file, envoy_argv
 from bench.processes import Child, ChildError, HttpProbe, Supervisor, free_ports, http_get
 
 OUT = environment.REPO / "bench" / "out"
@@ -86,21 +86,7 @@ def nginx_config(prefix: Path, certs: Path, ports: dict[str, int]) -> str:
         ssl_protocols TLSv1.2 TLSv1.3;"""
     answer = 'location = / { default_type text/plain; return 200 "ok"; }'
     return f"""\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {p}/nginx.pid;
-error_log {p}/error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    client_body_temp_path {p}/tmp/body;
-    proxy_temp_path {p}/tmp/proxy;
-    fastcgi_temp_path {p}/tmp/fastcgi;
-    uwsgi_temp_path {p}/tmp/uwsgi;
-    scgi_temp_path {p}/tmp/scgi;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
+{nginx.prologue(p)}
     server {{ listen 127.0.0.1:{ports["mtls"]} ssl backlog=4096; {tls} {answer} }}
     server {{ listen 127.0.0.1:{ports["mtls-close"]} ssl backlog=4096; keepalive_timeout 0; {tls} {answer} }}
     server {{ listen 127.0.0.1:{ports["plain"]} backlog=4096; {answer} }}
@@ -201,10 +187,10 @@ class TlsBench:
         (prefix / "tmp").mkdir(parents=True, exist_ok=True)
         conf = prefix / "nginx.conf"
         conf.write_text(nginx_config(prefix, self.certs.resolve(), self.ports))
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
         child = self.supervisor.spawn(
             "nginx",
-            [nginx, "-p", f"{prefix.resolve()}/", "-e", f"{prefix.resolve()}/error.log", "-c", str(conf)],
+            [binary, "-p", f"{prefix.resolve()}/", "-e", f"{prefix.resolve()}/error.log", "-c", str(conf)],
         )
         child.wait_ready(HttpProbe(self.ports["plain"], "/"), timeout_s=10)
 
@@ -266,19 +252,7 @@ class TlsBench:
         )
         config = self.out / f"envoy-{scenario.name}.json"
         config.write_text(json.dumps(bootstrap, indent=1))
-        argv = [
-            self.envoy,
-            "-c",
-            str(config),
-            "--concurrency",
-            "1",
-            "-l",
-            "warning",
-            "--disable-hot-restart",
-            "--skip-deprecated-logs",
-            "--base-id",
-            str(admin),
-        ]
+        argv = envoy_argv(self.envoy, config, 1, "--base-id", str(admin))
         child = self.supervisor.spawn(f"envoy-{scenario.name}", argv)
         child.wait_ready(HttpProbe(admin, "/ready"), timeout_s=READY_TIMEOUT_S)
         return Proxy("envoy", child, port, admin, self.handshake_stat(scenario, port))
