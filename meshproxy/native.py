@@ -10,7 +10,7 @@ either (README "Compiled or pure Python").
 from __future__ import annotations
 
 import hashlib
-import importlib.abc
+import importlib
 import importlib.machinery
 import importlib.util
 import json
@@ -26,8 +26,12 @@ NATIVE_LIBRARY = "meshproxy._native__mypyc"  # the shared library of the compile
 MANIFEST_NAME = "_native_sources.json"  # what the compiled build was made from (setup.py)
 
 
-class SourceFirst(importlib.abc.MetaPathFinder):
-    """Finds meshproxy's modules as `.py` files even where a compiled extension sits beside them."""
+class SourceFirst:
+    """Finds meshproxy's modules as `.py` files even where a compiled extension sits beside them.
+
+    A meta path finder by protocol (`find_spec`), not a subclass of `importlib.abc.MetaPathFinder`: importing
+    `importlib.abc` pulls in importlib.resources, tempfile, shutil, bz2 and lzma, ~0.7 MiB resident in
+    every worker for a base class that adds nothing here."""
 
     def __repr__(self) -> str:
         return "<SourceFirst meshproxy>"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import os
 import ssl
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 
 _PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
@@ -123,6 +122,8 @@ class _memory_file:  # a context manager used like a function
             os.write(self.fd, self.data)
             self.path = f"/proc/self/fd/{self.fd}"
         else:  # pragma: no cover - not Linux
+            import tempfile  # here only: tempfile pulls in shutil, bz2 and lzma (~0.6 MiB in every worker)
+
             self.fd, self.path = tempfile.mkstemp(prefix="meshproxy-tls-")
             os.write(self.fd, self.data)
         return self.path
