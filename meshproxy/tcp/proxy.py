@@ -7,8 +7,8 @@ maxConnections): at the limit the client connection is closed and `upstream_cx_o
 directions respect flow control (a paused writer pauses the opposite reader) and half-close (EOF one way is
 forwarded with write_eof while the other way keeps flowing).
 
-A direction that carries a bulk stream (a read of BULK_READ bytes or more) is handed to a `SplicePump` on
-Linux (net/splice.py): from then on the kernel moves its bytes socket to socket through a pipe, and its
+A direction that carries a bulk stream (a read of BULK_READ bytes or more) is handed to a `BulkPump`
+(net/bulk.py): from then on its bytes move socket to socket through the worker's bulk buffer, and its
 transport no longer reads.
 """
 
@@ -21,7 +21,7 @@ from typing import cast
 
 from meshproxy.config.snapshot import RetryPolicy
 from meshproxy.core.clock import Timer
-from meshproxy.net.splice import SplicePump, socket_fd, splice_supported
+from meshproxy.net.bulk import BulkPump, socket_fd
 from meshproxy.router.retry import backoff_delay
 from meshproxy.telemetry.stats import TcpProxyStats
 from meshproxy.upstream.cluster import ClusterRuntime
@@ -30,10 +30,9 @@ from meshproxy.upstream.host import Host
 
 log = logging.getLogger("meshproxy.tcp")
 
-# A read this large means the peer is sending faster than one read takes it: a bulk stream, spliced from
+# A read this large means the peer is sending faster than one read takes it: a bulk stream, pumped from
 # then on. (uvloop reads up to 256 KiB at a time; request/response traffic reads a message at a time.)
 BULK_READ = 64 * 1024
-SPLICE = splice_supported()
 
 
 class TcpState(enum.Enum):
@@ -52,7 +51,7 @@ class _Side(asyncio.Protocol):
         self.upstream = upstream
         self.transport: asyncio.Transport | None = None
         self.eof = False
-        self.pump: SplicePump | None = None  # this side's reading, spliced to the other side
+        self.pump: BulkPump | None = None  # this side's reading, pumped to the other side
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -105,7 +104,7 @@ class TcpProxySession:
     def __repr__(self) -> str:
         return (
             f"<TcpProxySession {self.cluster.config.name} {self.state.value} rx={self.rx} tx={self.tx} "
-            f"spliced={self.spliced}>"
+            f"pumped={self.pumped}>"
         )
 
     @property
@@ -215,8 +214,8 @@ class TcpProxySession:
             self.cluster.stats.upstream_cx_rx_bytes_total += size
             other = self.down
         self._write(other, data)
-        if size >= BULK_READ and SPLICE:
-            self._splice(side, other)
+        if size >= BULK_READ:
+            self._pump(side, other)
 
     def _count(self, side: _Side, size: int) -> None:
         """What `relay` counts, for bytes a pump moved (relay counts inline: it runs once per read)."""
@@ -230,8 +229,8 @@ class TcpProxySession:
             self.stats.downstream_cx_tx_bytes_total += size
             self.cluster.stats.upstream_cx_rx_bytes_total += size
 
-    # ---------------------------------------------------------------- bulk: splice (net/splice.py)
-    def _splice(self, side: _Side, other: _Side) -> None:
+    # ---------------------------------------------------------------- bulk (net/bulk.py)
+    def _pump(self, side: _Side, other: _Side) -> None:
         """Hand `side`'s reading to a pump into `other`'s socket, once `other`'s transport has nothing left to
         write (the pump must not overtake bytes still queued there); else try again on a later bulk read."""
         source, sink = side.transport, other.transport
@@ -241,30 +240,30 @@ class TcpProxySession:
         if source_fd is None or sink_fd is None or source.is_closing() or sink.is_closing():
             return
         source.pause_reading()
-        side.pump = SplicePump(
+        side.pump = BulkPump(
             asyncio.get_running_loop(),
             source_fd,
             sink_fd,
             on_moved=lambda size: self._count(side, size),
-            on_eof=lambda: self._spliced_eof(side),
-            on_error=self._spliced_error,
+            on_eof=lambda: self._pumped_eof(side),
+            on_error=self._pumped_error,
         )
         side.pump.start()
 
-    def _spliced_eof(self, side: _Side) -> None:
+    def _pumped_eof(self, side: _Side) -> None:
         side.eof = True
         if self.half_close(side) is None:
             return  # both directions ended: closed
         if side.transport is not None and side.transport.is_closing():
             self.close()
 
-    def _spliced_error(self, exc: OSError) -> None:
-        log.debug("%r: spliced relay ended: %s", self, exc)
+    def _pumped_error(self, exc: OSError) -> None:
+        log.debug("%r: pumped relay ended: %s", self, exc)
         self.close()
 
     @property
-    def spliced(self) -> int:
-        """How many directions the kernel moves (0, 1 or 2)."""
+    def pumped(self) -> int:
+        """How many directions a bulk pump moves (0, 1 or 2)."""
         return sum(1 for side in (self.down, self.up) if side is not None and side.pump is not None)
 
     def half_close(self, side: _Side) -> bool | None:
@@ -282,7 +281,7 @@ class TcpProxySession:
     def set_reading(self, upstream: bool, reading: bool) -> None:
         side = self.up if upstream else self.down
         if side is None or side.pump is not None or side.transport is None or side.transport.is_closing():
-            return  # (a spliced side's transport never reads again)
+            return  # (a pumped side's transport never reads again)
         if reading:
             side.transport.resume_reading()
         else:

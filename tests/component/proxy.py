@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from meshproxy.codec.h1_httptools import HttptoolsClientCodec
 from meshproxy.config.compile import DEFAULT_RETRY_POLICY, retry_policy
 from meshproxy.config.model import Duration
 from meshproxy.config.model import RetryPolicy as ApiRetryPolicy
@@ -46,6 +47,7 @@ from meshproxy.listeners.listener import HttpListener
 from meshproxy.settings import Settings
 from meshproxy.telemetry.stats import ClusterStats, StatsStore
 from meshproxy.telemetry.tracing import TraceStart
+from meshproxy.upstream.cluster import ClusterRuntime
 
 from .clients import H1Client, H2Client
 from .memory import DEFAULT_HIGH_WATER, Accept, Address, MemoryNetwork, MemoryTransport
@@ -164,6 +166,20 @@ def ingress_snapshot(
         tcp_routes={},
         clusters={LOCAL_CLUSTER: cluster},
     )
+
+
+def tcp_cluster(hosts: Sequence[tuple[str, int]], name: str = "cds_ingress_m_db_tcp_7100") -> ClusterRuntime:
+    """A started tcp cluster over `hosts` (real loopback ports), for a `TcpProxySession` under test."""
+    config = Cluster(
+        name=name,
+        discovery=StaticDiscovery(tuple(hosts)),
+        protocol=ListenerProtocol.TCP,
+        virtual_node="db",
+        connect_timeout=1.0,
+    )
+    cluster = ClusterRuntime(config, ClusterStats(), HttptoolsClientCodec)
+    cluster.start()
+    return cluster
 
 
 def serve_h1(

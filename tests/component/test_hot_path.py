@@ -37,19 +37,19 @@ import pytest
 import uvloop
 
 from meshproxy import native
-from meshproxy.codec.h1_httptools import HttptoolsClientCodec
 from meshproxy.config.compile import DEFAULT_TCP_RETRY_POLICY, compile_snapshot
 from meshproxy.config.demo_mesh import colour_mesh
 from meshproxy.config.dialects import read_document
 from meshproxy.config.load import check_resources
-from meshproxy.config.snapshot import Cluster, ListenerProtocol, StaticDiscovery
 from meshproxy.core.direction import ListenerDirection
 from meshproxy.dataplane import Dataplane
 from meshproxy.listeners.listener import HttpListener
 from meshproxy.settings import load_settings
 from meshproxy.tcp.proxy import TcpProxySession
-from meshproxy.telemetry.stats import ClusterStats, StatsStore, TcpProxyStats
+from meshproxy.telemetry.stats import StatsStore, TcpProxyStats
 from meshproxy.upstream.cluster import ClusterRuntime
+
+from .proxy import tcp_cluster
 
 PEER = Path(__file__).with_name("hot_path_peer.py")
 COUNTER_SOURCE = Path(__file__).with_name("alloc_counter.c")
@@ -237,15 +237,7 @@ def measure_http(kind: str, runner: asyncio.Runner, counter: AllocationCounter) 
 def measure_tcp(runner: asyncio.Runner, counter: AllocationCounter) -> PerRequest:
     async def scenario() -> PerRequest:
         peer = await Peer.start("tcp")
-        config = Cluster(
-            name="cds_ingress_demo_db_tcp_7100",
-            discovery=StaticDiscovery((("127.0.0.1", peer.upstream_port),)),
-            protocol=ListenerProtocol.TCP,
-            virtual_node="db",
-            connect_timeout=1.0,
-        )
-        cluster = ClusterRuntime(config, ClusterStats(), HttptoolsClientCodec)
-        cluster.start()
+        cluster = tcp_cluster([("127.0.0.1", peer.upstream_port)], "cds_ingress_demo_db_tcp_7100")
         stats = TcpProxyStats()
 
         def accept() -> asyncio.Protocol:

@@ -10,12 +10,11 @@ from collections.abc import Iterator
 import pytest
 import uvloop
 
-from meshproxy.codec.h1_httptools import HttptoolsClientCodec
 from meshproxy.config.compile import DEFAULT_TCP_RETRY_POLICY
-from meshproxy.config.snapshot import Cluster, ListenerProtocol, StaticDiscovery
 from meshproxy.tcp.proxy import TcpProxySession
 from meshproxy.telemetry.stats import ClusterStats, TcpProxyStats
-from meshproxy.upstream.cluster import ClusterRuntime
+
+from ..proxy import tcp_cluster
 
 
 def refused_port() -> int:
@@ -39,16 +38,8 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _through_proxy(hosts: tuple[tuple[str, int], ...], payload: bytes) -> tuple[bytes, ClusterStats]:
-    config = Cluster(
-        name="cds_egress_m_db_tcp_7100",
-        discovery=StaticDiscovery(hosts),
-        protocol=ListenerProtocol.TCP,
-        virtual_node="db",
-        connect_timeout=1.0,
-    )
-    stats = ClusterStats()
-    cluster = ClusterRuntime(config, stats, HttptoolsClientCodec)
-    cluster.start()
+    cluster = tcp_cluster(hosts, "cds_egress_m_db_tcp_7100")
+    stats = cluster.stats
     tcp_stats = TcpProxyStats()
 
     def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
