@@ -121,6 +121,7 @@ class Telemetry:
             self._segment = SegmentConfig.from_identity(settings.identity, settings.xray_segment_name)
         self._otlp_on = settings.otel_endpoint is not None
         self._tracer = Tracer(xray=settings.xray, otlp=self._otlp_on, sampler=sampler, clock=clock, rng=rng)
+        self._tracing = settings.xray or self._otlp_on
         self._exporting = settings.xray or self._otlp_on
         self._extension = settings.metric_extension_version == 1
         self.wants_summary: bool = self._exporting or self._extension
@@ -187,6 +188,14 @@ class Telemetry:
         self, direction: str, headers: Sequence[tuple[bytes, bytes]], method: str, authority: str, path: str
     ) -> TraceStart | None:
         """Trace context for one request; None when neither tracing nor W3C propagation applies."""
+        if not self._tracing:
+            # Tracing off: only an incoming traceparent is propagated. Looked for here, compiled, so that
+            # the interpreted Tracer (tracing.py) runs only for requests that carry one.
+            for name, _ in headers:
+                if name == b"traceparent":
+                    break
+            else:
+                return None
         try:
             return self._tracer.start(direction, headers, method, authority, path)
         except Exception:  # a malformed header must never fail a request

@@ -166,3 +166,18 @@ def test_initial_state(make_settings: Callable[..., Settings]) -> None:
     t = telemetry(make_settings, dogstatsd=True)
     assert t.state is TelemetryState.STOPPED
     assert repr(t) == "<Telemetry STOPPED sinks=statsd pending=0>"
+
+
+def test_tracing_off_still_propagates_an_incoming_traceparent(make_settings: Callable[..., Settings]) -> None:
+    """With X-Ray and OTLP off the hub answers most requests without the tracer (no traceparent: None), but
+    a request that carries a traceparent still gets its W3C context propagated with a new parent id."""
+    hub = telemetry(make_settings)
+    plain = [(b"host", b"backend"), (b"x-amzn-trace-id", b"Root=1-5759e988-bd862e3fe1be46a994272793")]
+    assert hub.start_trace("egress", plain, "GET", "backend", "/") is None
+    incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    started = hub.start_trace("egress", [(b"traceparent", incoming.encode())], "GET", "backend", "/")
+    assert isinstance(started, TraceStart) and isinstance(started.context, TraceContext)
+    assert started.context.w3c_trace == int("0af7651916cd43dd8448eb211c80319c", 16)
+    traceparent = dict(started.upstream_headers)[b"traceparent"].decode()
+    assert traceparent.startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    assert traceparent.split("-")[2] != "b7ad6b7169203331"  # this proxy's span is the new parent
