@@ -16,6 +16,7 @@ from __future__ import annotations
 from h2.errors import ErrorCodes
 
 from meshproxy.dataplane import ServerState
+from meshproxy.net.delayed_close import DELAYED_CLOSE_S
 
 from ..clients import H2Client
 from ..memory import MemoryNetwork, Run
@@ -57,6 +58,9 @@ def test_http1_idle_keep_alive_connections_close_fresh_and_busy_ones_are_served(
                 reply = client.response()
                 assert (reply.body, reply.header("connection")) == (body, "close")
                 assert client.eof  # closed after its response
+            # each half-closed (a delayed close) until its client closes too, or for DELAYED_CLOSE_S
+            assert proxy.listener.open_connections == 3
+            await net.advance(DELAYED_CLOSE_S)
             assert proxy.listener.open_connections == 0
 
     run(scenario())
