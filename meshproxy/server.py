@@ -36,6 +36,7 @@ from meshproxy.config.sources import (
 from meshproxy.core.direction import ListenerDirection
 from meshproxy.dataplane import Dataplane, ServerState
 from meshproxy.listeners.listener import HttpListener
+from meshproxy.net.delayed_close import DELAYED_CLOSE_S
 from meshproxy.net.descriptors import AcceptPaused, DescriptorGuard
 from meshproxy.net.tls_contexts import TlsConfigError
 from meshproxy.settings import Settings, SettingsError, load_settings
@@ -53,7 +54,11 @@ _LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.I
 _SHUTDOWN_GRACE_S = 3.0  # after the drain window: how long in-flight requests get before the process exits
 SDS_INITIAL_FETCH_TIMEOUT_S = 15.0  # Envoy's ConfigSource initial_fetch_timeout default, for SDS secrets
 _DRAIN_IDLE_S = 1.0  # while draining, a keep-alive connection quiet this long between requests is closed
-_FRESH_GRACE_S = 1.0  # at exit, how long a connection accepted last gets to send its first request
+# At exit, how long a connection accepted last gets to send its first request: it was accepted before the
+# listener closed, so it is served like a request in flight (Envoy serves an accepted connection until the
+# process ends), for all of the shutdown grace but the delayed close that ends it (net/delayed_close.py: a
+# FIN, and a request crossing it is dropped, not reset), which must fit before the exit too.
+FRESH_GRACE_S = _SHUTDOWN_GRACE_S - DELAYED_CLOSE_S
 
 
 def configure_logging(level: str) -> None:
@@ -383,8 +388,9 @@ class Server:
 
     async def _shutdown(self) -> None:
         """Stop accepting (taking what waits in the listen backlog), then serve what is in flight and the
-        first request of connections accepted last, every response saying `Connection: close` (HTTP/2: after
-        a GOAWAY); exit when the last connection is gone, or after _SHUTDOWN_GRACE_S."""
+        first request of connections accepted last (sent within FRESH_GRACE_S), every response saying
+        `Connection: close` (HTTP/2: after a GOAWAY); exit when the last connection is gone (each closes with
+        a delayed close), or after _SHUTDOWN_GRACE_S."""
         if self.dataplane.state is not ServerState.DRAINING:
             self.dataplane.set_state(ServerState.DRAINING)  # /quitquitquit: no window, the same ending
         for listener in self.http_listeners:
@@ -398,7 +404,7 @@ class Server:
             if clock.now() >= deadline or not any(lst.open_connections for lst in self.http_listeners):
                 break
             for listener in self.http_listeners:
-                listener.drain_connections(clock.now(), 0.0, _FRESH_GRACE_S)
+                listener.drain_connections(clock.now(), 0.0, FRESH_GRACE_S)
         self.dataplane.clusters.shutdown()
         await self.dataplane.close_secrets()
         if self.descriptors is not None:

@@ -32,6 +32,7 @@ from meshproxy.core.events import (
 from meshproxy.core.outcomes import LocalReply
 from meshproxy.downstream.context import ConnectionContext
 from meshproxy.net.accepted import AcceptedConnection
+from meshproxy.net.delayed_close import DelayedClose
 from meshproxy.net.original_dst import Redirect
 from meshproxy.router.context import TunnelEnd
 from meshproxy.router.request import RequestState, RouterRequest
@@ -42,7 +43,7 @@ log = logging.getLogger("meshproxy.http")
 class DownstreamState(enum.Enum):
     OPEN = "open"
     TUNNEL = "tunnel"
-    CLOSING = "closing"
+    CLOSING = "closing"  # the last reply is written, the connection half-closed: what arrives is dropped
     CLOSED = "closed"
 
 
@@ -54,6 +55,7 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
     """Implements the router's `Downstream` for the request being answered, and `ClientConnection`."""
 
     __slots__ = (
+        "client_eof",
         "close_after_response",
         "codec",
         "ctx",
@@ -90,6 +92,7 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
         self.last_activity = self.opened = ctx.clock.now()
         self.head_started = 0.0  # when the first byte of a request head still incomplete came (0: none)
         self.close_after_response = False
+        self.client_eof = False  # the client half-closed a tunnel: it sends nothing more
         self.tunnel: TunnelEnd | None = None
         self.tunnel_bytes = b""
         self.requests = 0
@@ -106,10 +109,13 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
         self.note_peer(transport)
 
     def data_received(self, data: bytes) -> None:
+        self.ctx.http_stats.downstream_cx_rx_bytes_total += len(data)
+        if self.closing is not None:
+            self.closing.discard(len(data))
+            return
         self.last_activity = now = self.ctx.clock.now()
         if self.receiving is None and not self.head_started:
             self.head_started = now  # the request-headers timeout runs until its head is parsed
-        self.ctx.http_stats.downstream_cx_rx_bytes_total += len(data)
         if self.state is DownstreamState.TUNNEL:
             if self.tunnel is not None:
                 self.tunnel.from_client(data)
@@ -127,6 +133,7 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self.state is DownstreamState.TUNNEL and self.tunnel is not None:
+            self.client_eof = True
             self.tunnel.client_eof()
             return True  # half-close: the other direction may still flow
         return None
@@ -135,6 +142,8 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
         previous = self.state
         self.state = DownstreamState.CLOSED
         self.transport = None
+        if self.closing is not None:
+            self.closing.cancel()
         request = self.responding or self.receiving
         if request is not None and request.state is not RequestState.DONE:
             self.ctx.http_stats.downstream_cx_destroy_remote_active_rq += 1
@@ -276,7 +285,7 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
             data = b"".join(out)  # a single part is returned as it is, not copied
             out.clear()
             transport = self.transport
-            if transport is not None and self.state is not DownstreamState.CLOSED:
+            if transport is not None and self.closing is None and self.state is not DownstreamState.CLOSED:
                 transport.write(data)
                 self.ctx.http_stats.downstream_cx_tx_bytes_total += len(data)
 
@@ -353,7 +362,12 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
 
     def tunnel_eof(self) -> None:
         transport = self.transport
-        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+        if (
+            transport is not None
+            and self.closing is None
+            and not transport.is_closing()
+            and transport.can_write_eof()
+        ):
             transport.write_eof()
 
     def end_tunnel(self) -> None:
@@ -364,7 +378,12 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
         self._close()
 
     def pause_reading(self) -> None:
-        if not self.paused and self.transport is not None and self.state is not DownstreamState.CLOSED:
+        if (
+            not self.paused
+            and self.transport is not None
+            and self.closing is None
+            and self.state is not DownstreamState.CLOSED
+        ):
             self.paused = True
             self.transport.pause_reading()
 
@@ -443,10 +462,16 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
         return True
 
     def _close(self) -> None:
+        """Close after what is written (net/delayed_close.py: the client reads it, then a FIN)."""
         if self.state is DownstreamState.OPEN or self.state is DownstreamState.TUNNEL:
             self.state = DownstreamState.CLOSING
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None or self.closing is not None or self.state is DownstreamState.CLOSED:
+            return
+        if self.client_eof:
+            transport.close()  # nothing more can arrive: no bytes left unread to turn the close into a reset
+        else:
+            self.closing = DelayedClose(transport, self.ctx.clock)
 
     def _abort_transport(self) -> None:
         self.out.clear()

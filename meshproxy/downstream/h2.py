@@ -50,6 +50,7 @@ from meshproxy.core.outcomes import LocalReply, ResponseFlag
 from meshproxy.downstream.context import ConnectionContext
 from meshproxy.downstream.h2_stream import H2DownstreamStream, H2StreamState
 from meshproxy.net.accepted import AcceptedConnection
+from meshproxy.net.delayed_close import DelayedClose
 from meshproxy.net.original_dst import Redirect
 from meshproxy.router.request import RouterRequest
 
@@ -67,6 +68,7 @@ EXTENDED_CONNECT_UNSUPPORTED = LocalReply(
 class H2ConnectionState(enum.Enum):
     OPEN = "open"
     DRAINING = "draining"  # GOAWAY sent or received: the streams already started finish, no new ones
+    CLOSING = "closing"  # the last GOAWAY is written, the connection half-closed: what arrives is dropped
     CLOSED = "closed"
 
 
@@ -126,8 +128,11 @@ class H2ConnectionManager(AcceptedConnection, asyncio.Protocol):
         self.note_peer(transport)
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = now = self.ctx.clock.now()
         self.ctx.http_stats.downstream_cx_rx_bytes_total += len(data)
+        if self.closing is not None:
+            self.closing.discard(len(data))
+            return
+        self.last_activity = now = self.ctx.clock.now()
         try:
             events = self.h2.receive_data(data)
         except H2Error as exc:
@@ -177,14 +182,19 @@ class H2ConnectionManager(AcceptedConnection, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = H2ConnectionState.CLOSED
+        if self.closing is not None:
+            self.closing.cancel()
+        self._lose_streams()
+        self.transport = None
+        self.ctx.connection_closed(self)
+
+    def _lose_streams(self) -> None:
         streams = list(self.streams.values())
         self.streams.clear()
         if any(s.state is H2StreamState.ACTIVE for s in streams):
             self.ctx.http_stats.downstream_cx_destroy_remote_active_rq += 1
         for stream in streams:
             stream.on_connection_lost()
-        self.transport = None
-        self.ctx.connection_closed(self)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -302,7 +312,7 @@ class H2ConnectionManager(AcceptedConnection, asyncio.Protocol):
     def flush(self) -> None:
         self.flush_scheduled = False
         transport = self.transport
-        if transport is None:
+        if transport is None or self.closing is not None:
             return
         data = self.h2.data_to_send()
         if data:
@@ -312,7 +322,7 @@ class H2ConnectionManager(AcceptedConnection, asyncio.Protocol):
     # ---------------------------------------------------------------- drain and close
     def _send_goaway(self) -> None:
         """Graceful GOAWAY (RFC 9113 §6.8): streams up to the last one received still complete."""
-        if self.goaway_sent or self.transport is None:
+        if self.goaway_sent or self.transport is None or self.closing is not None:
             return
         self.goaway_sent = True
         self.state = H2ConnectionState.DRAINING
@@ -321,26 +331,32 @@ class H2ConnectionManager(AcceptedConnection, asyncio.Protocol):
         self.transport.write(h2_codec.goaway_frame(self.last_stream_id))
 
     def _close(self) -> None:
-        if self.state is H2ConnectionState.CLOSED:
+        if self.state is H2ConnectionState.CLOSING or self.state is H2ConnectionState.CLOSED:
             return
-        self.state = H2ConnectionState.CLOSED
         with contextlib.suppress(H2Error):
             self.h2.close_connection(last_stream_id=self.last_stream_id)
-        self.flush()
-        if self.transport is not None:
-            self.transport.close()
+        self._close_after_goaway()
 
     def _protocol_error(self, exc: Exception) -> None:
         log.debug("downstream %s: HTTP/2 protocol error: %s", self.peer, exc)
         self.ctx.http_stats.downstream_cx_protocol_error += 1
-        self.flush()  # the codec queued a GOAWAY with the error code
-        self.state = H2ConnectionState.CLOSED
-        if self.transport is not None:
-            self.transport.close()
+        self._close_after_goaway()  # the codec queued a GOAWAY with the error code
+
+    def _close_after_goaway(self) -> None:
+        """Write what the codec holds (its last GOAWAY), then close so that the client reads it: a delayed
+        close (net/delayed_close.py). Streams still open end now (nothing more is written for them)."""
+        self.flush()
+        self.state = H2ConnectionState.CLOSING
+        transport = self.transport
+        if transport is not None and self.closing is None:
+            self.closing = DelayedClose(transport, self.ctx.clock)
+        self._lose_streams()
 
     # ---------------------------------------------------------------- ClientConnection
     def idle(self) -> bool:
-        return not self.streams and self.state is not H2ConnectionState.CLOSED
+        return not self.streams and (
+            self.state is H2ConnectionState.OPEN or self.state is H2ConnectionState.DRAINING
+        )
 
     def active_requests(self) -> list[RouterRequest]:
         return [s.request for s in self.streams.values() if s.request is not None]
@@ -349,7 +365,7 @@ class H2ConnectionManager(AcceptedConnection, asyncio.Protocol):
         """No stream open and a frame (the preface, a HEADERS block) incomplete for the request-headers
         timeout: GOAWAY and close. Frames and header blocks are bounded meanwhile (SETTINGS_MAX_FRAME_SIZE,
         the header-list limits)."""
-        if not self.head_started or self.streams or self.state is H2ConnectionState.CLOSED:
+        if not self.head_started or not self.idle():
             return False
         self.head_started = 0.0
         self.ctx.http_stats.downstream_rq_header_timeout += 1

@@ -20,6 +20,7 @@ from meshproxy.downstream.h2 import H2ConnectionManager
 from meshproxy.listeners.detect import Detected, Detection, detect
 from meshproxy.listeners.policy import PolicyListener
 from meshproxy.net.accepted import AcceptedConnection
+from meshproxy.net.delayed_close import DelayedClose
 from meshproxy.net.original_dst import Redirect
 from meshproxy.tcp.proxy import TcpProxySession
 from meshproxy.upstream.cluster import ClusterRuntime
@@ -48,6 +49,7 @@ class DispatchState(enum.Enum):
     WAITING = "waiting"  # accepted, policy not asked yet
     SNIFFING = "sniffing"
     HANDED_OVER = "handed-over"
+    CLOSING = "closing"  # half-closed: what arrives is dropped (net/delayed_close.py)
     CLOSED = "closed"
 
 
@@ -76,6 +78,9 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         self.policy.on_connect(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.closing is not None:
+            self.closing.discard(len(data))
+            return
         self.buffer += data
         detection = detect(self.buffer)
         if detection.kind is Detected.NEED_MORE and len(self.buffer) < MAX_SNIFF_BYTES:
@@ -93,6 +98,8 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        if self.closing is not None:
+            self.closing.cancel()
         self.state = DispatchState.CLOSED
         self.listener.pending.discard(self)
 
@@ -138,12 +145,20 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         cluster = self.listener.passthrough_cluster(*destination, http2=False)
         self.start_tcp(cluster, idle=3600.0, retry=None)
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Close with a delayed close (a request that crosses the close is dropped, not answered with a
+        reset); it stays pending until it is gone, so a drain waits for it. False if closing already."""
+        if self.state is DispatchState.CLOSING or self.state is DispatchState.CLOSED:
+            return False
         self._cancel_timer()
-        self.state = DispatchState.CLOSED
-        self.listener.pending.discard(self)
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None:
+            self.state = DispatchState.CLOSED
+            self.listener.pending.discard(self)
+            return True
+        self.state = DispatchState.CLOSING
+        self.closing = DelayedClose(transport, self.listener.clock)
+        return True
 
     # ---------------------------------------------------------------- internals
     def _hand_over(self, protocol: asyncio.Protocol) -> None:

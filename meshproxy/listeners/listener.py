@@ -270,8 +270,7 @@ class HttpListener:
                 closed += 1
         if fresh_for is not None:
             for pending in list(self.pending):
-                if now - pending.opened >= fresh_for:
-                    pending.close()
+                if now - pending.opened >= fresh_for and pending.close():
                     closed += 1
         return closed
 

@@ -24,7 +24,9 @@ class PendingConnection(Protocol):
     @property
     def opened(self) -> float: ...
 
-    def close(self) -> None: ...
+    def close(self) -> bool:
+        """Begin to close it (False if it is closing already)."""
+        ...
 
 
 class PolicyListener(ConnectionContext, Protocol):

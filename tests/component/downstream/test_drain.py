@@ -5,7 +5,8 @@ last seconds (`Server._shutdown`); the tests call it as the server does.
 - HTTP/1.1: every response of the drain says `Connection: close` and the connection closes after it; a
   connection idle between requests is closed once quiet for a second (it has been idle since before the
   drain: an active client's next request would get the close); a connection still to send its first
-  request is left to send it (at exit, for a second at most), as are connections with a request in flight.
+  request is left to send it (at exit, for FRESH_GRACE_S at most, then a delayed close), as are connections
+  with a request in flight.
 - HTTP/2: a connection is told first, with a GOAWAY naming the last stream it will serve, and closed once
   its streams are done (on a later sweep if it stays quiet); a stream opened after the GOAWAY is refused
   (REFUSED_STREAM: the client may retry it safely) rather than lost with the connection.
@@ -16,6 +17,8 @@ from __future__ import annotations
 from h2.errors import ErrorCodes
 
 from meshproxy.dataplane import ServerState
+from meshproxy.net.delayed_close import DELAYED_CLOSE_S
+from meshproxy.server import FRESH_GRACE_S
 
 from ..clients import H2Client
 from ..memory import MemoryNetwork, Run
@@ -57,22 +60,28 @@ def test_http1_idle_keep_alive_connections_close_fresh_and_busy_ones_are_served(
                 reply = client.response()
                 assert (reply.body, reply.header("connection")) == (body, "close")
                 assert client.eof  # closed after its response
+            # each half-closed (a delayed close) until its client closes too, or for DELAYED_CLOSE_S
+            assert proxy.listener.open_connections == 3
+            await net.advance(DELAYED_CLOSE_S)
             assert proxy.listener.open_connections == 0
 
     run(scenario())
 
 
-def test_at_exit_a_fresh_connection_gets_a_second_to_send_its_request(
+def test_at_exit_a_fresh_connection_gets_the_grace_to_send_its_request(
     run: Run, net: MemoryNetwork, http1_parser: str
 ) -> None:
     async def scenario() -> None:
         async with running_proxy(net, egress_snapshot(), parser=http1_parser) as proxy:
             silent = proxy.h1()
             proxy.dataplane.set_state(ServerState.DRAINING)
-            await net.advance(0.9)
-            assert await drain(proxy, net, 0.0, 1.0) == 0
+            await net.advance(FRESH_GRACE_S - 0.1)
+            assert await drain(proxy, net, 0.0, FRESH_GRACE_S) == 0
             await net.advance(0.1)
-            assert await drain(proxy, net, 0.0, 1.0) == 1 and silent.eof
+            assert await drain(proxy, net, 0.0, FRESH_GRACE_S) == 1 and silent.eof
+            silent.send(b"GET / HTTP/1.1\r\n\r\n")  # too late: dropped by the delayed close, not reset
+            await net.advance(DELAYED_CLOSE_S)
+            assert not silent.lost and proxy.listener.open_connections == 0
 
     run(scenario())
 
