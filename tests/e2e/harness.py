@@ -49,14 +49,17 @@ _SCRUBBED_PREFIXES = (
     "OTEL_",
     "APPNET_",
 )
+# ... except the one that picks the form under test (scripts/test sets it per form): scrubbed, every proxy the
+# e2e and netns tiers started ran compiled whenever a build was present, in the pure run too.
+_INHERITED = frozenset({"MESHPROXY_PURE"})
 
 
 def clean_environ() -> dict[str, str]:
-    """os.environ without any mesh, Envoy or HTTP-proxy variables."""
+    """os.environ without any mesh, Envoy or HTTP-proxy variables (the form under test is kept)."""
     return {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(_SCRUBBED_PREFIXES) and not k.lower().endswith("_proxy")
+        if k in _INHERITED or (not k.startswith(_SCRUBBED_PREFIXES) and not k.lower().endswith("_proxy"))
     }
 
 
