@@ -50,8 +50,13 @@ def client_loop(port: int, stop: threading.Event, outcomes: Counter[str], lock: 
         fresh = connection is None or connection.sock is None  # this request opens a new connection
         if connection is None:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        step = "connect"
         try:
+            if fresh:
+                connection.connect()
+            step = "send"
             connection.request("GET", "/work", headers={"Host": SERVICE})
+            step = "read"
             response = connection.getresponse()
             response.read()
             outcome = f"status {response.status}"
@@ -61,7 +66,7 @@ def client_loop(port: int, stop: threading.Event, outcomes: Counter[str], lock: 
         except ConnectionRefusedError:
             outcome = "refused"
         except (OSError, http.client.HTTPException) as exc:
-            outcome = f"lost: {type(exc).__name__} on a {'new' if fresh else 'kept'} connection"
+            outcome = f"lost: {type(exc).__name__} at {step} on a {'new' if fresh else 'kept'} connection"
             connection.close()
             connection = None
         with lock:
