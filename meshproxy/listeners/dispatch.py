@@ -54,7 +54,12 @@ class DispatchState(enum.Enum):
 
 
 class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
-    __slots__ = ("buffer", "listener", "opened", "policy", "state", "timer", "transport")
+    """Holds a new connection until its policy knows what it is, then hands it over. A connection handed to
+    an HTTP connection manager after its first bytes were read keeps the dispatcher as its protocol, which
+    passes every call on to `manager`: uvloop's `set_protocol` on a reading transport stops and restarts
+    reading, one more epoll change (one more io_uring_enter) for every new connection."""
+
+    __slots__ = ("buffer", "listener", "manager", "opened", "policy", "state", "timer", "transport")
 
     def __init__(self, listener: PolicyListener, policy: SniffingPolicy) -> None:
         super().__init__(None)  # the redirect is known once the transport is
@@ -65,6 +70,7 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         self.state = DispatchState.WAITING
         self.timer: Timer | None = None
         self.opened = 0.0
+        self.manager: asyncio.Protocol | None = None  # the HTTP connection manager it was handed to
 
     def __repr__(self) -> str:
         return f"<ConnectionDispatcher {self.listener.local_address} {self.state.value} {self.redirect!r}>"
@@ -78,6 +84,10 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         self.policy.on_connect(self)
 
     def data_received(self, data: bytes) -> None:
+        manager = self.manager
+        if manager is not None:
+            manager.data_received(data)
+            return
         if self.closing is not None:
             self.closing.discard(len(data))
             return
@@ -89,6 +99,8 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         self.policy.on_detected(self, detection)
 
     def eof_received(self) -> bool | None:
+        if self.manager is not None:
+            return self.manager.eof_received()
         if self.state is DispatchState.SNIFFING and self.buffer:
             self._cancel_timer()
             detection = detect(self.buffer)
@@ -97,11 +109,22 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.manager is not None:
+            self.manager.connection_lost(exc)
+            return
         self._cancel_timer()
         if self.closing is not None:
             self.closing.cancel()
         self.state = DispatchState.CLOSED
         self.listener.pending.discard(self)
+
+    def pause_writing(self) -> None:
+        if self.manager is not None:
+            self.manager.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.manager is not None:
+            self.manager.resume_writing()
 
     # ---------------------------------------------------------------- called by the policy
     def sniff(self, timeout: float) -> None:
@@ -110,11 +133,17 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         self.timer = self.listener.clock.call_later(timeout, self._sniff_timeout)
 
     def hand_to_http(self) -> None:
-        self._hand_over(Http1ConnectionManager(self.listener, self.redirect))
+        # Sniffing means uvloop is reading (it starts after `connection_made`, where a policy that knows at
+        # once hands over): then the dispatcher stays the transport's protocol (see the class docstring).
+        self._hand_over(
+            Http1ConnectionManager(self.listener, self.redirect), keep=self.state is DispatchState.SNIFFING
+        )
 
     def hand_to_h2(self) -> None:
         """h2c with prior knowledge (RFC 9113 §3.3) goes to the HTTP/2 connection manager."""
-        self._hand_over(H2ConnectionManager(self.listener, self.redirect))
+        self._hand_over(
+            H2ConnectionManager(self.listener, self.redirect), keep=self.state is DispatchState.SNIFFING
+        )
 
     def start_tcp(
         self,
@@ -161,12 +190,17 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         return True
 
     # ---------------------------------------------------------------- internals
-    def _hand_over(self, protocol: asyncio.Protocol) -> None:
+    def _hand_over(self, protocol: asyncio.Protocol, *, keep: bool = False) -> None:
+        """`keep`: the transport keeps calling the dispatcher, which passes every call on to `protocol` (an
+        HTTP connection manager; one that switches to HTTP/2 installs that one on the transport itself)."""
         transport = self.transport
         assert transport is not None
         self.state = DispatchState.HANDED_OVER
         self.listener.pending.discard(self)
-        transport.set_protocol(protocol)
+        if keep:
+            self.manager = protocol
+        else:
+            transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if self.buffer:
             data, self.buffer = self.buffer, b""
