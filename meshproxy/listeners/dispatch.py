@@ -133,17 +133,11 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         self.timer = self.listener.clock.call_later(timeout, self._sniff_timeout)
 
     def hand_to_http(self) -> None:
-        # Sniffing means uvloop is reading (it starts after `connection_made`, where a policy that knows at
-        # once hands over): then the dispatcher stays the transport's protocol (see the class docstring).
-        self._hand_over(
-            Http1ConnectionManager(self.listener, self.redirect), keep=self.state is DispatchState.SNIFFING
-        )
+        self._hand_to_manager(Http1ConnectionManager(self.listener, self.redirect))
 
     def hand_to_h2(self) -> None:
         """h2c with prior knowledge (RFC 9113 §3.3) goes to the HTTP/2 connection manager."""
-        self._hand_over(
-            H2ConnectionManager(self.listener, self.redirect), keep=self.state is DispatchState.SNIFFING
-        )
+        self._hand_to_manager(H2ConnectionManager(self.listener, self.redirect))
 
     def start_tcp(
         self,
@@ -190,6 +184,11 @@ class ConnectionDispatcher(AcceptedConnection, asyncio.Protocol):
         return True
 
     # ---------------------------------------------------------------- internals
+    def _hand_to_manager(self, manager: asyncio.Protocol) -> None:
+        # Sniffing means uvloop is reading (it starts after `connection_made`, where a policy that knows at
+        # once hands over): then the dispatcher stays the transport's protocol (see the class docstring).
+        self._hand_over(manager, keep=self.state is DispatchState.SNIFFING)
+
     def _hand_over(self, protocol: asyncio.Protocol, *, keep: bool = False) -> None:
         """`keep`: the transport keeps calling the dispatcher, which passes every call on to `protocol` (an
         HTTP connection manager; one that switches to HTTP/2 installs that one on the transport itself)."""
