@@ -393,8 +393,8 @@ class Server:
         a delayed close), or after _SHUTDOWN_GRACE_S."""
         if self.dataplane.state is not ServerState.DRAINING:
             self.dataplane.set_state(ServerState.DRAINING)  # /quitquitquit: no window, the same ending
-        for listener in self.http_listeners:
-            await listener.stop_accepting()
+        # together: each waits HANDSHAKE_SETTLE_S for the handshakes its socket answered last
+        await asyncio.gather(*(listener.stop_accepting() for listener in self.http_listeners))
         clock = self.dataplane.clock
         deadline = clock.now() + _SHUTDOWN_GRACE_S
         while True:

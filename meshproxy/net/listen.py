@@ -7,8 +7,12 @@ An `Acceptor` serves one listening socket from the running event loop. Two thing
   stops accepting while the original keeps listening and the kernel keeps queueing new connections (up to
   the backlog) until accepting resumes (out of file descriptors, issue 14);
 - closing without resets: the kernel resets every connection still queued on a listening socket when it is
-  closed (a client whose connect succeeded would lose its request), so `close` first accepts what is queued
-  and hands it to the loop, then closes (the drain at exit).
+  closed (a client whose connect succeeded would lose its request), and every handshake it has answered but
+  not yet seen completed (the client's ACK, or its first data, then meets no listener). So `close` first
+  stops new handshakes (`refuse_handshakes`), accepts what is queued, lets the handshakes in flight complete
+  (HANDSHAKE_SETTLE_S), accepts those, hands everything to the loop and only then closes (the drain at exit).
+  A client whose SYN arrives in that window gets no answer: its kernel sends the SYN again a second later and
+  is refused then (or, with SO_REUSEPORT, served by a worker still listening), which is a clean end.
 
 `create_server(sock=...)` calls listen() again with its own backlog (100 by default, in asyncio and
 uvloop): the acceptor passes ours, Envoy's 4096 (`tcp_backlog_size`), or bursts of connects would stall in
@@ -17,13 +21,32 @@ SYN retransmits.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import enum
 import socket
+import struct
+import sys
 from collections.abc import Callable
 
 LISTEN_BACKLOG = 4096  # Envoy's default (tcp_backlog_size); the kernel caps it at net.core.somaxconn
+HANDSHAKE_SETTLE_S = 0.05  # at close: time for handshakes already answered to complete (many round trips)
+
+_SO_ATTACH_FILTER = 26  # linux/asm-generic/socket.h; the socket module does not name it
+# Classic BPF, run by the kernel on every segment that reaches the listening socket (offset 0 is the TCP
+# header): a segment with SYN and without ACK (a new handshake) is dropped, everything else passes, so the
+# ACKs completing handshakes already answered still reach their pending connections.
+_REFUSE_NEW_HANDSHAKES = (
+    (0x30, 0, 0, 13),  # ldb [13]: the flags byte
+    (0x54, 0, 0, 0x12),  # and #0x12: SYN | ACK
+    (0x15, 0, 1, 0x02),  # jeq #0x02 (SYN alone)? next : skip one
+    (0x06, 0, 0, 0),  # ret #0: drop
+    (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1: keep the whole segment
+)
+# struct sock_filter[]; module-level, so it outlives the setsockopt that passes its address (compiled, a
+# local would be freed after its last use, before the kernel reads it)
+_REFUSE_PROGRAM = array.array("B", b"".join(struct.pack("HBBI", *op) for op in _REFUSE_NEW_HANDSHAKES))
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 
@@ -41,6 +64,22 @@ def listening_socket(address: str, port: int, reuse_port: bool = True) -> socket
     sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
+
+
+def refuse_handshakes(sock: socket.socket) -> bool:
+    """Make the kernel drop new connection requests to listening socket `sock` (SYNs) while handshakes it
+    has already answered can still complete. False where socket filters are not available. Connections
+    accepted from `sock` afterwards inherit the filter, which only ever drops a bare SYN."""
+    if sys.platform != "linux":
+        return False
+    address, _ = _REFUSE_PROGRAM.buffer_info()
+    try:  # struct sock_fprog { unsigned short len; struct sock_filter *filter; }; the kernel copies it
+        sock.setsockopt(
+            socket.SOL_SOCKET, _SO_ATTACH_FILTER, struct.pack("HP", len(_REFUSE_NEW_HANDSHAKES), address)
+        )
+    except OSError:
+        return False
+    return True
 
 
 class AcceptState(enum.Enum):
@@ -81,28 +120,37 @@ class Acceptor:
         self._stop_server()
 
     async def close(self) -> int:
-        """Stop accepting, take the connections already queued (they are served like any other), then close
-        the socket. Returns how many were taken from the queue."""
+        """Stop accepting, refuse new handshakes, take the connections already queued and those whose
+        handshake completes within HANDSHAKE_SETTLE_S (they are served like any other), then close the
+        socket. Returns how many were taken from the queue."""
         if self.state is AcceptState.CLOSED:
             return 0
         self.state = AcceptState.CLOSED
         self._stop_server()
         loop = asyncio.get_running_loop()
+        settle = refuse_handshakes(self.sock)
+        queued = self._take_queued()
+        if settle:
+            await asyncio.sleep(HANDSHAKE_SETTLE_S)
+            queued += self._take_queued()
+        self.sock.close()
+        for connection in queued:
+            connection.setblocking(False)
+            with contextlib.suppress(OSError):
+                await loop.connect_accepted_socket(self.factory, connection)
+        return len(queued)
+
+    def _take_queued(self) -> list[socket.socket]:
         queued: list[socket.socket] = []
         while True:
             try:
                 connection, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError:  # out of descriptors, aborted: what is left is reset by the close below
+            except OSError:  # out of descriptors, aborted: what is left is reset by the close
                 break
             queued.append(connection)
-        self.sock.close()  # at once: a connection completing now is refused, not reset after its connect
-        for connection in queued:
-            connection.setblocking(False)
-            with contextlib.suppress(OSError):
-                await loop.connect_accepted_socket(self.factory, connection)
-        return len(queued)
+        return queued
 
     def _stop_server(self) -> None:
         if self.server is not None:
