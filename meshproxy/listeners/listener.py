@@ -26,7 +26,7 @@ from meshproxy.listeners.h2c import upgrade_to_h2c
 from meshproxy.listeners.ingress import IngressPolicy
 from meshproxy.listeners.policy import ListenerPolicy, PendingConnection
 from meshproxy.net.descriptors import DescriptorGuard
-from meshproxy.net.listen import Acceptor, listening_socket
+from meshproxy.net.listen import ACCEPTS_PER_TURN, Acceptor, listening_socket
 from meshproxy.net.tls_contexts import TlsContexts, TlsContextSource, TlsKey
 from meshproxy.router.context import RequestObserver, Tracer
 from meshproxy.telemetry.stats import StatsStore
@@ -173,7 +173,7 @@ class HttpListener:
         if self.socket is None:
             self.bind()
         assert self.socket is not None
-        self.acceptor = Acceptor(self.socket, self.accept)
+        self.acceptor = Acceptor(self.socket, self.accept, ACCEPTS_PER_TURN)
         await self.acceptor.start()
         if self.descriptors is not None:
             self.descriptors.watch(self.acceptor)

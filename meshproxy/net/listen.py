@@ -17,6 +17,13 @@ An `Acceptor` serves one listening socket from the running event loop. Two thing
 `create_server(sock=...)` calls listen() again with its own backlog (100 by default, in asyncio and
 uvloop): the acceptor passes ours, Envoy's 4096 (`tcp_backlog_size`), or bursts of connects would stall in
 SYN retransmits.
+
+libuv (1.52, inside uvloop) accepts one connection per listening descriptor per turn of the loop. Under a
+stream of new connections that costs a turn (an epoll wait, an io_uring submission) per connection, and the
+connections behind it wait in the backlog: new-conn-64k made 1.0 epoll waits per request against Envoy's 0.23
+(Envoy accepts until EAGAIN). A proxy listener's acceptor therefore registers `ACCEPTS_PER_TURN` duplicates
+of the socket's descriptor with the loop, each accepting one connection per turn; the price is an accept(2)
+that finds the queue empty for each of the others when a lone connection arrives.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import sys
 from collections.abc import Callable
 
 LISTEN_BACKLOG = 4096  # Envoy's default (tcp_backlog_size); the kernel caps it at net.core.somaxconn
+ACCEPTS_PER_TURN = 4  # connections a proxy listener may accept per turn of the loop (see the docstring)
 HANDSHAKE_SETTLE_S = 0.05  # at close: time for handshakes already answered to complete (many round trips)
 
 _SO_ATTACH_FILTER = 26  # linux/asm-generic/socket.h; the socket module does not name it
@@ -93,12 +101,13 @@ class Acceptor:
     """Accepts connections on `sock` (a listening socket, see `listening_socket`) with `factory`'s
     protocols, on the running loop."""
 
-    __slots__ = ("factory", "server", "sock", "state")
+    __slots__ = ("accepts_per_turn", "factory", "servers", "sock", "state")
 
-    def __init__(self, sock: socket.socket, factory: ProtocolFactory) -> None:
+    def __init__(self, sock: socket.socket, factory: ProtocolFactory, accepts_per_turn: int = 1) -> None:
         self.sock = sock
         self.factory = factory
-        self.server: asyncio.Server | None = None
+        self.accepts_per_turn = accepts_per_turn
+        self.servers: list[asyncio.Server] = []  # one per duplicate descriptor the loop serves
         self.state = AcceptState.CREATED
 
     def __repr__(self) -> str:
@@ -109,7 +118,16 @@ class Acceptor:
         if self.state is AcceptState.ACCEPTING or self.state is AcceptState.CLOSED:
             return
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(self.factory, sock=self.sock.dup(), backlog=LISTEN_BACKLOG)
+        state = self.state
+        servers = [
+            await loop.create_server(self.factory, sock=self.sock.dup(), backlog=LISTEN_BACKLOG)
+            for _ in range(self.accepts_per_turn)
+        ]
+        if self.state is not state:  # paused or closed meanwhile
+            for server in servers:
+                server.close()
+            return
+        self.servers = servers
         self.state = AcceptState.ACCEPTING
 
     def pause(self) -> None:
@@ -153,6 +171,6 @@ class Acceptor:
         return queued
 
     def _stop_server(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
+        servers, self.servers = self.servers, []
+        for server in servers:
+            server.close()
