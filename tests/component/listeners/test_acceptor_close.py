@@ -17,6 +17,8 @@ from typing import Any, TypeVar, cast
 
 from meshproxy.net.listen import Acceptor, listening_socket
 
+from .connects import refused_at_once
+
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
 
@@ -26,19 +28,6 @@ class Served(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         Served.made.append(transport)
-
-
-def refused_at_once(port: int) -> bool:
-    """A blocking connect from the loop's own thread, before the loop turns again."""
-    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    client.settimeout(1.0)
-    try:
-        client.connect(("127.0.0.1", port))
-    except ConnectionRefusedError:
-        return True
-    finally:
-        client.close()
-    return False
 
 
 def test_a_connection_after_close_is_refused_not_queued(run: Run[Any]) -> None:

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 from meshproxy.net.listen import ACCEPTS_PER_TURN, Acceptor, listening_socket
 
+from .connects import refused_at_once
+
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
 
@@ -93,14 +95,6 @@ def test_closing_an_acceptor_with_several_descriptors_refuses_at_once(run: Run[A
         acceptor = Acceptor(sock, asyncio.Protocol, ACCEPTS_PER_TURN)
         await acceptor.start()
         await acceptor.close()
-        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        client.settimeout(1.0)
-        try:
-            client.connect(("127.0.0.1", port))
-        except ConnectionRefusedError:
-            return True
-        finally:
-            client.close()
-        return False
+        return refused_at_once(port)
 
     assert run(scenario())
