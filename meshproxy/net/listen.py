@@ -163,9 +163,7 @@ class Acceptor:
         while True:
             try:
                 connection, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:  # out of descriptors, aborted: what is left is reset by the close
+            except OSError:  # EAGAIN: the queue is empty; out of descriptors: the rest is reset by the close
                 break
             queued.append(connection)
         return queued
