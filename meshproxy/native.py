@@ -111,6 +111,8 @@ COMPILED = (
     "meshproxy/listeners",
     "meshproxy/tcp",
     "meshproxy/telemetry/stats.py",
+    # the snapshot's route table, clusters and policies: read on every request (match, decide, retry)
+    "meshproxy/config/snapshot.py",
     # the per-request work of telemetry: access-log lines, X-Ray segments, the drain (not tracing.py: its
     # NamedTuple's string annotations are looked up in the compiled module's globals, without builtins)
     "meshproxy/telemetry/accesslog.py",
