@@ -146,7 +146,7 @@ class HttptoolsServerCodec:
         upper = self._head_upper + self._quiet + self._feed_len
         if upper > self._max_bytes and head_size(target, headers) > self._max_bytes:
             raise ProtocolError("headers size exceeds limit", 431)
-        if b"#" in url:
+        if url.find(b"#") >= 0:  # not `in`: see ARCHITECTURE.md, "bytes in bytes"
             raise ProtocolError("fragment in the request target")  # RFC 9112 §3.2: never sent on the wire
         kind = BodyKind.NONE
         length = -1
@@ -233,7 +233,7 @@ class HttptoolsServerCodec:
                 self._replay = None
             if not idle and replay is not None and not request_line_ok(replay + data):
                 return self._failed(_extra_spaces(), keep=0)  # a request line that came in several reads
-            if b"  " in data:
+            if data.find(b"  ") >= 0:
                 return self._check_pipelined(data if idle else None)
         else:
             # Nothing complete came of these bytes: a head (or trailers) in progress. Keep them while they may

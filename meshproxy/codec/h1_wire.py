@@ -41,7 +41,8 @@ def request_line(head: RequestHead) -> bytes:
         target = head.target.encode("latin-1")
     except UnicodeEncodeError:
         raise ProtocolError("a request line that is not latin-1") from None
-    if b" " in method or b" " in target or not method or not target:
+    # find, not `in`: ARCHITECTURE.md, "bytes in bytes"
+    if method.find(b" ") >= 0 or target.find(b" ") >= 0 or not method or not target:
         raise ProtocolError("a space in the method or the target, or an empty one")
     return b"%b %b HTTP/1.1\r\n" % (method, target)
 
