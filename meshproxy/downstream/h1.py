@@ -129,7 +129,7 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
             self._protocol_error(exc)
             return
         if events:
-            self._dispatch(events)
+            self._dispatch(events, now)
 
     def eof_received(self) -> bool | None:
         if self.state is DownstreamState.TUNNEL and self.tunnel is not None:
@@ -161,7 +161,8 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
             self.responding.on_downstream_write_resumed()
 
     # ---------------------------------------------------------------- request events
-    def _dispatch(self, events: list[Event]) -> None:
+    def _dispatch(self, events: list[Event], now: float) -> None:
+        """`now`: when the bytes that made `events` were read (the time of a request that starts here)."""
         for index, event in enumerate(events):
             if self.state is not DownstreamState.OPEN:
                 return
@@ -178,7 +179,7 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
                     ):
                         self.state = DownstreamState.CLOSED  # the HTTP/2 manager owns the transport now
                         return
-                self._start_request(event)
+                self._start_request(event, now)
             elif isinstance(event, Data):
                 if self.receiving is not None:
                     self.receiving.on_request_data(event.data)
@@ -194,13 +195,13 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
                 self.tunnel_bytes += event.trailing
                 self.pause_reading()  # nothing more is read until the upstream accepts or refuses
 
-    def _start_request(self, head: RequestHead) -> None:
+    def _start_request(self, head: RequestHead, now: float) -> None:
         ctx = self.ctx
         self.requests += 1
         self.status_sent = 0
-        self.request_start = ctx.clock.now()
+        self.request_start = now
         ctx.request_started(http2=False)
-        request = RouterRequest(ctx, self, head)
+        request = RouterRequest(ctx, self, head, now)
         self.receiving = self.responding = request
         request.begin()
 
@@ -410,7 +411,7 @@ class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
     def _resume_held(self, events: list[Event]) -> None:
         if self.state is not DownstreamState.OPEN:
             return
-        self._dispatch(events)
+        self._dispatch(events, self.ctx.clock.now())
         if self.responding is None and not self.held:
             self.resume_reading()
 

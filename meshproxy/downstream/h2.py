@@ -224,9 +224,10 @@ class H2ConnectionManager(AcceptedConnection, asyncio.Protocol):
         ctx = self.ctx
         ctx.request_started(http2=True)
         self.requests += 1
-        stream = H2DownstreamStream(self, sid, is_grpc(head.headers), ctx.clock.now())
+        now = ctx.clock.now()
+        stream = H2DownstreamStream(self, sid, is_grpc(head.headers), now)
         self.streams[sid] = stream
-        request = stream.request = RouterRequest(ctx, stream, head)
+        request = stream.request = RouterRequest(ctx, stream, head, now)
         if head.method == "CONNECT":
             request.local_reply(EXTENDED_CONNECT_UNSUPPORTED)
         else:

@@ -75,7 +75,9 @@ class UpstreamAttempt:
         "upstream",
     )
 
-    def __init__(self, owner: AttemptOwner, cluster: ClusterRuntime, host: Host, clock: Clock) -> None:
+    def __init__(
+        self, owner: AttemptOwner, cluster: ClusterRuntime, host: Host, clock: Clock, start: float
+    ) -> None:
         self.owner = owner
         self.cluster = cluster
         self.host = host
@@ -85,7 +87,7 @@ class UpstreamAttempt:
         self.upstream: Upstream | None = None
         self.try_timer: Timer | None = None
         self.tunnel: TunnelSink | None = None
-        self.start = clock.now()
+        self.start = start  # the clock's time now (the caller has it)
 
     def __repr__(self) -> str:
         return f"<UpstreamAttempt {self.host.label} {self.state.value}>"

@@ -57,7 +57,7 @@ class RouterRequest:
         "state", "switch_head", "timeout", "timer", "trace", "tried", "tunnel", "upstream_head",
     )  # fmt: skip
 
-    def __init__(self, ctx: RequestContext, down: Downstream, head: RequestHead) -> None:
+    def __init__(self, ctx: RequestContext, down: Downstream, head: RequestHead, start: float) -> None:
         self.ctx = ctx
         self.down = down
         self.head = head
@@ -78,7 +78,7 @@ class RouterRequest:
         self.response_started = False
         self.bytes_received = 0
         self.bytes_sent = 0
-        self.start = self.last_activity = ctx.clock.now()
+        self.start = self.last_activity = start  # the head's arrival (the caller has just read the clock)
         self.down_paused = False
         self.authority = ""
         self.trace: TraceStart | None = None
@@ -155,10 +155,10 @@ class RouterRequest:
         if head.expect_continue:
             self.down.send_informational(100, [])
             self.down.flush()
-        self._next_attempt()
+        self._next_attempt(self.start)  # the first attempt starts with the request
 
     # ---------------------------------------------------------------- attempts
-    def _next_attempt(self) -> None:
+    def _next_attempt(self, now: float) -> None:
         cluster = self.cluster
         assert cluster is not None
         self.state = RequestState.WAITING
@@ -172,7 +172,7 @@ class RouterRequest:
             self.fail(AttemptFailure.NO_HEALTHY_UPSTREAM)
             return
         self.tried += (host,)
-        attempt = self.attempt = UpstreamAttempt(self, cluster, host, self.ctx.clock)
+        attempt = self.attempt = UpstreamAttempt(self, cluster, host, self.ctx.clock, now)
         attempt.begin()
 
     def _attempt_when_resolved(self) -> None:
@@ -181,7 +181,7 @@ class RouterRequest:
             if cluster is not None and not cluster.resolved:
                 self.fail(AttemptFailure.NO_HEALTHY_UPSTREAM)
                 return
-            self._next_attempt()
+            self._next_attempt(self.ctx.clock.now())
 
     def attempt_ready(self, attempt: UpstreamAttempt) -> None:
         """The attempt has an upstream: send the head and what is buffered of the body."""
@@ -240,7 +240,7 @@ class RouterRequest:
 
     def _retry_now(self) -> None:
         if self.state is RequestState.WAITING and self.attempt is None:
-            self._next_attempt()
+            self._next_attempt(self.ctx.clock.now())
 
     def _end_attempt(self, reuse: bool) -> None:
         attempt = self.attempt
@@ -359,7 +359,7 @@ class RouterRequest:
     def attempt_events(self, attempt: UpstreamAttempt, events: list[Event]) -> None:
         if attempt is not self.attempt or self.state is RequestState.DONE:
             return
-        self.last_activity = self.ctx.clock.now()
+        self.last_activity = self.ctx.clock.now()  # also the response head's and end's time, below
         down = self.down
         done = False
         try:
@@ -401,7 +401,7 @@ class RouterRequest:
         cluster = self.cluster
         assert cluster is not None
         stats = cluster.stats
-        elapsed_ms = (self.ctx.clock.now() - attempt.start) * 1000.0
+        elapsed_ms = (self.last_activity - attempt.start) * 1000.0
         cluster.record_response(attempt.host, status)
         if status == 101:
             self.response_status = 101
@@ -419,7 +419,7 @@ class RouterRequest:
             verdict = response_verdict(policy, status, grpc_status, replayable, self.retries)
         count_attempt(cluster, verdict is not RetryVerdict.GIVE_UP or status >= 500)
         if verdict is RetryVerdict.RETRY:
-            verdict = admit_retry(cluster, verdict, self.ctx.clock.now())
+            verdict = admit_retry(cluster, verdict, self.last_activity)
         if verdict is RetryVerdict.RETRY:
             stats.upstream_rq_time.record(elapsed_ms)
             return False  # the caller ends this attempt and schedules the retry
@@ -448,7 +448,7 @@ class RouterRequest:
         if cluster is not None and attempt is not None:
             stats = cluster.stats
             stats.upstream_rq_completed += 1
-            stats.upstream_rq_time.record((self.ctx.clock.now() - attempt.start) * 1000.0)
+            stats.upstream_rq_time.record((self.last_activity - attempt.start) * 1000.0)
         # The upstream may have answered before the request body ended (e.g. an early 413): that connection
         # cannot carry another request.
         self._end_attempt(reuse=self.request_complete)
