@@ -20,7 +20,9 @@ from meshproxy.codec.h1 import (
     HEAD_SLACK_BYTES,
     MAX_HEADERS_COUNT,
     MAX_HEADERS_KB,
+    ClientCodec,
     ProtocolError,
+    ServerCodec,
     body_kind_of,
     head_size,
     keep_alive_of,
@@ -162,7 +164,7 @@ class _H11Codec:
         return self._drain()
 
 
-class H11ServerCodec(_H11Codec):
+class H11ServerCodec(_H11Codec, ServerCodec):
     __slots__ = ()
 
     def __init__(
@@ -262,7 +264,7 @@ class H11ServerCodec(_H11Codec):
         return bytes(trailing)
 
 
-class H11ClientCodec(_H11Codec):
+class H11ClientCodec(_H11Codec, ClientCodec):
     __slots__ = ()
 
     def __init__(

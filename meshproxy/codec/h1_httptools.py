@@ -13,7 +13,9 @@ from meshproxy.codec.h1 import (
     HEAD_SLACK_BYTES,
     MAX_HEADERS_COUNT,
     MAX_HEADERS_KB,
+    ClientCodec,
     ProtocolError,
+    ServerCodec,
     body_kind_of,
     framing_of,
     head_size,
@@ -50,7 +52,7 @@ class _HeadDone(Exception):
     """Raised from a parser callback to stop llhttp after the head of a response to HEAD."""
 
 
-class HttptoolsServerCodec:
+class HttptoolsServerCodec(ServerCodec):
     """Downstream codec. Pipelined requests are parsed as they arrive; the connection manager queues them.
 
     llhttp validates the bytes (RFC 9112 grammar, framing, control characters); this class adds what llhttp
@@ -331,7 +333,7 @@ class HttptoolsServerCodec:
         return b""  # llhttp hands them over in the Upgraded event
 
 
-class HttptoolsClientCodec:
+class HttptoolsClientCodec(ClientCodec):
     """Upstream codec: one request at a time on a connection (HTTP/1.1 without pipelining, as Envoy).
 
     A response nobody asked for (bytes after the response, e.g. to a request the upstream saw twice) makes
