@@ -34,7 +34,7 @@ from meshproxy.downstream.context import ConnectionContext
 from meshproxy.net.accepted import AcceptedConnection
 from meshproxy.net.delayed_close import DelayedClose
 from meshproxy.net.original_dst import Redirect
-from meshproxy.router.context import TunnelEnd
+from meshproxy.router.context import Downstream, TunnelEnd
 from meshproxy.router.request import RequestState, RouterRequest
 
 log = logging.getLogger("meshproxy.http")
@@ -51,7 +51,7 @@ _SERVER = (b"server", b"envoy")
 _CONNECTION_CLOSE = (b"connection", b"close")
 
 
-class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol):
+class Http1ConnectionManager(AcceptedConnection, asyncio.Protocol, Downstream):
     """Implements the router's `Downstream` for the request being answered, and `ClientConnection`."""
 
     __slots__ = (

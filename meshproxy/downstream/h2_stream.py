@@ -23,7 +23,7 @@ from meshproxy.codec.h2_messages import SERVER_HEADER, h2_response_headers, h2_t
 from meshproxy.codec.headers import HTTP_DATE
 from meshproxy.core.events import Headers, ResponseHead
 from meshproxy.core.outcomes import LocalReply
-from meshproxy.router.context import TunnelEnd
+from meshproxy.router.context import Downstream, TunnelEnd
 from meshproxy.router.request import RouterRequest
 
 log = logging.getLogger("meshproxy.http2")
@@ -60,15 +60,15 @@ class H2StreamState(enum.Enum):
     CLOSED = "closed"  # ended or reset, forgotten by the connection
 
 
-class H2DownstreamStream(StreamFlow[StreamHost]):
+class H2DownstreamStream(StreamFlow[StreamHost], Downstream):
     __slots__ = (
+        "_secure",
         "body",
         "connection",
         "grpc",
         "head_out",
         "request",
         "request_ended",
-        "secure",
         "started",
         "state",
         "status_sent",
@@ -80,7 +80,7 @@ class H2DownstreamStream(StreamFlow[StreamHost]):
         self.stream_id = stream_id
         self.grpc = grpc
         self.started = started
-        self.secure = connection.secure  # copied: a property would cost a call per request
+        self._secure = connection.secure  # copied: reading the connection's would cost a lookup per request
         self.request: RouterRequest | None = None
         self.state = H2StreamState.ACTIVE
         self.head_out: list[tuple[bytes, bytes]] | None = None
@@ -109,6 +109,10 @@ class H2DownstreamStream(StreamFlow[StreamHost]):
     @property
     def peer(self) -> str:
         return self.connection.peer
+
+    @property
+    def secure(self) -> bool:
+        return self._secure
 
     # ---------------------------------------------------------------- Downstream (called by the router)
     def send_informational(self, status: int, headers: Headers) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import enum
 from typing import Protocol
 
+from mypy_extensions import trait
+
 from meshproxy.codec.h1 import ProtocolError
 from meshproxy.core.clock import Clock, Timer
 from meshproxy.core.events import Event, RequestHead
@@ -26,20 +28,27 @@ from meshproxy.upstream.pool import Acquire, HostPool
 from meshproxy.upstream.ports import Upstream
 
 
-class AttemptOwner(Protocol):
+@trait
+class AttemptOwner:
     """What an attempt reports to (the `RouterRequest`)."""
 
-    def attempt_ready(self, attempt: UpstreamAttempt) -> None: ...
+    __slots__ = ()
+
+    def attempt_ready(self, attempt: UpstreamAttempt) -> None:
+        raise NotImplementedError
 
     def attempt_failed(self, attempt: UpstreamAttempt, failure: AttemptFailure) -> None:
         """The attempt ended without a response (its counters are already settled)."""
-        ...
+        raise NotImplementedError
 
-    def attempt_events(self, attempt: UpstreamAttempt, events: list[Event]) -> None: ...
+    def attempt_events(self, attempt: UpstreamAttempt, events: list[Event]) -> None:
+        raise NotImplementedError
 
-    def attempt_try_timeout(self, attempt: UpstreamAttempt) -> None: ...
+    def attempt_try_timeout(self, attempt: UpstreamAttempt) -> None:
+        raise NotImplementedError
 
-    def attempt_write_paused(self, paused: bool) -> None: ...
+    def attempt_write_paused(self, paused: bool) -> None:
+        raise NotImplementedError
 
 
 class TunnelSink(Protocol):

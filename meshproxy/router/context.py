@@ -3,7 +3,8 @@
 - `RequestContext`: one per listener. The snapshot, clusters, stats, tracer and observer a request uses,
   instead of the listener itself (STYLE.md: a router never reaches through `down.listener`).
 - `Downstream`: the client side of one request: an HTTP/1.1 connection manager or one HTTP/2 stream.
-  Event-level sends (`send_head`, `send_data`, `send_end`) queue; `flush` writes once.
+  Event-level sends (`send_head`, `send_data`, `send_end`) queue; `flush` writes once. A mypyc trait that
+  the two subclass, not a Protocol: the router calls it several times per request (ARCHITECTURE.md).
 - `RequestObserver`: told once per finished request, with a frozen `RequestSummary` (access log, tracing,
   the metrics extension), when it wants one.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
+
+from mypy_extensions import trait
 
 from meshproxy.config.snapshot import Snapshot
 from meshproxy.core.clock import Clock
@@ -96,63 +99,73 @@ class TunnelEnd(Protocol):
     def client_eof(self) -> None: ...
 
 
-class Downstream(Protocol):
+@trait
+class Downstream:
     """The client side of one request."""
 
-    @property
-    def original_destination(self) -> tuple[str, int] | None: ...
+    __slots__ = ()
 
     @property
-    def original_port(self) -> int | None: ...
+    def original_destination(self) -> tuple[str, int] | None:
+        raise NotImplementedError
+
+    @property
+    def original_port(self) -> int | None:
+        raise NotImplementedError
 
     @property
     def peer(self) -> str:
         """`ip:port` of the client."""
-        ...
+        raise NotImplementedError
 
     @property
     def secure(self) -> bool:
         """The client's connection is TLS, terminated by this listener (x-forwarded-proto `https`)."""
-        ...
+        raise NotImplementedError
 
     def send_informational(self, status: int, headers: Headers) -> None:
         """A 1xx response (100 Continue); HTTP/2 streams ignore it."""
-        ...
+        raise NotImplementedError
 
-    def send_head(self, head: ResponseHead, service_time_ms: int) -> None: ...
+    def send_head(self, head: ResponseHead, service_time_ms: int) -> None:
+        raise NotImplementedError
 
-    def send_data(self, data: bytes) -> None: ...
+    def send_data(self, data: bytes) -> None:
+        raise NotImplementedError
 
     def send_end(self, trailers: Headers | None) -> None:
         """End the response; trailers (gRPC status) go where the protocol carries them."""
-        ...
+        raise NotImplementedError
 
-    def flush(self) -> None: ...
+    def flush(self) -> None:
+        raise NotImplementedError
 
     def send_local_reply(self, reply: LocalReply) -> None:
         """Answer the request locally (and flush); the request is then done."""
-        ...
+        raise NotImplementedError
 
     def request_done(self) -> None:
         """The response is complete, or the request was abandoned: next request, or close."""
-        ...
+        raise NotImplementedError
 
     def abort(self) -> None:
         """The response cannot be completed: reset (the connection, or the HTTP/2 stream)."""
-        ...
+        raise NotImplementedError
 
     def start_tunnel(self, tunnel: TunnelEnd) -> None:
         """The response head (101) was sent: from now on the client's bytes go to `tunnel`, raw."""
-        ...
+        raise NotImplementedError
 
     def tunnel_eof(self) -> None:
         """Tunnel half-close toward the client."""
-        ...
+        raise NotImplementedError
 
     def end_tunnel(self) -> None:
         """Both directions of a tunnel are done: close gracefully (pending bytes are still sent)."""
-        ...
+        raise NotImplementedError
 
-    def pause_reading(self) -> None: ...
+    def pause_reading(self) -> None:
+        raise NotImplementedError
 
-    def resume_reading(self) -> None: ...
+    def resume_reading(self) -> None:
+        raise NotImplementedError

@@ -17,7 +17,7 @@ from meshproxy.core.clock import Timer
 from meshproxy.core.direction import ListenerDirection
 from meshproxy.core.events import BodyKind, Data, EndOfMessage, Event, RequestHead, ResponseHead, Upgraded
 from meshproxy.core.outcomes import FAILURE_REPLY, AttemptFailure, LocalReply, ResponseFlag
-from meshproxy.router.attempt import UpstreamAttempt
+from meshproxy.router.attempt import AttemptOwner, UpstreamAttempt
 from meshproxy.router.body import RequestBody
 from meshproxy.router.budget import admit_retry, count_attempt, not_retried_flag
 from meshproxy.router.context import Downstream, RequestContext
@@ -47,7 +47,7 @@ class RequestState(enum.Enum):
     DONE = "done"
 
 
-class RouterRequest:
+class RouterRequest(AttemptOwner):
     """Envoy's router filter for one request; the `AttemptOwner` of its attempts."""
 
     __slots__ = (

@@ -27,7 +27,7 @@ class ConnectionState(enum.Enum):
     CLOSED = "closed"
 
 
-class Http1UpstreamConnection(asyncio.Protocol):
+class Http1UpstreamConnection(asyncio.Protocol, Upstream):
     __slots__ = (
         "clock",
         "codec",

@@ -21,7 +21,7 @@ from meshproxy.codec.h2_messages import h2_request_headers
 from meshproxy.core.events import END, BodyKind, Data, Event, RequestHead, ResponseHead
 from meshproxy.core.outcomes import AttemptFailure
 from meshproxy.telemetry.stats import ClusterStats
-from meshproxy.upstream.ports import UpstreamStream
+from meshproxy.upstream.ports import Upstream, UpstreamStream
 
 log = logging.getLogger("meshproxy.upstream")
 
@@ -61,7 +61,7 @@ class H2StreamState(enum.Enum):
     CLOSED = "closed"  # released, reset or lost: no longer counted against the connection
 
 
-class H2UpstreamStream(StreamFlow[StreamCarrier]):
+class H2UpstreamStream(StreamFlow[StreamCarrier], Upstream):
     __slots__ = (
         "body",
         "connection",

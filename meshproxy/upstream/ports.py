@@ -1,4 +1,5 @@
-"""The interfaces between the upstream layer and the layers above it (typing Protocols).
+"""The interfaces between the upstream layer and the layers above it (typing Protocols; `Upstream`, called
+several times per request, is a mypyc trait its implementations subclass: ARCHITECTURE.md).
 
 The router's per-attempt object is a `PoolWaiter` while it waits and an `UpstreamStream` once attached;
 what it is handed is an `Upstream` (a pooled HTTP/1.1 connection, or one stream of an HTTP/2
@@ -10,6 +11,8 @@ class (DESIGN.md: layers import only downward).
 from __future__ import annotations
 
 from typing import Protocol
+
+from mypy_extensions import trait
 
 from meshproxy.core.events import Event, RequestHead
 from meshproxy.core.outcomes import AttemptFailure
@@ -36,39 +39,49 @@ class UpstreamStream(Protocol):
     def on_tunnel_eof(self) -> None: ...
 
 
-class Upstream(Protocol):
+@trait
+class Upstream:
     """The server side of one attempt. `send_*` queue; `flush` hands what is queued to the socket in one
     write (hot-path notes: every extra write is an extra syscall)."""
 
-    def attach(self, stream: UpstreamStream) -> None: ...
+    __slots__ = ()
 
-    def send_head(self, head: RequestHead) -> None: ...
+    def attach(self, stream: UpstreamStream) -> None:
+        raise NotImplementedError
+
+    def send_head(self, head: RequestHead) -> None:
+        raise NotImplementedError
 
     def send_data(self, data: bytes) -> None:
         """Request body bytes; after `start_tunnel`, raw tunnel bytes."""
-        ...
+        raise NotImplementedError
 
-    def send_end(self) -> None: ...
+    def send_end(self) -> None:
+        raise NotImplementedError
 
-    def flush(self) -> None: ...
+    def flush(self) -> None:
+        raise NotImplementedError
 
-    def pause_reading(self) -> None: ...
+    def pause_reading(self) -> None:
+        raise NotImplementedError
 
-    def resume_reading(self) -> None: ...
+    def resume_reading(self) -> None:
+        raise NotImplementedError
 
-    def start_tunnel(self) -> None: ...
+    def start_tunnel(self) -> None:
+        raise NotImplementedError
 
     def write_eof(self) -> None:
         """Tunnel half-close toward the upstream."""
-        ...
+        raise NotImplementedError
 
     def release(self) -> None:
         """The exchange completed: reuse the connection if both sides allow it."""
-        ...
+        raise NotImplementedError
 
     def close(self) -> None:
         """Abandon the exchange (reset the stream / close the connection)."""
-        ...
+        raise NotImplementedError
 
 
 class PoolWaiter(Protocol):
