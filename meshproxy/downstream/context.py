@@ -7,8 +7,10 @@ The listener layer implements `ConnectionContext` (listeners/listener.py); the c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
+
+from mypy_extensions import trait
 
 from meshproxy.codec.h1 import ServerCodec
 from meshproxy.core.events import Event, RequestHead
@@ -69,34 +71,40 @@ class UpgradeSource(ClientConnection, Protocol):
         ...
 
 
-class ConnectionContext(RequestContext, Protocol):
+@trait
+class ConnectionContext(RequestContext):
+    """The listener as its connection managers see it (a trait, as `RequestContext`)."""
+
+    __slots__ = ()
+
+    listener_stats: ListenerStats
+    new_server_codec: Callable[[], ServerCodec]
+
     @property
     def draining(self) -> bool:
         """The proxy is draining: responses say `Connection: close`, HTTP/2 connections get a GOAWAY."""
-        ...
+        raise NotImplementedError
 
-    @property
-    def listener_stats(self) -> ListenerStats: ...
-
-    def new_server_codec(self) -> ServerCodec: ...
-
-    def connection_opened(self, connection: ClientConnection, http2: bool) -> None: ...
+    def connection_opened(self, connection: ClientConnection, http2: bool) -> None:
+        raise NotImplementedError
 
     def connection_upgraded(self, old: ClientConnection, new: ClientConnection) -> None:
         """The same client connection, now served by another manager (HTTP/1.1 `Upgrade: h2c`)."""
-        ...
+        raise NotImplementedError
 
-    def connection_closed(self, connection: ClientConnection) -> None: ...
+    def connection_closed(self, connection: ClientConnection) -> None:
+        raise NotImplementedError
 
-    def request_started(self, http2: bool) -> None: ...
+    def request_started(self, http2: bool) -> None:
+        raise NotImplementedError
 
     def request_finished(self, status: int, started: float) -> None:
         """`status` 0: no response was sent. `started` is the request's start on the context's clock."""
-        ...
+        raise NotImplementedError
 
     def h2c_upgrade(
         self, connection: UpgradeSource, head: RequestHead, settings: bytes, rest: list[Event]
     ) -> bool:
         """Switch `connection` to HTTP/2 and serve `head` as its stream 1; False if the switch is refused (the
         request is then served over HTTP/1.1)."""
-        ...
+        raise NotImplementedError

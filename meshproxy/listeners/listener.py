@@ -24,7 +24,7 @@ from meshproxy.listeners.egress import EgressPolicy
 from meshproxy.listeners.gateway import GatewayPolicy
 from meshproxy.listeners.h2c import upgrade_to_h2c
 from meshproxy.listeners.ingress import IngressPolicy
-from meshproxy.listeners.policy import ListenerPolicy, PendingConnection
+from meshproxy.listeners.policy import ListenerPolicy, PendingConnection, PolicyListener
 from meshproxy.net.descriptors import DescriptorGuard
 from meshproxy.net.listen import ACCEPTS_PER_TURN, Acceptor, listening_socket
 from meshproxy.net.tls_contexts import TlsContexts, TlsContextSource, TlsKey
@@ -75,7 +75,7 @@ def _policy_for(direction: ListenerDirection) -> ListenerPolicy:
     return GatewayPolicy()
 
 
-class HttpListener:
+class HttpListener(PolicyListener):
     """An HTTP listener (ingress 15000, egress 15001, or a gateway port)."""
 
     def __init__(

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from mypy_extensions import trait
+
 from meshproxy.config.snapshot import GatewayListener, IngressListener
 from meshproxy.downstream.context import ConnectionContext
 from meshproxy.net.tls_contexts import TlsContextSource, TlsKey
 from meshproxy.telemetry.stats import TcpProxyStats
-from meshproxy.upstream.cluster import ClusterRuntime
 
 
 class PendingConnection(Protocol):
@@ -29,31 +30,27 @@ class PendingConnection(Protocol):
         ...
 
 
-class PolicyListener(ConnectionContext, Protocol):
-    """A listener as its policy sees it."""
+@trait
+class PolicyListener(ConnectionContext):
+    """A listener as its policy sees it (a trait, as `ConnectionContext`)."""
 
-    @property
-    def pending(self) -> set[PendingConnection]:
-        """Accepted connections still being told apart (a drain waits for them too)."""
-        ...
+    __slots__ = ()
 
-    @property
-    def tcp_stats(self) -> TcpProxyStats: ...
+    pending: set[
+        PendingConnection
+    ]  # accepted connections still being told apart (a drain waits for them too)
+    tcp_stats: TcpProxyStats
+    requests_active: int  # requests in flight through this listener
 
-    @property
-    def requests_active(self) -> int:
-        """Requests in flight through this listener."""
-        ...
+    def ingress_listener(self, original_port: int | None) -> IngressListener | None:
+        raise NotImplementedError
 
-    def ingress_listener(self, original_port: int | None) -> IngressListener | None: ...
-
-    def gateway_listener(self) -> GatewayListener | None: ...
+    def gateway_listener(self) -> GatewayListener | None:
+        raise NotImplementedError
 
     def tls_source(self, key: TlsKey) -> TlsContextSource | None:
         """The current TLS context source for a termination (None if the snapshot did not prepare it)."""
-        ...
-
-    def passthrough_cluster(self, address: str, port: int, http2: bool) -> ClusterRuntime: ...
+        raise NotImplementedError
 
 
 class ListenerPolicy(Protocol):

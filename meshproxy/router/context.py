@@ -1,4 +1,5 @@
-"""What the router needs from the layers above it, as typing Protocols (the higher layer implements them).
+"""What the router needs from the layers above it, as typing Protocols and mypyc traits (the higher layer
+implements them).
 
 - `RequestContext`: one per listener. The snapshot, clusters, stats, tracer and observer a request uses,
   instead of the listener itself (STYLE.md: a router never reaches through `down.listener`).
@@ -44,51 +45,41 @@ class Tracer(Protocol):
     ) -> TraceStart | None: ...
 
 
-class RequestContext(Protocol):
-    """A listener as its requests see it."""
+@trait
+class RequestContext:
+    """A listener as its requests see it (a mypyc trait, as `Downstream`: read several times per request).
+    What does not change while the listener lives is a plain attribute of the implementation."""
 
-    @property
-    def direction(self) -> ListenerDirection: ...
+    __slots__ = ()
 
-    @property
-    def port(self) -> int: ...
-
-    @property
-    def stat_prefix(self) -> str:
-        """`ingress` / `egress`: the `http.<prefix>.` stats and the trace direction."""
-        ...
+    direction: ListenerDirection
+    port: int
+    stat_prefix: str  # `ingress` / `egress`: the `http.<prefix>.` stats and the trace direction
+    http_stats: HttpConnManagerStats
+    clock: Clock
+    tracer: Tracer | None
+    observer: RequestObserver | None
 
     @property
     def local_address(self) -> str:
         """`ip:port` of the listener (the access log's DOWNSTREAM_LOCAL_ADDRESS)."""
-        ...
-
-    @property
-    def http_stats(self) -> HttpConnManagerStats: ...
-
-    @property
-    def clock(self) -> Clock: ...
+        raise NotImplementedError
 
     @property
     def snapshot(self) -> Snapshot:
         """The current snapshot; a request captures it once, when it starts."""
-        ...
+        raise NotImplementedError
 
-    @property
-    def tracer(self) -> Tracer | None: ...
-
-    @property
-    def observer(self) -> RequestObserver | None: ...
-
-    def cluster(self, name: str) -> ClusterRuntime | None: ...
+    def cluster(self, name: str) -> ClusterRuntime | None:
+        raise NotImplementedError
 
     def passthrough_cluster(self, address: str, port: int, http2: bool) -> ClusterRuntime:
         """ALLOW_ALL: the original destination as a one-host cluster (HTTP/2 if the client spoke it)."""
-        ...
+        raise NotImplementedError
 
     def admit_request(self) -> bool:
         """False when the listener's own connection pool is full (a virtual gateway's `connectionPool`)."""
-        ...
+        raise NotImplementedError
 
 
 class TunnelEnd(Protocol):

@@ -16,7 +16,7 @@ from meshproxy.codec.h1 import ClientCodec, ProtocolError
 from meshproxy.core.clock import Clock
 from meshproxy.core.events import RequestHead
 from meshproxy.core.outcomes import AttemptFailure
-from meshproxy.upstream.ports import ConnectionOwner, Upstream, UpstreamStream
+from meshproxy.upstream.ports import ConnectionOwner, PooledConnection, Upstream, UpstreamStream
 
 
 class ConnectionState(enum.Enum):
@@ -27,7 +27,7 @@ class ConnectionState(enum.Enum):
     CLOSED = "closed"
 
 
-class Http1UpstreamConnection(asyncio.Protocol, Upstream):
+class Http1UpstreamConnection(asyncio.Protocol, Upstream, PooledConnection):
     __slots__ = (
         "clock",
         "codec",

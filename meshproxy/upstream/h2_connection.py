@@ -42,7 +42,7 @@ from meshproxy.core.events import END, Data, EndOfMessage
 from meshproxy.core.outcomes import AttemptFailure
 from meshproxy.telemetry.stats import ClusterStats
 from meshproxy.upstream.h2_stream import H2StreamState, H2UpstreamStream
-from meshproxy.upstream.ports import ConnectionOwner, Upstream
+from meshproxy.upstream.ports import ConnectionOwner, PooledConnection, Upstream
 
 log = logging.getLogger("meshproxy.upstream")
 
@@ -56,9 +56,8 @@ class H2ConnectionState(enum.Enum):
     CLOSED = "closed"
 
 
-class H2UpstreamConnection(asyncio.Protocol):
+class H2UpstreamConnection(asyncio.Protocol, PooledConnection):
     __slots__ = (
-        "active",
         "clock",
         "dirty",
         "flush_scheduled",
@@ -70,6 +69,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         "settings_received",
         "state",
         "streams",
+        "streams_active",
         "transport",
         "write_paused",
     )  # fmt: skip
@@ -81,7 +81,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.state = H2ConnectionState.CONNECTING
         self.streams: dict[int, H2UpstreamStream] = {}
-        self.active = 0  # streams handed out and not finished (reserved ones included)
+        self.streams_active = 0  # streams handed out and not finished (reserved ones included)
         self.requests = 0
         self.idle_since = clock.now()
         self.settings_received = False
@@ -92,7 +92,7 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     def __repr__(self) -> str:
         return (
-            f"<H2UpstreamConnection {self.owner.label} {self.state.value} active={self.active} "
+            f"<H2UpstreamConnection {self.owner.label} {self.state.value} active={self.streams_active} "
             f"requests={self.requests}>"
         )
 
@@ -106,6 +106,10 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     # ---------------------------------------------------------------- PooledConnection
     @property
+    def active(self) -> int:
+        return self.streams_active
+
+    @property
     def max_streams(self) -> int:
         if not self.settings_received:
             return h2_codec.ASSUMED_PEER_MAX_STREAMS
@@ -116,10 +120,10 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.owner.on_capacity(self)
 
     def has_capacity(self) -> bool:
-        return self.state is H2ConnectionState.READY and self.active < self.max_streams
+        return self.state is H2ConnectionState.READY and self.streams_active < self.max_streams
 
     def new_stream(self) -> Upstream:
-        self.active += 1
+        self.streams_active += 1
         self.requests += 1
         return H2UpstreamStream(self)
 
@@ -128,7 +132,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         if self.state is H2ConnectionState.CLOSED:
             return
         self.state = H2ConnectionState.DRAINING
-        if self.active == 0:
+        if self.streams_active == 0:
             self.close()
 
     def close(self) -> None:
@@ -266,7 +270,7 @@ class H2UpstreamConnection(asyncio.Protocol):
             if stream.stream_id == 0:
                 stream.lost(AttemptFailure.REFUSED_STREAM)
         self.dirty = [s for s in self.dirty if s.state is not H2StreamState.CLOSED]
-        if self.active == 0:
+        if self.streams_active == 0:
             self.close()  # nothing left to finish on it
 
     def _stream_error(self, stream: H2UpstreamStream, code: ErrorCodes) -> None:
@@ -294,8 +298,8 @@ class H2UpstreamConnection(asyncio.Protocol):
     def stream_finished(self, stream: H2UpstreamStream) -> None:
         if self.streams.get(stream.stream_id) is stream:
             del self.streams[stream.stream_id]
-        self.active -= 1
-        if self.active == 0:
+        self.streams_active -= 1
+        if self.streams_active == 0:
             self.idle_since = self.clock.now()
             if self.state is H2ConnectionState.DRAINING:
                 self.close()

@@ -41,7 +41,7 @@ class PoolState(enum.Enum):
     CLOSED = "closed"  # shut down: no new connections; busy ones close when their streams end
 
 
-class HostPool:
+class HostPool(ConnectionOwner):
     """Implements `ConnectionOwner` for its connections.
 
     `streams_per_connection` is how many queued requests one connection being opened is expected to take

@@ -1,5 +1,6 @@
-"""The interfaces between the upstream layer and the layers above it (typing Protocols; `Upstream`, called
-several times per request, is a mypyc trait its implementations subclass: ARCHITECTURE.md).
+"""The interfaces between the upstream layer and the layers above it (typing Protocols; `Upstream`,
+`PooledConnection` and `ConnectionOwner`, called several times per request, are mypyc traits their
+implementations subclass: ARCHITECTURE.md).
 
 The router's per-attempt object is a `PoolWaiter` while it waits and an `UpstreamStream` once attached;
 what it is handed is an `Upstream` (a pooled HTTP/1.1 connection, or one stream of an HTTP/2
@@ -92,49 +93,56 @@ class PoolWaiter(Protocol):
     def on_pool_failure(self, failure: AttemptFailure) -> None: ...
 
 
-class PooledConnection(Protocol):
+@trait
+class PooledConnection:
     """One upstream connection as its pool manages it (HTTP/1.1: one stream at a time; HTTP/2: up to the
-    peer's SETTINGS_MAX_CONCURRENT_STREAMS)."""
+    peer's SETTINGS_MAX_CONCURRENT_STREAMS). A trait, as `Upstream`."""
+
+    __slots__ = ()
+
+    idle_since: float
 
     @property
     def active(self) -> int:
         """Streams handed out and not yet finished."""
-        ...
-
-    @property
-    def idle_since(self) -> float: ...
+        raise NotImplementedError
 
     def connected(self) -> None:
         """The connector has opened the connection: start serving."""
-        ...
+        raise NotImplementedError
 
-    def has_capacity(self) -> bool: ...
+    def has_capacity(self) -> bool:
+        raise NotImplementedError
 
     def new_stream(self) -> Upstream:
         """Take one stream slot (only when `has_capacity()`)."""
-        ...
+        raise NotImplementedError
 
     def drain(self) -> None:
         """No new streams; close once the current ones are done."""
-        ...
+        raise NotImplementedError
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        raise NotImplementedError
 
 
-class ConnectionOwner(Protocol):
-    """The pool, as its connections see it."""
+@trait
+class ConnectionOwner:
+    """The pool, as its connections see it (a trait, as `Upstream`)."""
 
-    @property
-    def stats(self) -> ClusterStats: ...
+    __slots__ = ()
+
+    stats: ClusterStats
 
     @property
     def label(self) -> str:
         """The host, for logs and reprs."""
-        ...
+        raise NotImplementedError
 
     def on_capacity(self, connection: PooledConnection) -> None:
         """`connection` can take a stream again (an HTTP/1.1 exchange ended, an HTTP/2 stream ended or the
         peer raised its stream limit)."""
-        ...
+        raise NotImplementedError
 
-    def on_connection_closed(self, connection: PooledConnection) -> None: ...
+    def on_connection_closed(self, connection: PooledConnection) -> None:
+        raise NotImplementedError
