@@ -123,12 +123,16 @@ def _telemetry_cost_ratio(r: ScenarioReport, proxy: str) -> tuple[float | None, 
 
 
 def verdicts(reports: Sequence[ScenarioReport]) -> list[Verdict]:
-    """Each target against each meshproxy variant of each report of its scenario (and worker count)."""
+    """Each target against each meshproxy variant of each report of its scenario (and worker count). A report
+    measured with telemetry off and on (`--telemetry on`) answers both its scenario's targets, from its
+    telemetry-off rows, and the `+telemetry` target."""
     out: list[Verdict] = []
     for target in TARGETS:
         for r in reports:
-            name = r.scenario.name + (report.TELEMETRY_SUFFIX if r.telemetry else "")
-            if name != target.scenario:
+            names = {r.scenario.name}
+            if r.telemetry:
+                names.add(r.scenario.name + report.TELEMETRY_SUFFIX)
+            if target.scenario not in names:
                 continue
             for s in r.summaries:
                 if report.is_meshproxy_row(s.proxy):

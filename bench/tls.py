@@ -42,6 +42,7 @@ from typing import Any
 
 from bench import environment, mesh, nginx, procstat, wrk
 from bench.envoy_config import EnvoyConfigError, compile_config_file, envoy_argv
+from bench.load import LoadResult
 from bench.processes import Child, ChildError, HttpProbe, Supervisor, free_ports, http_get
 
 OUT = environment.REPO / "bench" / "out"
@@ -257,7 +258,7 @@ class TlsBench:
         child.wait_ready(HttpProbe(admin, "/ready"), timeout_s=READY_TIMEOUT_S)
         return Proxy("envoy", child, port, admin, self.handshake_stat(scenario, port))
 
-    def wrk_run(self, scenario: TlsScenario, proxy: Proxy, duration: float) -> wrk.LoadResult:
+    def wrk_run(self, scenario: TlsScenario, proxy: Proxy, duration: float) -> LoadResult:
         scheme = "https" if scenario.terminate else "http"
         close = scenario.terminate and scenario.handshake_per_request
         script = self.out / f"wrk-{scenario.name}.lua"

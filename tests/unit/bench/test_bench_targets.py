@@ -90,8 +90,13 @@ def test_telemetry_cost_compares_what_telemetry_adds_to_each_proxy() -> None:
         "2026-12-04 10:00 UTC",
         telemetry=True,
     )
-    verdict = _verdict(targets.verdicts([r]), targets.Measure.TELEMETRY_COST, "meshproxy")
+    found = targets.verdicts([r])
+    verdict = _verdict(found, targets.Measure.TELEMETRY_COST, "meshproxy")
     assert verdict.value == pytest.approx(65 / 80) and verdict.met
+    # the same run answers small's own targets from its telemetry-off rows
+    cpu = _verdict(found, targets.Measure.CPU, "meshproxy")
+    assert cpu.target.scenario == "small" and cpu.value == pytest.approx(25 / 30) and cpu.met is False
+    assert len(found) == 4  # small's three figures and the telemetry cost, each once
 
 
 def test_idle_memory_per_connection() -> None:
