@@ -292,6 +292,10 @@ MALFORMED_REQUESTS = {
     "tls-client-hello": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32)),
     "extra-token-in-request-line": b"GET / HTTP/1.1 extra\r\nHost: a\r\n\r\n",
     "space-in-target": b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+    # llhttp accepts these; the httptools codec's own checks refuse them, whole or split across reads
+    "two-spaces-before-target": b"GET  /a HTTP/1.1\r\nHost: a\r\n\r\n",
+    "two-spaces-before-version": b"GET /a  HTTP/1.1\r\nHost: a\r\n\r\n",
+    "fragment-in-target": b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",
     "space-in-header-name": b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n",
     "header-without-colon": b"GET / HTTP/1.1\r\nHost a\r\n\r\n",
     "space-before-colon": b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
@@ -323,6 +327,21 @@ def test_malformed_request_is_a_protocol_error(h1: CodecPair, raw: bytes, split:
     with pytest.raises(ProtocolError) as caught:
         serve(h1[0](), chunks)
     assert str(caught.value)  # a reason for the debug log, not an empty message
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [("GET", "/a b"), ("G T", "/a"), ("", "/a"), ("GET", "")],
+    ids=["target", "method", "no-method", "no-target"],
+)
+def test_a_request_line_that_would_not_parse_as_sent_is_not_encoded(
+    h1: CodecPair, method: str, target: str
+) -> None:
+    # a space (or nothing) where the request line's parts meet: the upstream would read other parts than ours
+    with pytest.raises(ProtocolError):
+        h1[1]().encode_request_head(
+            RequestHead(method, target, [(b"host", b"a")], "1.1", True, BodyKind.NONE)
+        )
 
 
 def test_transfer_encoding_with_content_length_is_rejected(h1: CodecPair) -> None:
