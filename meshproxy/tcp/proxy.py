@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Callable
 from typing import cast
 
 from meshproxy.config.snapshot import RetryPolicy
@@ -44,17 +45,23 @@ class TcpState(enum.Enum):
 class _Side(asyncio.Protocol):
     """One end of the bridge; forwards everything to the session."""
 
-    __slots__ = ("eof", "pump", "session", "transport", "upstream")
+    __slots__ = ("eof", "pump", "send", "session", "transport", "upstream")
 
     def __init__(self, session: TcpProxySession, upstream: bool) -> None:
         self.session = session
         self.upstream = upstream
         self.transport: asyncio.Transport | None = None
+        # the transport's bound `write`, looked up once: relay calls it once per read
+        self.send: Callable[[bytes], object] | None = None
         self.eof = False
         self.pump: BulkPump | None = None  # this side's reading, pumped to the other side
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
+        self.attach(cast(asyncio.Transport, transport))
+
+    def attach(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.send = transport.write
 
     def data_received(self, data: bytes) -> None:
         self.session.relay(self, data)
@@ -86,7 +93,7 @@ class TcpProxySession:
         idle_timeout: float | None = 3600.0,
     ) -> None:
         self.down = _Side(self, upstream=False)
-        self.down.transport = transport
+        self.down.attach(transport)
         self.up: _Side | None = None
         self.pending = [initial] if initial else []
         self.cluster = cluster
@@ -97,7 +104,8 @@ class TcpProxySession:
         self.host: Host | None = None
         self.tried: tuple[Host, ...] = ()
         self.attempts = 0
-        self.last_activity = cluster.clock.now()
+        self.now = cluster.clock.now  # looked up once: relay reads the time once per read
+        self.last_activity = self.now()
         self._idle_timer: Timer | None = None
         self.rx = self.tx = 0
 
@@ -193,13 +201,15 @@ class TcpProxySession:
         )
 
     def _write(self, side: _Side, data: bytes) -> None:
-        transport = side.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(data)
+        # Only `close()` closes a transport of ours, and it marks the session CLOSED first. A transport uvloop
+        # gives up on (a read or write error) drops what it is given until its connection_lost closes us.
+        send = side.send
+        if send is not None and self.state is not TcpState.CLOSED:
+            send(data)
 
     def relay(self, side: _Side, data: bytes) -> None:
         size = len(data)
-        self.last_activity = self.cluster.clock.now()
+        self.last_activity = self.now()
         if side is self.down:
             self.rx += size
             self.stats.downstream_cx_rx_bytes_total += size
@@ -219,7 +229,7 @@ class TcpProxySession:
 
     def _count(self, side: _Side, size: int) -> None:
         """What `relay` counts, for bytes a pump moved (relay counts inline: it runs once per read)."""
-        self.last_activity = self.cluster.clock.now()
+        self.last_activity = self.now()
         if side is self.down:
             self.rx += size
             self.stats.downstream_cx_rx_bytes_total += size
@@ -302,7 +312,7 @@ class TcpProxySession:
         self._idle_timer = None
         if self.state is TcpState.CLOSED or not self.idle_timeout:
             return
-        idle_for = self.cluster.clock.now() - self.last_activity
+        idle_for = self.now() - self.last_activity
         if idle_for >= self.idle_timeout:
             self.stats.idle_timeout += 1
             self.close()

@@ -84,3 +84,48 @@ def test_all_hosts_refusing_closes_the_client(runner: asyncio.Runner) -> None:
     answer, stats = runner.run(_through_proxy((("127.0.0.1", refused_port()),), b"hello"))
     assert answer == b""
     assert stats.upstream_cx_connect_fail == 1 + DEFAULT_TCP_RETRY_POLICY.max_retries
+
+
+def test_bytes_for_a_transport_that_closed_itself_are_dropped_and_the_session_closes(
+    runner: asyncio.Runner,
+) -> None:
+    """uvloop gives up on a transport itself on a read or write error and reports connection_lost a turn
+    later; bytes relayed into it in between are dropped by its `write` (the relay does not ask
+    `is_closing()` first), nothing raises, and the upstream's connection_lost then closes the client.
+    `abort()` stands in for the error: uvloop's error path is the same `_force_close`."""
+
+    async def scenario() -> tuple[bytes, int]:
+        echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        cluster = tcp_cluster((("127.0.0.1", echo.sockets[0].getsockname()[1]),), "cds_egress_m_db_tcp_7100")
+        sessions: list[TcpProxySession] = []
+
+        def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            transport = writer.transport
+            session = TcpProxySession(transport, b"", cluster, TcpProxyStats(), None, 30.0)  # type: ignore[arg-type]
+            transport.set_protocol(session.protocol)
+            session.start()
+            sessions.append(session)
+
+        proxy = await asyncio.start_server(accept, "127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.sockets[0].getsockname()[1])
+            for _ in range(200):
+                if sessions and sessions[0].up is not None:
+                    break
+                await asyncio.sleep(0.01)
+            session = sessions[0]
+            up = session.up
+            assert up is not None and up.transport is not None
+            up.transport.abort()  # the handle is closed now; connection_lost comes on the next turn
+            session.down.data_received(b"after the upstream closed")  # must not raise
+            answer = await asyncio.wait_for(reader.read(), 10)  # the client is closed in turn
+            writer.close()
+            return answer, cluster.stats.upstream_cx_destroy
+        finally:
+            proxy.close()
+            echo.close()
+            cluster.shutdown()
+
+    answer, destroyed = runner.run(scenario())
+    assert answer == b""
+    assert destroyed == 1
