@@ -51,7 +51,7 @@ class _Side(asyncio.Protocol):
         self.session = session
         self.upstream = upstream
         self.transport: asyncio.Transport | None = None
-        # the transport's bound `write`, looked up once: relay calls it once per read
+        # the transport's bound `write`, looked up once (relay calls it once per read); None once closing
         self.send: Callable[[bytes], object] | None = None
         self.eof = False
         self.pump: BulkPump | None = None  # this side's reading, pumped to the other side
@@ -201,10 +201,11 @@ class TcpProxySession:
         )
 
     def _write(self, side: _Side, data: bytes) -> None:
-        # Only `close()` closes a transport of ours, and it marks the session CLOSED first. A transport uvloop
-        # gives up on (a read or write error) drops what it is given until its connection_lost closes us.
+        # Only `close()` closes a transport of ours, and it takes the sides' `send` away first. A transport
+        # uvloop gives up on (a read or write error) drops what it is given until its connection_lost
+        # closes us.
         send = side.send
-        if send is not None and self.state is not TcpState.CLOSED:
+        if send is not None:
             send(data)
 
     def relay(self, side: _Side, data: bytes) -> None:
@@ -331,4 +332,5 @@ class TcpProxySession:
                 side.pump.close()  # its duplicate descriptors first: the transports close the sockets
         for side in (self.down, self.up):
             if side is not None and side.transport is not None:
+                side.send = None  # nothing more is relayed into a closing transport
                 side.transport.close()  # the upstream's connection_lost does its accounting
