@@ -36,9 +36,8 @@ class PolicyListener(ConnectionContext):
 
     __slots__ = ()
 
-    pending: set[
-        PendingConnection
-    ]  # accepted connections still being told apart (a drain waits for them too)
+    # accepted connections still being told apart (a drain waits for them too)
+    pending: set[PendingConnection]
     tcp_stats: TcpProxyStats
     requests_active: int  # requests in flight through this listener
 
